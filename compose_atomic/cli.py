@@ -1,0 +1,220 @@
+"""The command line: Compose's global options, the commands compose-atomic owns,
+and everything else passed through to ``docker compose`` unchanged.
+
+Keep this module thin: it parses, then calls the capability modules. Heavy
+imports (python-on-whales, httpx, psycopg) happen inside commands, never here,
+so ``compose-atomic --help`` and pass-through commands start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from . import __version__
+from .errors import ComposeAtomicError, EXIT_INTERRUPTED
+from .plugins import get_plugins, load_plugins, pm
+from .progress import error_line
+from .project import ComposeOptions, compose_command
+
+PASSTHROUGH_HELP = (
+    "Every other command (ps, logs, down, exec, run, config, ...) is passed to "
+    "`docker compose` unchanged, with its exit code."
+)
+
+
+def exec_compose(options: ComposeOptions, *args: str) -> None:
+    """Replace this process with ``docker compose``: same TTY, signals and exit code."""
+    argv = compose_command(options, *args)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvp(argv[0], argv)
+    except FileNotFoundError:
+        raise click.ClickException("the docker CLI was not found on PATH") from None
+
+
+class PassThrough(click.Command):
+    """A command compose-atomic does not own: hand it to ``docker compose``."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name, add_help_option=False, help="Passed through to docker compose.",
+                         context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                           "allow_interspersed_args": False})
+
+    def invoke(self, ctx: click.Context) -> None:
+        exec_compose(ctx.find_object(ComposeOptions) or ComposeOptions(), self.name, *ctx.args)
+
+
+class RawArgsCommand(click.Command):
+    """Keeps the exact arguments, so ``up`` can hand them to Compose verbatim."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["raw_args"] = list(args)
+        return super().parse_args(ctx, args)
+
+
+class ComposeAtomicGroup(click.Group):
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, cmd_name) or PassThrough(cmd_name)
+
+    def resolve_command(self, ctx, args):
+        name, cmd, rest = super().resolve_command(ctx, args)
+        return name, cmd, rest
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ComposeAtomicError as error:
+            click.echo(error_line(str(error)), err=True)
+            ctx.exit(error.exit_code)
+        except KeyboardInterrupt:
+            click.echo(error_line("interrupted"), err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=ComposeAtomicGroup, epilog=PASSTHROUGH_HELP,
+             context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-f", "--file", "files", multiple=True, metavar="FILE",
+              help="Compose configuration files (repeatable; default: COMPOSE_FILE or compose.yaml).")
+@click.option("-p", "--project-name", help="Project name (default: COMPOSE_PROJECT_NAME or the directory).")
+@click.option("--project-directory", metavar="DIR", help="Alternate working directory.")
+@click.option("--env-file", "env_files", multiple=True, metavar="FILE", help="Alternate environment file (repeatable).")
+@click.option("--profile", "profiles", multiple=True, metavar="NAME",
+              help="Profile to enable (repeatable; default: COMPOSE_PROFILES).")
+@click.option("--ansi", type=click.Choice(["never", "always", "auto"]), help="Control ANSI control characters.")
+@click.option("--progress", type=click.Choice(["auto", "tty", "plain", "json", "quiet"]),
+              help="Type of progress output.")
+@click.option("--parallel", type=int, help="Max parallelism for Compose, -1 for unlimited.")
+@click.option("--compatibility", is_flag=True, help="Run compose in backward compatibility mode.")
+@click.option("--dry-run", is_flag=True, help="Print what would be done; change nothing.")
+@click.option("--all-resources", is_flag=True, help="Include all resources, even those not used by services.")
+@click.version_option(__version__, "--version", prog_name="compose-atomic")
+@click.pass_context
+def cli(ctx: click.Context, files, project_name, project_directory, env_files, profiles, ansi,
+        progress, parallel, compatibility, dry_run, all_resources) -> None:
+    """Atomic deploys, guarded migrations and verified backups for Docker Compose.
+
+    Use it wherever you use `docker compose`: annotate services with `x-atomic`
+    and `compose-atomic up` replaces them without downtime.
+    """
+    if ansi == "never":
+        os.environ.setdefault("NO_COLOR", "1")
+    ctx.obj = ComposeOptions(
+        files=files, project_name=project_name, project_directory=project_directory,
+        env_files=env_files, profiles=profiles, ansi=ansi, progress=progress, parallel=parallel,
+        compatibility=compatibility, dry_run=dry_run, all_resources=all_resources,
+    )
+
+
+# `docker compose up`'s flags, so that any `up` line a user has still parses.
+UP_FLAGS = [
+    "abort-on-container-exit", "abort-on-container-failure", "always-recreate-deps",
+    "attach-dependencies", "build", "dry-run", "force-recreate", "menu", "no-build", "no-color",
+    "no-deps", "no-log-prefix", "no-recreate", "no-start", "quiet-build", "quiet-pull",
+    "remove-orphans", "timestamps", "wait",
+]
+UP_VALUES = {"attach": True, "exit-code-from": False, "no-attach": True, "pull": False,
+             "scale": True, "wait-timeout": False}
+
+
+def _up_options(func):
+    for flag in reversed(UP_FLAGS):
+        func = click.option(f"--{flag}", is_flag=True)(func)
+    for flag, multiple in UP_VALUES.items():
+        func = click.option(f"--{flag}", multiple=multiple)(func)
+    func = click.option("-d", "--detach", is_flag=True, help="Run in the background.")(func)
+    func = click.option("-t", "--timeout", type=int, help="Shutdown timeout in seconds.")(func)
+    func = click.option("-V", "--renew-anon-volumes", is_flag=True)(func)
+    func = click.option("-w", "--watch", is_flag=True)(func)
+    func = click.option("-y", "--yes", is_flag=True)(func)
+    return func
+
+
+@cli.command(cls=RawArgsCommand)
+@_up_options
+@click.option("--lock-wait", metavar="DURATION", help="Wait this long for another deploy of the project to finish.")
+@click.argument("services", nargs=-1)
+@click.pass_context
+def up(ctx: click.Context, services: tuple[str, ...], lock_wait: str | None, **flags) -> None:
+    """Create and start containers; replace x-atomic services without downtime.
+
+    A project without x-atomic gets exactly `docker compose up`. Accepts every
+    `docker compose up` flag.
+    """
+    from .config import validate_project
+    from .errors import ConfigError
+    from .project import load_project
+
+    options: ComposeOptions = ctx.obj
+    raw = [a for a in ctx.meta["raw_args"] if not a.startswith("--lock-wait")]
+    try:
+        project = load_project(options)
+    except ConfigError:
+        exec_compose(options, "up", *raw)  # Compose explains its own errors, with its own exit code
+        return
+    if not project.is_atomic:
+        exec_compose(options, "up", *raw)
+        return
+    validate_project(project)
+    from .deploy import up as deploy_up
+
+    code = deploy_up(project, services=list(services), flags=flags, raw_args=raw, lock_wait=lock_wait)
+    ctx.exit(code)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def check(ctx: click.Context, as_json: bool) -> None:
+    """Validate the project's x-atomic annotations (exit 2 when invalid)."""
+    from .config import validate_project
+    from .project import load_project
+
+    project = load_project(ctx.obj)
+    validate_project(project)
+    summary = {"project": project.name, "valid": True,
+               "services": {s: sorted(project.service_x_atomic(s)) for s in project.atomic_services},
+               "project_keys": sorted(project.x_atomic)}
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        click.echo(f"{project.name}: x-atomic configuration is valid "
+                   f"({len(project.atomic_services)} annotated services)")
+
+
+@cli.command()
+@click.pass_context
+def schema(ctx: click.Context) -> None:
+    """Print the x-atomic JSON Schema, with keys added by plugins."""
+    from .config import full_schema
+
+    click.echo(json.dumps(full_schema(), indent=2, ensure_ascii=False))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--all", "show_all", is_flag=True, help="Include the built-in default plugins.")
+def plugins(as_json: bool, show_all: bool) -> None:
+    """List installed plugins and the hooks they implement."""
+    found = [p for p in get_plugins() if show_all or not p["builtin"]]
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    if not found:
+        click.echo("no third-party plugins installed (use --all to list the built-in ones)", err=True)
+    for plugin in found:
+        version = f" {plugin['version']}" if plugin.get("version") else ""
+        click.echo(f"{plugin['name']}{version}: {', '.join(plugin['hooks'])}")
+
+
+load_plugins()
+pm.hook.register_commands(cli=cli)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="compose-atomic")

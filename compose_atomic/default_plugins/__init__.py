@@ -1,0 +1,1 @@
+"""Built-in behaviour, registered as plugins like any third-party one."""

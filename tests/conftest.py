@@ -1,0 +1,57 @@
+"""Shared fixtures: one real Docker engine and the images scripts/testbed.sh built."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGE_BUSYBOX = os.environ.get("IMAGE_BUSYBOX", "compose-atomic-testbed/busybox:1")
+IMAGE_CADDY = os.environ.get("IMAGE_CADDY", "compose-atomic-testbed/caddy:2")
+IMAGE_POSTGRES = os.environ.get("IMAGE_POSTGRES", "compose-atomic-testbed/postgres:15")
+
+
+def pytest_configure(config):
+    sys._called_from_test = True
+
+
+def run_cli(*args: str, cwd: Path | str | None = None, env: dict | None = None,
+            timeout: float = 300, input: str | None = None) -> subprocess.CompletedProcess:
+    """Run ``compose-atomic ARGS`` as a user would, in a subprocess."""
+    full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "compose_atomic", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout, input=input)
+
+
+def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> None:
+    """The real engine; the suite fails (not skips) without it: see scripts/testbed.sh."""
+    if shutil.which("docker") is None or docker("info", check=False).returncode != 0:
+        pytest.fail("no Docker engine: run scripts/test, which prepares one")
+    if docker("compose", "version", check=False).returncode != 0:
+        pytest.fail("no Docker Compose v2 plugin: run scripts/test, which installs it")
+
+
+@pytest.fixture
+def project_name(docker_engine) -> str:
+    """A unique compose project name; its containers, networks and volumes go afterwards."""
+    name = f"catest-{uuid.uuid4().hex[:8]}"
+    yield name
+    ids = docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={name}", check=False).stdout.split()
+    if ids:
+        docker("rm", "-f", "-v", *ids, check=False)
+    for kind in ("network", "volume"):
+        found = docker(kind, "ls", "-q", "--filter", f"label=com.docker.compose.project={name}",
+                       check=False).stdout.split()
+        if found:
+            docker(kind, "rm", *found, check=False)

@@ -22,3 +22,36 @@ def register_config_schema(register):
 @hookspec
 def validate_config(project):
     """Check a loaded project beyond the schema; return a list of ConfigProblem."""
+
+
+# ---- deploy ------------------------------------------------------------------
+
+
+@hookspec
+def before_deploy(project, service, old_container, new_image):
+    """Run before a service's new container starts; raise to stop the deploy."""
+
+
+@hookspec(firstresult=True)
+def check_health(project, service, container):
+    """Judge a new container: return True, False, or None to let others decide."""
+
+
+@hookspec
+def before_switch(project, service, old_container, new_container):
+    """Run once the new container is healthy, before traffic moves to it."""
+
+
+@hookspec
+def after_switch(project, service, old_container, new_container):
+    """Run once traffic goes to the new container."""
+
+
+@hookspec
+def on_rollback(project, service, old_container, new_container, reason):
+    """Run after a failed deploy, once the old version serves again."""
+
+
+@hookspec
+def after_deploy(project, service, old_container, new_container, outcome):
+    """Run when a service's deploy has ended, whatever the outcome."""

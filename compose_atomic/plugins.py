@@ -64,6 +64,7 @@ def load_plugins() -> None:
 
 def get_plugins() -> list[dict]:
     """Describe every registered plugin: name, version, the hooks it implements."""
+    load_plugins()
     plugins = []
     for plugin in pm.get_plugins():
         name = pm.get_name(plugin)

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import ConfigError, DockerUnavailable
 
 DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
@@ -137,6 +135,8 @@ def discover_files(options: ComposeOptions, environ: dict[str, str] | None = Non
 
 
 def _included_files(files: list[Path]) -> list[Path]:
+    import yaml
+
     included: list[Path] = []
     for path in files:
         try:
@@ -173,6 +173,8 @@ def load_project(options: ComposeOptions) -> Project:
                 hint="Install it as a docker CLI plugin; scripts/testbed.sh shows how.",
             )
         raise ConfigError(f"Compose could not load the project:\n{message}")
+    import yaml
+
     config = yaml.safe_load(proc.stdout) or {}
     files = discover_files(options)
     if options.project_directory:

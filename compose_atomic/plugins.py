@@ -14,6 +14,7 @@ from . import hookspecs
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "compose_atomic.default_plugins.core",
     "compose_atomic.init.plugin",
+    "compose_atomic.completion.plugin",
 )
 ENTRY_POINT_GROUP = "compose_atomic"
 

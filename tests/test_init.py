@@ -51,20 +51,20 @@ def annotations(path: Path) -> dict:
 EXPECTED = {
     "django-postgres": ("compose.yaml", {
         "web": {"route": {"port": 8000}, "health": {"path": "/healthz"}, "monitor": "10s", "drain": "30s"},
-        "db": {"backup": {"schedule": "0 3 * * *", "keep": {"last": 7, "daily": 7, "weekly": 4, "monthly": 6},
+        "db": {"backup": {"schedule": "0 3 * * *", "keep": {"last": 3, "daily": 7, "weekly": 4, "monthly": 6},
                           "verify": "restore"}},
         "<project>": {"proxy": {"ports": ["80:80", "443:443"]}},
     }),
     "node-caddy": ("docker-compose.yml", {
         "app": {"route": {"port": 3000}, "health": {"path": "/"}, "monitor": "10s", "drain": "30s"},
-        "postgres": {"backup": {"schedule": "0 3 * * *", "keep": {"last": 7, "daily": 7, "weekly": 4,
+        "postgres": {"backup": {"schedule": "0 3 * * *", "keep": {"last": 3, "daily": 7, "weekly": 4,
                                                                  "monthly": 6}, "verify": "restore"}},
         "<project>": {"proxy": {"image": "${CADDY_IMAGE:-caddy:2.8-alpine}", "ports": ["80:80", "443:443"]}},
     }),
     "traefik-labels": ("compose.yml", {
         "api": {"route": {"port": 8080, "host": "api.example.com"}, "health": {"path": "/health"},
                 "monitor": "10s", "drain": "30s"},
-        "tsdb": {"backup": {"schedule": "0 3 * * *", "keep": {"last": 7, "daily": 7, "weekly": 4,
+        "tsdb": {"backup": {"schedule": "0 3 * * *", "keep": {"last": 3, "daily": 7, "weekly": 4,
                                                              "monthly": 6}, "verify": "restore"}},
         "<project>": {"proxy": {"ports": ["80:80", "443:443"]}},
     }),
@@ -75,7 +75,7 @@ EXPECTED = {
     }),
     "annotated": ("compose.yaml", {
         "web": {"route": {"port": 8000}, "health": {"path": "/up"}},
-        "db": {"backup": {"schedule": "0 3 * * *", "keep": {"last": 7, "daily": 7, "weekly": 4,
+        "db": {"backup": {"schedule": "0 3 * * *", "keep": {"last": 3, "daily": 7, "weekly": 4,
                                                            "monthly": 6}, "verify": "restore"}},
         "<project>": {"proxy": {"ports": ["8080:80"]}},
     }),
@@ -206,3 +206,13 @@ def test_proposed_annotations_validate_against_the_schema(tmp_path):
     run_cli("init", "--yes", cwd=folder, timeout=60)
     config = yaml.safe_load((folder / "compose.yaml").read_text())
     assert list(schema_problems(config, full_schema())) == []
+
+
+def test_getting_started_shows_what_init_really_prints(tmp_path):
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "getting-started.md").read_text()
+    start = doc.index("```text\n") + len("```text\n")
+    shown = doc[start:doc.index("```", start)]
+    folder = copy_case("django-postgres", tmp_path)
+    printed = run_cli("init", "--dry-run", cwd=folder, timeout=60).stderr
+    assert printed.replace("init: dry run, nothing written\n", "") == shown, \
+        "update the example in docs/getting-started.md"

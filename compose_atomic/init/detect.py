@@ -43,7 +43,7 @@ WEB_PORTS = (80, 8080, 8000, 3000, 5000, 4000, 8888, 9000)
 DEFAULT_MONITOR = "10s"
 DEFAULT_DRAIN = "30s"
 DEFAULT_BACKUP = {"schedule": "0 3 * * *",
-                  "keep": {"last": 7, "daily": 7, "weekly": 4, "monthly": 6},
+                  "keep": {"last": 3, "daily": 7, "weekly": 4, "monthly": 6},
                   "verify": "restore"}
 DEFAULT_PROXY_PORTS = ["80:80", "443:443"]
 
@@ -508,8 +508,9 @@ def _plan_web(plan: Plan, service: Service, databases: dict[str, str], proxies: 
     if hosts:
         plan.note(name, f"route.host {', '.join(hosts)}, the host name(s) your proxy already routes here")
     plan.note(name, f"health.path {path}: {path_why}")
-    plan.note(name, f"monitor {DEFAULT_MONITOR} (watch the new version after the switch and roll back "
-                    f"if it fails), drain {DEFAULT_DRAIN} (the most in-flight requests get to finish)")
+    plan.note(name, f"monitor {DEFAULT_MONITOR}: watch the new version that long after the switch and "
+                    f"roll back if it fails; drain {DEFAULT_DRAIN}: the old one gets up to that long to "
+                    "finish its requests")
     for dependency in _depends_on(service):
         if dependency in databases:
             plan.note(name, f"uses PostgreSQL service {dependency}: to run migrations guarded by a "

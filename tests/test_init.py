@@ -56,7 +56,8 @@ EXPECTED = {
         "<project>": {"proxy": {"ports": ["80:80", "443:443"]}},
     }),
     "node-caddy": ("docker-compose.yml", {
-        "app": {"route": {"port": 3000}, "health": {"path": "/"}, "monitor": "10s", "drain": "30s"},
+        "app": {"route": {"port": 3000, "host": ["${SHOP_DOMAIN:-shop.example.com}", "www.shop.example.com"]},
+                "health": {"path": "/"}, "monitor": "10s", "drain": "30s"},
         "postgres": {"backup": {"schedule": "0 3 * * *", "keep": {"last": 3, "daily": 7, "weekly": 4,
                                                                  "monthly": 6}, "verify": "restore"}},
         "<project>": {"proxy": {"image": "${CADDY_IMAGE:-caddy:2.8-alpine}", "ports": ["80:80", "443:443"]}},
@@ -216,3 +217,29 @@ def test_getting_started_shows_what_init_really_prints(tmp_path):
     printed = run_cli("init", "--dry-run", cwd=folder, timeout=60).stderr
     assert printed.replace("init: dry run, nothing written\n", "") == shown, \
         "update the example in docs/getting-started.md"
+
+
+def test_explicit_files_and_a_service_defined_only_in_a_later_file(tmp_path):
+    folder = copy_case("django-postgres", tmp_path)
+    (folder / "compose.prod.yaml").write_text(
+        "# production additions\nservices:\n  docs:\n    image: nginx:1.27-alpine\n    expose: [\"80\"]\n"
+        "    healthcheck:\n      test: [\"CMD\", \"wget\", \"-qO-\", \"http://localhost/\"]\n")
+    files = ("-f", "compose.yaml", "-f", "compose.prod.yaml")
+    result = run_cli(*files, "init", "--yes", cwd=folder, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "init: read compose.yaml, compose.prod.yaml\n" in result.stderr  # no override: -f was given
+    assert annotations(folder / "compose.prod.yaml") == {
+        "docs": {"route": {"port": 80}, "health": {"path": "/"}, "monitor": "10s", "drain": "30s"}}
+    assert "docs" not in annotations(folder / "compose.yaml")
+    assert (folder / "compose.override.yaml").read_bytes() == (CASES / "django-postgres" / "compose.override.yaml").read_bytes()
+    check = run_cli(*files, "check", cwd=folder, timeout=60)
+    assert check.returncode == 0, check.stderr
+
+
+def test_parse_caddyfile():
+    from compose_atomic.init.detect import parse_caddyfile
+
+    text = ("{\n  email ops@example.com\n}\n(common) {\n  encode gzip\n}\n"
+            "https://api.example.com:443 {\n  import common\n  reverse_proxy /v1/* api:8080\n}\n"
+            ":80 {\n  reverse_proxy http://web:3000 # plain\n}\n")
+    assert parse_caddyfile(text) == {"api": (8080, ["api.example.com"]), "web": (3000, [])}

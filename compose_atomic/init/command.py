@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -50,9 +51,16 @@ def run_init(options: ComposeOptions | None, *, dry_run: bool, yes: bool, intera
         if not click.confirm("Write these changes?", default=True, err=True):
             click.echo("init: nothing written", err=True)
             return 1
+    unwritable = [str(p) for p in edits.texts if not os.access(p, os.W_OK)]
+    if unwritable:  # check them all first, so a project is never left half-annotated
+        raise InitError(f"cannot write {', '.join(unwritable)} (permission denied); nothing was written",
+                        hint="Run init as the files' owner, or apply the diff above by hand.")
     for path, text in edits.texts.items():
-        with open(path, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
+        try:
+            with open(path, "w", encoding="utf-8", newline="") as handle:
+                handle.write(text)
+        except OSError as exc:
+            raise InitError(f"cannot write {path}: {exc.strerror or exc}") from None
         click.echo(f"init: wrote {_relative(path)}", err=True)
     click.echo("init: next, `compose-atomic check`, then `compose-atomic up -d`", err=True)
     return 0

@@ -403,6 +403,72 @@ def route_hosts(service: Service) -> list[str]:
     return unique
 
 
+def _caddy_placeholders(text: str) -> str:
+    """Caddy's ``{$VAR:default}`` as Compose's ``${VAR:-default}``, so Compose interpolates it."""
+    return re.sub(r"\{\$([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}",
+                  lambda m: f"${{{m.group(1)}:-{m.group(2)}}}" if m.group(2) is not None else f"${{{m.group(1)}}}",
+                  text)
+
+
+def parse_caddyfile(text: str) -> dict[str, tuple[int, list[str]]]:
+    """``upstream host -> (port, site addresses)`` from a Caddyfile's ``reverse_proxy`` lines.
+
+    Enough for the common one-site-per-block files; anything unusual is simply not
+    recognised (init then falls back to the other signals).
+    """
+    routes: dict[str, tuple[int, list[str]]] = {}
+    depth, hosts = 0, None
+    for raw in text.splitlines():
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        if depth == 0 and line.endswith("{"):
+            head = line[:-1].strip()
+            hosts = None if head.startswith("(") else [h for h in (
+                _site_host(a) for a in re.split(r"[,\s]+", head) if a) if h]
+            depth = 1
+            continue
+        depth = max(depth + line.count("{") - line.count("}"), 0)
+        if depth == 0:
+            hosts = None
+            continue
+        if hosts is not None and line.startswith("reverse_proxy"):
+            for upstream in line.split()[1:]:
+                match = re.fullmatch(r"(?:https?://)?([A-Za-z0-9_.-]+):(\d+)", upstream)
+                if match and match.group(1) not in routes:
+                    routes[match.group(1)] = (int(match.group(2)), hosts)
+    return routes
+
+
+def _site_host(address: str) -> str:
+    address = _caddy_placeholders(address)
+    address = re.sub(r"^https?://", "", address).split("/", 1)[0]
+    if address.startswith("${"):
+        return address
+    return address.rsplit(":", 1)[0] if ":" in address else address
+
+
+def caddyfile_routes(proxy: Service, base: Path) -> tuple[dict[str, tuple[int, list[str]]], str]:
+    """The routes of the Caddyfile a Caddy service mounts, and its path as written."""
+    for volume in proxy.config.get("volumes") or []:
+        if isinstance(volume, dict):
+            source, target = str(volume.get("source", "")), str(volume.get("target", ""))
+        else:
+            bits = str(volume).split(":")
+            source, target = bits[0], (bits[1] if len(bits) > 1 else "")
+        if not source.startswith((".", "/")):
+            continue  # a named volume, not a file of the user's
+        path = base / interpolate(source, proxy.env)
+        if path.is_dir() and target.rstrip("/") == "/etc/caddy":
+            path = path / "Caddyfile"
+        if path.is_file() and (path.name == "Caddyfile" or target.endswith("Caddyfile")):
+            try:
+                return parse_caddyfile(path.read_text(errors="replace")), source
+            except OSError:
+                break
+    return {}, ""
+
+
 # ---- the plan ------------------------------------------------------------------
 
 
@@ -449,6 +515,15 @@ def plan_project(files: list[ComposeFile], env: dict[str, str]) -> Plan:
             top_level.update(value)
 
     proxies = {name: kind for name, s in services.items() if (kind := proxy_kind(s))}
+    base = files[0].path.parent
+    from_proxy: dict[str, tuple[int, list[str], str]] = {}
+    for name in proxies:
+        routes, source = caddyfile_routes(services[name], base)
+        for upstream, (port, hosts) in routes.items():
+            target = upstream if upstream in services else next(
+                (n for n, s in services.items() if s.config.get("container_name") == upstream), None)
+            if target:
+                from_proxy.setdefault(target, (port, hosts, f"{name}'s Caddyfile {source}"))
     databases = {name: why for name, s in services.items()
                  if name not in proxies and (why := is_postgres(s))}
     routed = [name for name, s in services.items() if s.config.get("x-atomic", {}) and
@@ -469,7 +544,7 @@ def plan_project(files: list[ComposeFile], env: dict[str, str]) -> Plan:
             plan.note(name, f"{service.image_name} keeps its data across deploys, so it is not "
                             f"replaced by compose-atomic; left to plain `compose up`{extra}")
             continue
-        if _plan_web(plan, service, databases, proxies):
+        if _plan_web(plan, service, databases, from_proxy.get(name)):
             routed.append(name)
 
     _plan_proxy(plan, services, proxies, routed, top_level)
@@ -484,9 +559,10 @@ def _plan_database(plan: Plan, service: Service, why: str) -> None:
                             f"weekly and {keep['monthly']} monthly, each verified by a test restore")
 
 
-def _plan_web(plan: Plan, service: Service, databases: dict[str, str], proxies: dict[str, str]) -> bool:
+def _plan_web(plan: Plan, service: Service, databases: dict[str, str],
+              proxied: tuple[int, list[str], str] | None) -> bool:
     name = service.name
-    found = web_port(service)
+    found = (proxied[0], proxied[2]) if proxied else web_port(service)
     if found is None:
         plan.note(name, "no port, no HTTP healthcheck and no known web image: a worker or job, "
                         "left to plain `compose up`")
@@ -499,7 +575,7 @@ def _plan_web(plan: Plan, service: Service, databases: dict[str, str], proxies: 
     port, source = found
     path, path_why = health_path(service)
     route: dict[str, Any] = {"port": port}
-    hosts = route_hosts(service)
+    hosts = route_hosts(service) or (proxied[1] if proxied else [])
     if hosts:
         route["host"] = hosts[0] if len(hosts) == 1 else hosts
     plan.services[name] = {"route": route, "health": {"path": path},

@@ -243,3 +243,28 @@ def test_parse_caddyfile():
             "https://api.example.com:443 {\n  import common\n  reverse_proxy /v1/* api:8080\n}\n"
             ":80 {\n  reverse_proxy http://web:3000 # plain\n}\n")
     assert parse_caddyfile(text) == {"api": (8080, ["api.example.com"]), "web": (3000, [])}
+
+
+@pytest.mark.parametrize("body", [
+    'services:\n  web:\n    ports: "8000:8000"\n    expose: 80\n    volumes: x\n    environment: FOO\n'
+    '    healthcheck: yes\n    labels: 3\n    depends_on: 7\n    image: 5\n',
+    "services:\n  redis:\n  web:\n    image: nginx\n",
+    "x-atomic: 3\nservices:\n  web:\n    image: nginx\n",
+    "services:\n  web: &w\n    image: nginx\n  web2: *w\n",
+    "services:\n  web: {image: nginx}\n",
+])
+def test_odd_but_parseable_files_never_crash(body, tmp_path):
+    from compose_atomic.init.detect import plan_project, read_file
+    from compose_atomic.init.edit import apply_plan
+
+    (tmp_path / "compose.yaml").write_text(body)
+    files = [read_file(tmp_path / "compose.yaml")]
+    edits = apply_plan(files, plan_project(files, {}))
+    for text in edits.texts.values():
+        yaml.safe_load(text)  # still YAML
+
+
+def test_an_empty_x_atomic_counts_as_annotated(tmp_path):
+    (tmp_path / "compose.yaml").write_text("services:\n  web:\n    image: nginx\n    x-atomic: {}\n")
+    result = run_cli("init", "--yes", cwd=tmp_path, timeout=60)
+    assert result.returncode == 0 and "nothing to add" in result.stderr

@@ -154,7 +154,7 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     result = dict(base)
     for key, value in override.items():
         if key in ("ports", "expose") and isinstance(value, list):
-            result[key] = [*(result.get(key) or []), *value]
+            result[key] = [*as_list(result.get(key)), *value]
         elif isinstance(value, dict) and isinstance(result.get(key), dict):
             result[key] = _merge(result[key], value)
         else:
@@ -196,12 +196,19 @@ def _int(value: Any) -> int | None:
         return None
 
 
+def as_list(value: Any) -> list[Any]:
+    """A list-valued key as a list, whatever a hand-edited file holds."""
+    if isinstance(value, list):
+        return value
+    return [] if value is None or isinstance(value, dict) else [value]
+
+
 def as_dict(value: Any) -> dict[str, str]:
     """``environment:``/``labels:`` in either mapping or ``KEY=value`` list form."""
     if isinstance(value, dict):
         return {str(k): "" if v is None else str(v) for k, v in value.items()}
     result: dict[str, str] = {}
-    for item in value or []:
+    for item in as_list(value):
         key, _, val = str(item).partition("=")
         result[key] = val
     return result
@@ -244,12 +251,12 @@ class Service:
     @property
     def ports(self) -> list[PortMapping]:
         return [parse_port(interpolate(p, self.env) if isinstance(p, str) else p)
-                for p in self.config.get("ports") or []]
+                for p in as_list(self.config.get("ports"))]
 
     @property
     def expose(self) -> list[int]:
         found = [_int(interpolate(str(p), self.env).split("/")[0].split("-")[0])
-                 for p in self.config.get("expose") or []]
+                 for p in as_list(self.config.get("expose"))]
         return [p for p in found if p]
 
     @property
@@ -278,7 +285,7 @@ class Service:
 
     def volume_targets(self) -> list[str]:
         targets = []
-        for volume in self.config.get("volumes") or []:
+        for volume in as_list(self.config.get("volumes")):
             if isinstance(volume, dict):
                 targets.append(str(volume.get("target", "")))
             else:
@@ -450,7 +457,7 @@ def _site_host(address: str) -> str:
 
 def caddyfile_routes(proxy: Service, base: Path) -> tuple[dict[str, tuple[int, list[str]]], str]:
     """The routes of the Caddyfile a Caddy service mounts, and its path as written."""
-    for volume in proxy.config.get("volumes") or []:
+    for volume in as_list(proxy.config.get("volumes")):
         if isinstance(volume, dict):
             source, target = str(volume.get("source", "")), str(volume.get("target", ""))
         else:
@@ -530,7 +537,7 @@ def plan_project(files: list[ComposeFile], env: dict[str, str]) -> Plan:
               isinstance(s.config.get("x-atomic"), dict) and "route" in s.config["x-atomic"]]
 
     for name, service in services.items():
-        if isinstance(service.config.get("x-atomic"), dict) and service.config["x-atomic"]:
+        if "x-atomic" in service.config:
             plan.note(name, "already has x-atomic; left as it is")
             continue
         if name in proxies:

@@ -268,3 +268,15 @@ def test_an_empty_x_atomic_counts_as_annotated(tmp_path):
     (tmp_path / "compose.yaml").write_text("services:\n  web:\n    image: nginx\n    x-atomic: {}\n")
     result = run_cli("init", "--yes", cwd=tmp_path, timeout=60)
     assert result.returncode == 0 and "nothing to add" in result.stderr
+
+
+def test_json_report(tmp_path):
+    import json
+
+    folder = copy_case("annotated", tmp_path)
+    report = json.loads(run_cli("init", "--dry-run", "--json", cwd=folder, timeout=60).stdout)
+    assert report["files"] == ["compose.yaml"] and report["written"] == []
+    assert list(report["annotations"]["services"]) == ["db"] and report["annotations"]["project"] == {}
+    assert report["diff"].startswith("--- a/compose.yaml") and report["notes"][0].startswith("web: already")
+    written = json.loads(run_cli("init", "--yes", "--json", cwd=folder, timeout=60).stdout)
+    assert written["written"] == ["compose.yaml"]

@@ -12,8 +12,13 @@ from .detect import InitError, Plan, plan_project, read_env, read_file
 from .edit import apply_plan, unified_diff
 
 
-def run_init(options: ComposeOptions | None, *, dry_run: bool, yes: bool, interactive: bool) -> int:
-    """Annotate the project's compose files; returns the exit code."""
+def run_init(options: ComposeOptions | None, *, dry_run: bool, yes: bool, interactive: bool,
+             as_json: bool = False) -> int:
+    """Annotate the project's compose files; returns the exit code.
+
+    Explanations go to stderr; the diff (or, with ``as_json``, the whole report)
+    goes to stdout.
+    """
     options = options or ComposeOptions()
     paths = [p for p in discover_files(options) if p.is_file()]
     if not paths:
@@ -36,13 +41,20 @@ def run_init(options: ComposeOptions | None, *, dry_run: bool, yes: bool, intera
     edits = apply_plan(files, plan)
     for snippet in edits.manual:
         click.echo(f"add by hand in {snippet}", err=True)
+    report = {"files": [_relative(p) for p in paths],
+              "annotations": {"project": plan.project, "services": plan.services},
+              "notes": plan.notes, "warnings": plan.warnings, "manual": edits.manual,
+              "diff": "", "written": []}
     if not edits.texts:
         click.echo("init: nothing to add; the files are unchanged", err=True)
+        _emit(report, as_json)
         return 0
-    diff = unified_diff(files, edits, Path.cwd())
-    click.echo(diff, nl=False)
+    report["diff"] = unified_diff(files, edits, Path.cwd())
+    if not as_json:
+        click.echo(report["diff"], nl=False)
     if dry_run:
         click.echo("init: dry run, nothing written", err=True)
+        _emit(report, as_json)
         return 0
     if not yes:
         if not interactive:
@@ -50,6 +62,7 @@ def run_init(options: ComposeOptions | None, *, dry_run: bool, yes: bool, intera
                             hint="Re-run with --yes to write the diff above, or --dry-run to only show it.")
         if not click.confirm("Write these changes?", default=True, err=True):
             click.echo("init: nothing written", err=True)
+            _emit(report, as_json)
             return 1
     unwritable = [str(p) for p in edits.texts if not os.access(p, os.W_OK)]
     if unwritable:  # check them all first, so a project is never left half-annotated
@@ -62,8 +75,17 @@ def run_init(options: ComposeOptions | None, *, dry_run: bool, yes: bool, intera
         except OSError as exc:
             raise InitError(f"cannot write {path}: {exc.strerror or exc}") from None
         click.echo(f"init: wrote {_relative(path)}", err=True)
+        report["written"].append(_relative(path))
     click.echo("init: next, `compose-atomic check`, then `compose-atomic up -d`", err=True)
+    _emit(report, as_json)
     return 0
+
+
+def _emit(report: dict, as_json: bool) -> None:
+    if as_json:
+        import json
+
+        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
 
 
 def _check_plan(plan: Plan) -> None:

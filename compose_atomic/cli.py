@@ -15,6 +15,7 @@ import sys
 import click
 
 from . import __version__
+from .completion.services import complete_services
 from .errors import ComposeAtomicError, EXIT_INTERRUPTED
 from .plugins import get_plugins, load_plugins, pm
 from .progress import error_line
@@ -137,7 +138,7 @@ def _up_options(func):
 @cli.command(cls=RawArgsCommand)
 @_up_options
 @click.option("--lock-wait", metavar="DURATION", help="Wait this long for another deploy of the project to finish.")
-@click.argument("services", nargs=-1)
+@click.argument("services", nargs=-1, shell_complete=complete_services)
 @click.pass_context
 def up(ctx: click.Context, services: tuple[str, ...], lock_wait: str | None, **flags) -> None:
     """Create and start containers; replace x-atomic services without downtime.

@@ -1,0 +1,309 @@
+"""Run the rules over a file, statement by statement, simulating what PostgreSQL sees.
+
+The context tracks what a migration runner cannot forget: whether a transaction
+is open (explicit ``BEGIN``/``COMMIT`` blocks, or the runner's own wrapper with
+--assume-in-transaction), which tables and indexes the file created (operations on
+them are harmless: nobody else can be using them), constraints added ``NOT VALID``
+and in which transaction, and whether ``lock_timeout`` is set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from .ignores import find_ignores
+from .model import Finding, Hit, Rule
+from .parser import SourceFile, Statement, parse_file
+
+DEFAULT_PG_VERSION = (15, 0)  # squawk's default too
+LOCK_ORDER = ["ACCESS SHARE", "ROW SHARE", "ROW EXCLUSIVE", "SHARE UPDATE EXCLUSIVE", "SHARE",
+              "SHARE ROW EXCLUSIVE", "EXCLUSIVE", "ACCESS EXCLUSIVE"]
+
+
+@dataclass
+class LintConfig:
+    """What to check and how hard: from the command line, x-atomic.lint, or the deploy gate."""
+
+    pg_version: tuple[int, int] = DEFAULT_PG_VERSION
+    exclude: frozenset[str] = frozenset()
+    severity: dict[str, str] = field(default_factory=dict)
+    assume_in_transaction: bool = False
+
+
+def parse_pg_version(value) -> tuple[int, int]:
+    """``15``, ``"15"``, ``"15.0"``, ``"9.6"`` -> (major, minor). Raises ValueError."""
+    text = str(value).strip()
+    parts = text.split(".")
+    if not parts[0].isdigit() or len(parts) > 3 or any(not p.isdigit() for p in parts[1:]):
+        raise ValueError(f"not a PostgreSQL version: {value!r} (expected e.g. 15 or 9.6)")
+    major = int(parts[0])
+    minor = int(parts[1]) if len(parts) > 1 else 0
+    if not 9 <= major <= 30:
+        raise ValueError(f"not a PostgreSQL version: {value!r} (9 to 30)")
+    return major, minor
+
+
+def relname(rangevar: dict | None) -> str:
+    """A RangeVar's name as written, schema-qualified when it was."""
+    if not rangevar:
+        return "?"
+    name = rangevar.get("relname", "?")
+    schema = rangevar.get("schemaname")
+    return f"{schema}.{name}" if schema else name
+
+
+class LintContext:
+    """The state of the simulated session while the rules run over a file."""
+
+    def __init__(self, source: SourceFile, config: LintConfig, assume_in_transaction: bool) -> None:
+        self.source = source
+        self.config = config
+        self.pg_version = config.pg_version
+        self.assume_in_transaction = assume_in_transaction
+        self.in_transaction = assume_in_transaction
+        self.explicit_transaction = False
+        self.tx_id = 0
+        self.created_tables: set[str] = set()
+        self.created_indexes: set[str] = set()
+        self.not_valid: dict[tuple[str, str], int] = {}
+        self.not_null_checks: dict[str, tuple[str, str]] = {}
+        self.proven_not_null: set[tuple[str, str]] = set()
+        self.lock_timeout = False
+        self.lock_timeout_local = False
+        self.once: set[str] = set()  # for rules that report once per file
+        self.has_transaction_statements = assume_in_transaction
+
+    # ---- questions the rules ask -------------------------------------------------
+
+    def is_new(self, rangevar_or_name) -> bool:
+        """True when the file created this table earlier (so nobody else uses it yet)."""
+        if isinstance(rangevar_or_name, dict):
+            name = rangevar_or_name.get("relname")
+        else:
+            name = str(rangevar_or_name).rsplit(".", 1)[-1]
+        return name in self.created_tables
+
+    def version_at_least(self, major: int, minor: int = 0) -> bool:
+        return self.pg_version >= (major, minor)
+
+    # ---- state changes after each statement ------------------------------------
+
+    def after(self, stmt: Statement) -> None:
+        kind, node = stmt.kind, stmt.node
+        if kind == "TransactionStmt":
+            self.has_transaction_statements = True
+            tkind = node.get("kind", "")
+            if tkind in ("TRANS_STMT_BEGIN", "TRANS_STMT_START"):
+                if not self.in_transaction:
+                    self.tx_id += 1
+                self.in_transaction = True
+                self.explicit_transaction = True
+            elif tkind in ("TRANS_STMT_COMMIT", "TRANS_STMT_ROLLBACK", "TRANS_STMT_PREPARE"):
+                self.in_transaction = False
+                self.explicit_transaction = False
+                self.lock_timeout_local = False
+                self.tx_id += 1
+            return
+        if kind == "CreateStmt":
+            self.created_tables.add(node.get("relation", {}).get("relname"))
+        elif kind == "CreateTableAsStmt":
+            rel = (node.get("into") or {}).get("IntoClause", node.get("into", {})).get("rel", {})
+            self.created_tables.add(rel.get("relname"))
+        elif kind == "IndexStmt" and node.get("idxname"):
+            self.created_indexes.add(node["idxname"])
+        elif kind == "VariableSetStmt" and node.get("name") == "lock_timeout":
+            value = _set_value(node)
+            on = node.get("kind") == "VAR_SET_VALUE" and value not in ("0", "")
+            if node.get("is_local"):
+                self.lock_timeout_local = on and self.in_transaction
+            else:
+                self.lock_timeout = on
+        elif kind == "AlterTableStmt":
+            table = node.get("relation", {}).get("relname", "")
+            for cmd in node.get("cmds", []):
+                self._after_cmd(table, cmd.get("AlterTableCmd", {}))
+        elif kind == "RenameStmt" and node.get("renameType") == "OBJECT_TABLE":
+            if self.is_new(node.get("relation")):
+                self.created_tables.add(node.get("newname"))
+        if not self.in_transaction:
+            self.tx_id += 1
+
+    def _after_cmd(self, table: str, cmd: dict) -> None:
+        subtype = cmd.get("subtype")
+        if subtype == "AT_AddConstraint":
+            con = cmd.get("def", {}).get("Constraint", {})
+            name = con.get("conname")
+            if con.get("contype") == "CONSTR_CHECK":
+                column = _is_not_null_check(con.get("raw_expr"))
+                if column and name:
+                    self.not_null_checks[name] = (table, column)
+                if column and not con.get("skip_validation"):
+                    self.proven_not_null.add((table, column))
+            if name and con.get("skip_validation"):
+                self.not_valid[(table, name)] = self.tx_id
+        elif subtype == "AT_ValidateConstraint":
+            found = self.not_null_checks.get(cmd.get("name"))
+            if found:
+                self.proven_not_null.add(found)
+
+    @property
+    def has_lock_timeout(self) -> bool:
+        return self.lock_timeout or self.lock_timeout_local
+
+
+def _set_value(node: dict) -> str:
+    args = node.get("args") or []
+    if not args:
+        return ""
+    const = args[0].get("A_Const", {})
+    for key in ("sval", "ival", "fval"):
+        if key in const:
+            inner = const[key]
+            return str(next(iter(inner.values()), "0")) if inner else "0"
+    return "0" if "ival" in const or not const else "?"
+
+
+def _is_not_null_check(expr: dict | None) -> str | None:
+    """The column of ``CHECK (col IS NOT NULL)``, else None."""
+    test = (expr or {}).get("NullTest")
+    if not test or test.get("nulltesttype") != "IS_NOT_NULL":
+        return None
+    fields = test.get("arg", {}).get("ColumnRef", {}).get("fields", [])
+    if len(fields) == 1 and "String" in fields[0]:
+        return fields[0]["String"]["sval"]
+    return None
+
+
+END_OF_FILE = "EndOfFile"
+
+
+class Linter:
+    """Rules resolved against a config: call ``lint_text`` for each file."""
+
+    def __init__(self, rules: dict[str, Rule], config: LintConfig) -> None:
+        self.rules = rules
+        self.config = config
+        self.aliases = {alias: r.id for r in rules.values() for alias in r.aliases}
+        self.by_kind: dict[str, list[Rule]] = {}
+        self.every: list[Rule] = []
+        for rule in rules.values():
+            if self.severity(rule.id) == "off" or rule.check is None:
+                continue
+            if rule.kinds:
+                for kind in rule.kinds:
+                    self.by_kind.setdefault(kind, []).append(rule)
+            else:
+                self.every.append(rule)
+
+    def resolve(self, name: str) -> str | None:
+        name = name.strip().lower()
+        if name in self.rules:
+            return name
+        return self.aliases.get(name)
+
+    def severity(self, rule_id: str) -> str:
+        if rule_id in self.config.exclude:
+            return "off"
+        override = self.config.severity.get(rule_id)
+        if override:
+            return override
+        rule = self.rules.get(rule_id)
+        return rule.severity if rule else "error"
+
+    def lint_text(self, path: str, text: str) -> list[Finding]:
+        return self.lint_source(parse_file(path, text))
+
+    def lint_source(self, source: SourceFile) -> list[Finding]:
+        ignores = find_ignores(source)
+        assume = self.config.assume_in_transaction and not ignores.disable_assume_in_transaction
+        ctx = LintContext(source, self.config, assume)
+        ctx.has_transaction_statements = assume or any(s.kind == "TransactionStmt" for s in source.statements)
+        raw: list[tuple[str, Hit, Statement]] = []
+        by_kind, every = self.by_kind, self.every
+        for stmt in source.statements:
+            if stmt.error is not None:
+                raw.append(("syntax-error", Hit(f"PostgreSQL's grammar rejects this statement: {stmt.error}",
+                                               "Fix the syntax; the checks below it only saw its tokens."),
+                            stmt))
+                from .fallback import token_hits
+
+                raw.extend((rule, hit, stmt) for rule, hit in token_hits(stmt, ctx))
+                continue
+            for rule in by_kind.get(stmt.kind, ()):
+                for hit in rule.check(stmt, ctx):
+                    raw.append((rule.id, hit, stmt))
+            for rule in every:
+                for hit in rule.check(stmt, ctx):
+                    raw.append((rule.id, hit, stmt))
+            ctx.after(stmt)
+        end = Statement(len(source.statements), len(source.text.rstrip()), len(source.text.rstrip()), "",
+                        END_OF_FILE, {}, source=source)
+        for rule in by_kind.get(END_OF_FILE, ()):
+            for hit in rule.check(end, ctx):
+                raw.append((rule.id, hit, end))
+        findings = [self._finding(source, rule_id, hit, stmt) for rule_id, hit, stmt in raw]
+        findings = [f for f in findings if f.severity != "off"]
+        findings = self._apply_ignores(source, ignores, findings)
+        findings.sort(key=lambda f: (f.start, f.end))
+        return findings
+
+    def _finding(self, source: SourceFile, rule_id: str, hit: Hit, stmt: Statement) -> Finding:
+        start, end = hit.span or (stmt.start, stmt.end)
+        line, column = source.position(start)
+        end_line, end_column = source.position(max(start, end))
+        stmt_line = source.position(stmt.start)[0] if stmt.text else line
+        return Finding(source.path, line, column, end_line, end_column, rule_id, self.severity(rule_id),
+                       hit.message, hit.help, hit.lock, stmt.text, start, end, stmt_line)
+
+    def _apply_ignores(self, source: SourceFile, ignores, findings: list[Finding]) -> list[Finding]:
+        if not ignores.directives:
+            return findings
+        extra: list[Finding] = []
+        file_all = False
+        file_rules: set[str] = set()
+        lines: dict[int, set[str] | None] = {}
+        for d in ignores.directives:
+            known: set[str] = set()
+            for name in d.rules:
+                resolved = self.resolve(name)
+                if resolved is None:
+                    if self.severity("unused-ignore") != "off":
+                        line, col = source.position(d.start)
+                        end_line, end_col = source.position(d.end)
+                        extra.append(Finding(
+                            source.path, line, col, end_line, end_col, "unused-ignore",
+                            self.severity("unused-ignore"), f"unknown rule {name!r} in an ignore comment",
+                            "Use a rule id from `compose-atomic lint --list-rules` (squawk's ids work too).",
+                            None, source.text[d.start:d.end], d.start, d.end, line))
+                else:
+                    known.add(resolved)
+            if d.whole_file:
+                if not d.rules:
+                    file_all = True
+                file_rules |= known
+            else:
+                for line in (d.line, d.line + 1):
+                    if not d.rules:
+                        lines[line] = None
+                    elif lines.get(line, set()) is not None:
+                        lines[line] = lines.get(line, set()) | known
+
+        def ignored(f: Finding) -> bool:
+            if file_all or f.rule in file_rules:
+                return True
+            for line in {f.line, f.stmt_line}:
+                if line in lines and (lines[line] is None or f.rule in lines[line]):
+                    return True
+            return False
+
+        return [f for f in findings if not ignored(f)] + extra
+
+
+def lint_files(paths: Iterable[str], rules: dict[str, Rule], config: LintConfig) -> list[Finding]:
+    linter = Linter(rules, config)
+    findings: list[Finding] = []
+    for path in paths:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            findings.extend(linter.lint_text(path, fh.read()))
+    return findings

@@ -1,0 +1,72 @@
+"""The data the linter passes around: rules, what a rule reports, findings."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable
+
+SEVERITIES = ("error", "warning", "off")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """What a rule's check yields: the problem, how to do it safely, the lock it takes.
+
+    ``span`` is a (start, end) pair of character offsets in the file; the default is
+    the whole statement (rules use ``stmt.action_spans[i]`` for one ALTER TABLE action).
+    """
+
+    message: str
+    help: str | None = None
+    lock: str | None = None
+    span: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A lint rule. Register instances through the ``register_lint_rules(register)`` hook.
+
+    ``check(stmt, ctx)`` is called for each statement whose ``kind`` is in ``kinds``
+    (every statement when ``kinds`` is empty) and yields ``Hit`` objects. ``ctx`` is
+    the LintContext: pg_version, whether a transaction is open, objects created
+    earlier in the file. ``why``, ``lock`` and ``recipe`` feed docs/lint.md and the
+    text output.
+    """
+
+    id: str
+    summary: str
+    check: Callable[[Any, Any], Iterable[Hit]] | None
+    kinds: tuple[str, ...] = ()
+    severity: str = "error"
+    why: str = ""
+    lock: str = ""
+    recipe: str = ""
+    aliases: tuple[str, ...] = ()
+    squawk: bool = True
+
+
+@dataclass
+class Finding:
+    """One reported problem. ``line`` and ``column`` are 1-based (squawk's JSON is 0-based);
+    ``end_column`` is the column just after the last character, as in SARIF."""
+
+    file: str
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+    rule: str
+    severity: str
+    message: str
+    help: str | None = None
+    lock: str | None = None
+    statement: str = ""
+    start: int = field(default=0, repr=False)
+    end: int = field(default=0, repr=False)
+    stmt_line: int = field(default=0, repr=False)
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for private in ("start", "end", "stmt_line"):
+            data.pop(private)
+        return data

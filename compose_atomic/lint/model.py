@@ -69,4 +69,7 @@ class Finding:
         data = asdict(self)
         for private in ("start", "end", "stmt_line"):
             data.pop(private)
+        trace = getattr(self, "trace", None)
+        if trace is not None:
+            data["trace"] = trace
         return data

@@ -165,9 +165,15 @@ def trace_source(conn, source) -> list[TracedStatement]:
             held |= locks
             after = _relations(cur)
             for oid, (name, kind, node) in before.items():
-                if oid in after and after[oid][2] != current[oid][2]:
+                if oid not in current:
+                    continue
+                if oid not in after:
+                    if kind == "i":  # ALTER TYPE rebuilds an index as a new relation
+                        record.indexes_rebuilt.append(name)
+                    continue
+                if after[oid][2] != current[oid][2]:
                     (record.indexes_rebuilt if kind == "i" else record.rewritten).append(name)
-            current = {oid: after.get(oid, value) for oid, value in current.items()}
+            current = {oid: after[oid] for oid in current if oid in after}
             cur.execute(f"RELEASE SAVEPOINT lint_trace_{n}")
     conn.rollback()
     conn.autocommit = True

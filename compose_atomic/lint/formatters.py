@@ -13,7 +13,7 @@ DOCS_URL = "https://github.com/compose-atomic/compose-atomic/blob/main/docs/lint
 
 
 def format_json(findings: list[Finding]) -> str:
-    return json.dumps([f.as_json() for f in findings], indent=2, ensure_ascii=False)
+    return json.dumps([f.as_json() for f in findings], ensure_ascii=False)
 
 
 def format_github(findings: list[Finding]) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 SEVERITIES = ("error", "warning", "off")
@@ -66,9 +66,9 @@ class Finding:
     stmt_line: int = field(default=0, repr=False)
 
     def as_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        for private in ("start", "end", "stmt_line"):
-            data.pop(private)
+        data = {"file": self.file, "line": self.line, "column": self.column, "end_line": self.end_line,
+                "end_column": self.end_column, "rule": self.rule, "severity": self.severity,
+                "message": self.message, "help": self.help, "lock": self.lock, "statement": self.statement}
         trace = getattr(self, "trace", None)
         if trace is not None:
             data["trace"] = trace

@@ -53,6 +53,11 @@ class Statement:
         return pglast.parse_sql(self.text)[0].stmt
 
     @cached_property
+    def cmds(self) -> list[dict]:
+        """The AlterTableCmd bodies of an ALTER TABLE (empty otherwise)."""
+        return [item.get("AlterTableCmd", {}) for item in self.node.get("cmds") or ()]
+
+    @cached_property
     def action_spans(self) -> list[tuple[int, int]]:
         """File offsets of each action of an ALTER TABLE, in the order of ``node['cmds']``.
 
@@ -137,9 +142,20 @@ class SourceFile:
 
 
 def _parse_json(text: str) -> list[dict]:
+    """libpg_query's JSON tree. The cyclic GC is paused while the many small dicts are
+    built: they hold no cycles, and gen-2 collections triggered by the allocation burst
+    otherwise cost more than the parse itself on large files."""
+    import gc
+
     from pglast import parser
 
-    return json.loads(parser.parse_sql_json(text)).get("stmts", [])
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return json.loads(parser.parse_sql_json(text)).get("stmts", [])
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _statements_from_tree(source: SourceFile, text: str, base: int, raw: list[dict],

@@ -67,8 +67,7 @@ def _type_name(coldef: dict) -> str:
 
 def _cmds(stmt):
     """(index, AlterTableCmd body) of an ALTER TABLE."""
-    for i, item in enumerate(stmt.node.get("cmds", [])):
-        yield i, item.get("AlterTableCmd", {})
+    return enumerate(stmt.cmds)
 
 
 def _span(stmt, i):

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from compose_atomic.config import did_you_mean
-
 from .engine import LintConfig, parse_pg_version
 from .errors import LintConfigError, LintUsageError
 from .model import SEVERITIES, Rule
@@ -25,6 +23,8 @@ def resolve_rule(name: str, rules: dict[str, Rule], where: str, error=LintUsageE
     for rule in rules.values():
         if key in rule.aliases:
             return rule.id
+    from compose_atomic.config import did_you_mean  # imports jsonschema: only on this error path
+
     raise error(f"{where}: unknown lint rule {name!r}." + did_you_mean(key, list(rules)),
                 hint="`compose-atomic lint --list-rules` lists them.")
 

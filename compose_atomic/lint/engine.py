@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from .ignores import find_ignores
-from .model import Finding, Hit, Rule
+from .model import SQUAWK_ONLY_RULES, Finding, Hit, Rule
 from .parser import SourceFile, Statement, parse_file
 
 DEFAULT_PG_VERSION = (15, 0)  # squawk's default too
@@ -278,6 +278,8 @@ class Linter:
             known: set[str] = set()
             for name in d.rules:
                 resolved = self.resolve(name)
+                if resolved is None and name.strip().lower() in SQUAWK_ONLY_RULES:
+                    continue
                 if resolved is None:
                     if self.severity("unused-ignore") != "off":
                         line, col = source.position(d.start)

@@ -7,6 +7,15 @@ from typing import Any, Callable, Iterable
 
 SEVERITIES = ("error", "warning", "off")
 
+# squawk rules compose-atomic does not implement: accepted (and ignored) in ignore comments and
+# --exclude, so a team switching from squawk keeps its comments without unused-ignore noise.
+SQUAWK_ONLY_RULES = frozenset("""
+prefer-bigint-over-int prefer-bigint-over-smallint prefer-identity prefer-text-field prefer-timestamptz
+ban-char-field require-statement-timeout require-timeout-settings ban-drop-not-null ban-drop-constraint
+identifier-too-long ban-create-domain-with-constraint ban-alter-domain-with-add-constraint
+require-enum-value-ordering require-table-schema ban-duplicate-column-assignments
+""".split())
+
 
 @dataclass(frozen=True)
 class Hit:

@@ -641,7 +641,7 @@ RULES: list[Rule] = [
     Rule("syntax-error", "PostgreSQL's grammar rejects the statement", None,
          why="The statement will fail at deploy time; only token-level checks ran on it.", lock="-",
          recipe="Fix the syntax (or check --pg-version)."),
-    Rule("trace-failed", "--trace: the statement failed on a real PostgreSQL", None,
+    Rule("trace-failed", "--trace: the statement failed on a real PostgreSQL", None, squawk=False,
          why="The migration would fail at deploy time (missing object, 25001 outside a transaction, 55P03 "
              "lock timeout...).", lock="-", recipe="Fix the statement, or give --setup the schema it expects."),
     Rule("unused-ignore", "An ignore comment names an unknown rule", None, severity="warning",

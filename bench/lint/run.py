@@ -26,16 +26,16 @@ sys.path.insert(0, str(HERE))
 from generate import generate  # noqa: E402
 
 
-def measure(argv: list[str]) -> tuple[float, int, int, bytes]:
-    """(wall seconds, peak RSS in KiB, exit code, stdout) of one process.
+def measure(argv: list[str]) -> tuple[float, int, int, bytes, float]:
+    """(wall seconds, peak RSS in KiB, exit code, stdout, CPU seconds) of one process.
 
     Peak RSS comes from GNU time's %M: GNU time's ru_maxrss would include the pages the
     forked child shares with this Python process before it execs."""
     started = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-f", "%M", *argv], capture_output=True)
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M %U %S", *argv], capture_output=True)
     wall = time.perf_counter() - started
-    rss = int(proc.stderr.decode().strip().splitlines()[-1])
-    return wall, rss, proc.returncode, proc.stdout
+    rss, user, system = proc.stderr.decode().strip().splitlines()[-1].split()
+    return wall, int(rss), proc.returncode, proc.stdout, float(user) + float(system)
 
 
 def tool_argv(tool: str, path: Path) -> list[str]:
@@ -63,7 +63,8 @@ def main() -> None:
                 measure(tool_argv(tool, path))  # warm the page cache
                 runs = [measure(tool_argv(tool, path)) for _ in range(args.repeat)]
                 findings = len(json.loads(runs[0][3] or b"[]"))
-                results[tool] = (statistics.median(r[0] for r in runs), max(r[1] for r in runs), findings)
+                results[tool] = (statistics.median(r[0] for r in runs), max(r[1] for r in runs), findings,
+                                 statistics.median(r[4] for r in runs))
             rows.append((label, path.stat().st_size, results))
     import pglast
     import sqlparse
@@ -74,13 +75,14 @@ def main() -> None:
     print(f"Python {platform.python_version()}, pglast {pglast.__version__}, sqlparse {sqlparse.__version__}, "
           f"{squawk_version}; {platform.machine()} {os.cpu_count()} CPUs; median of {args.repeat} runs, "
           "fresh process each (interpreter start included), JSON output.\n")
-    print("| input | size | tool | wall | peak RSS | findings | wall ratio | memory ratio |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"Load average at the end: {os.getloadavg()[0]:.2f} (the machine is shared: CPU time is the steadier figure).\n")
+    print("| input | size | tool | wall | CPU | peak RSS | findings | wall ratio | memory ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for label, size, results in rows:
-        sq_wall, sq_rss, _ = results["squawk"]
-        for tool, (wall, rss, findings) in results.items():
-            print(f"| {label} | {size / 1024:.0f} KB | {tool} | {wall * 1000:.0f} ms | {rss / 1024:.1f} MiB | "
-                  f"{findings} | {wall / sq_wall:.2f}x | {rss / sq_rss:.2f}x |")
+        sq_wall, sq_rss, _, _ = results["squawk"]
+        for tool, (wall, rss, findings, cpu) in results.items():
+            print(f"| {label} | {size / 1024:.0f} KB | {tool} | {wall * 1000:.0f} ms | {cpu * 1000:.0f} ms | "
+                  f"{rss / 1024:.1f} MiB | {findings} | {wall / sq_wall:.2f}x | {rss / sq_rss:.2f}x |")
 
 
 if __name__ == "__main__":

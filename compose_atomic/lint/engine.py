@@ -9,6 +9,7 @@ and in which transaction, and whether ``lock_timeout`` is set.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -176,6 +177,8 @@ def _is_not_null_check(expr: dict | None) -> str | None:
 
 
 END_OF_FILE = "EndOfFile"
+# A statement that starts with one of these is a TransactionStmt (BEGIN ATOMIC only occurs inside one).
+TRANSACTION_WORD = re.compile(r"(BEGIN|START\s+TRANSACTION|COMMIT|END|ROLLBACK|ABORT)\b", re.I)
 
 
 class Linter:
@@ -229,7 +232,7 @@ class Linter:
         ignores = find_ignores(source)
         assume = self.config.assume_in_transaction and not ignores.disable_assume_in_transaction
         ctx = LintContext(source, self.config, assume)
-        ctx.has_transaction_statements = assume or any(s.kind == "TransactionStmt" for s in source.statements)
+        ctx.has_transaction_statements = assume or any(TRANSACTION_WORD.match(s.text) for s in source.statements)
         raw: list[tuple[str, Hit, Statement]] = []
         by_kind, every = self.by_kind, self.every
         for stmt in source.statements:
@@ -241,13 +244,21 @@ class Linter:
 
                 raw.extend((rule, hit, stmt) for rule, hit in token_hits(stmt, ctx))
                 continue
-            for rule in by_kind.get(stmt.kind, ()):
+            wanted = by_kind.get(stmt.kind, ())
+            if stmt.kind == "AlterTableStmt":
+                wanted = list(wanted)
+                for subtype in {cmd.get("subtype") for cmd in stmt.cmds}:
+                    for rule in by_kind.get(f"AlterTableStmt:{subtype}", ()):
+                        if rule not in wanted:
+                            wanted.append(rule)
+            for rule in wanted:
                 for hit in rule.check(stmt, ctx):
                     raw.append((rule.id, hit, stmt))
             for rule in every:
                 for hit in rule.check(stmt, ctx):
                     raw.append((rule.id, hit, stmt))
             ctx.after(stmt)
+            stmt.release()
         end = Statement(len(source.statements), len(source.text.rstrip()), len(source.text.rstrip()), "",
                         END_OF_FILE, {}, source=source)
         for rule in by_kind.get(END_OF_FILE, ()):

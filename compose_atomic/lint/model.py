@@ -36,7 +36,9 @@ class Rule:
     """A lint rule. Register instances through the ``register_lint_rules(register)`` hook.
 
     ``check(stmt, ctx)`` is called for each statement whose ``kind`` is in ``kinds``
-    (every statement when ``kinds`` is empty) and yields ``Hit`` objects. ``ctx`` is
+    (every statement when ``kinds`` is empty) and yields ``Hit`` objects. For ALTER TABLE a
+    kind may name the action too, ``"AlterTableStmt:AT_AddColumn"``: the rule then runs only
+    on statements with such an action (once per statement). ``ctx`` is
     the LintContext: pg_version, whether a transaction is open, objects created
     earlier in the file. ``why``, ``lock`` and ``recipe`` feed docs/lint.md and the
     text output.

@@ -18,30 +18,70 @@ from __future__ import annotations
 
 import bisect
 import json
-from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 __all__ = ["Statement", "SourceFile", "parse_file"]
 
 
-@dataclass(eq=False)
 class Statement:
     """One SQL statement of a file.
 
     ``kind`` is the parse-tree node name (``AlterTableStmt``, ``IndexStmt``...) and
     ``node`` its body as libpg_query's JSON (defaults omitted); both are empty when
-    the grammar rejected the statement, and ``error`` says why.
+    the grammar rejected the statement, and ``error`` says why. The tree is built on
+    first use and can be dropped with ``release()`` (it is rebuilt if asked again), so
+    a large file never holds every tree at once.
     """
 
-    index: int
-    start: int
-    end: int
-    text: str
-    kind: str = ""
-    node: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-    source: "SourceFile | None" = field(default=None, repr=False)
+    def __init__(self, index: int, start: int, end: int, text: str, kind: str | None = None,
+                 node: dict[str, Any] | None = None, error: str | None = None,
+                 source: "SourceFile | None" = None) -> None:
+        self.index = index
+        self.start = start
+        self.end = end
+        self.text = text
+        self.error = error
+        self.source = source
+        if error is not None:
+            kind, node = "", {}
+        if kind is not None:
+            self.__dict__["kind"] = kind
+            self.__dict__["node"] = node if node is not None else {}
+
+    def __repr__(self) -> str:
+        return f"<Statement {self.index} {self.kind} at {self.start}>"
+
+    def _load(self) -> None:
+        import gc
+
+        from pglast import parser
+
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            tree = json.loads(parser.parse_sql_json(self.text)).get("stmts") or [{"stmt": {"": {}}}]
+        finally:
+            if enabled:
+                gc.enable()
+        (kind, node), = tree[0]["stmt"].items()
+        self.__dict__["kind"] = kind
+        self.__dict__["node"] = node
+
+    @cached_property
+    def kind(self) -> str:
+        self._load()
+        return self.__dict__["kind"]
+
+    @cached_property
+    def node(self) -> dict[str, Any]:
+        self._load()
+        return self.__dict__["node"]
+
+    def release(self) -> None:
+        """Forget the parse tree (and what was derived from it); ``kind`` stays."""
+        for key in ("node", "cmds", "action_spans", "ast"):
+            self.__dict__.pop(key, None)
 
     @cached_property
     def ast(self):
@@ -141,50 +181,20 @@ class SourceFile:
         return line + 1, offset - starts[line] + 1
 
 
-def _parse_json(text: str) -> list[dict]:
-    """libpg_query's JSON tree. The cyclic GC is paused while the many small dicts are
-    built: they hold no cycles, and gen-2 collections triggered by the allocation burst
-    otherwise cost more than the parse itself on large files."""
-    import gc
+def _split(source: SourceFile, text: str, base: int, first_index: int) -> list[Statement]:
+    """Statements of ``text`` (at offset ``base`` in the file), cut by libpg_query's parser.
 
-    from pglast import parser
+    Raises pglast's ParseError when the grammar rejects the text. Each statement is then
+    parsed on its own, on demand: many small JSON documents decode faster than one big
+    one, and memory stays flat (bench/lint).
+    """
+    import pglast
 
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return json.loads(parser.parse_sql_json(text)).get("stmts", [])
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _statements_from_tree(source: SourceFile, text: str, base: int, raw: list[dict],
-                          first_index: int) -> list[Statement]:
-    """Build statements from libpg_query's (byte-offset) locations."""
-    out: list[Statement] = []
-    if text.isascii():
-        for n, item in enumerate(raw):
-            loc = item.get("stmt_location", 0)
-            length = item.get("stmt_len") or (len(text) - loc)
-            body = text[loc:loc + length]
-            stripped = body.rstrip()
-            (kind, node), = item["stmt"].items()
-            out.append(Statement(first_index + n, base + loc, base + loc + len(stripped), stripped,
-                                 kind, node, source=source))
-        return out
-    data = text.encode("utf-8")
-    char_pos = 0
-    byte_pos = 0
-    for n, item in enumerate(raw):
-        loc = item.get("stmt_location", 0)
-        length = item.get("stmt_len") or (len(data) - loc)
-        char_pos += len(data[byte_pos:loc].decode("utf-8", "replace"))
-        byte_pos = loc
-        body = data[loc:loc + length].decode("utf-8", "replace")
-        stripped = body.rstrip()
-        (kind, node), = item["stmt"].items()
-        out.append(Statement(first_index + n, base + char_pos, base + char_pos + len(stripped),
-                             stripped, kind, node, source=source))
+    out = []
+    for n, piece in enumerate(pglast.split(text, with_parser=True, only_slices=True)):
+        body = text[piece].rstrip()
+        out.append(Statement(first_index + n, base + piece.start, base + piece.start + len(body), body,
+                             source=source))
     return out
 
 
@@ -219,7 +229,7 @@ def parse_file(path: str, text: str) -> SourceFile:
 
     source = SourceFile(path, text)
     try:
-        source.statements = _statements_from_tree(source, text, 0, _parse_json(text), 0)
+        source.statements = _split(source, text, 0, 0)
         return source
     except ParseError:
         pass
@@ -227,10 +237,8 @@ def parse_file(path: str, text: str) -> SourceFile:
     for start, end in split_with_sqlparse(text):
         piece = text[start:end]
         try:
-            raw = _parse_json(piece)
+            source.statements.extend(_split(source, piece, start, len(source.statements)))
         except ParseError as exc:
             source.statements.append(Statement(len(source.statements), start, start + len(piece.rstrip()),
                                                piece.rstrip(), error=str(exc), source=source))
-            continue
-        source.statements.extend(_statements_from_tree(source, piece, start, raw, len(source.statements)))
     return source

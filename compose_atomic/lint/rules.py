@@ -548,7 +548,7 @@ RULES: list[Rule] = [
          lock="none: the statement errors out",
          recipe="Put each such statement in its own non-transactional step (`compose-atomic lint --plan`)."),
     Rule("adding-field-with-default", "ADD COLUMN that rewrites the table (volatile default, serial, "
-         "identity, STORED generated; any default before PG 11)", check_field_with_default, ("AlterTableStmt",),
+         "identity, STORED generated; any default before PG 11)", check_field_with_default, ("AlterTableStmt:AT_AddColumn",),
          why="PostgreSQL 11+ stores a constant default in the catalog, but a volatile one (random(), "
              "gen_random_uuid(), clock_timestamp(), nextval() of serial/identity) and STORED generated columns "
              "are computed row by row: the whole table is rewritten.",
@@ -556,22 +556,22 @@ RULES: list[Rule] = [
          recipe="ADD COLUMN nullable without default; ALTER COLUMN SET DEFAULT; backfill in batches; then add "
                 "NOT NULL safely if needed."),
     Rule("adding-required-field", "ADD COLUMN NOT NULL without a default", check_required_field,
-         ("AlterTableStmt",), why="Fails on any non-empty table; old code inserting rows without it fails too.",
+         ("AlterTableStmt:AT_AddColumn",), why="Fails on any non-empty table; old code inserting rows without it fails too.",
          lock="ACCESS EXCLUSIVE (brief; the statement errors on a non-empty table)",
          recipe="Add it nullable (or with a constant DEFAULT), backfill, then SET NOT NULL through a CHECK."),
-    Rule("changing-column-type", "ALTER COLUMN TYPE", check_column_type, ("AlterTableStmt",),
+    Rule("changing-column-type", "ALTER COLUMN TYPE", check_column_type, ("AlterTableStmt:AT_AlterColumnType",),
          why="Most type changes rewrite the table and rebuild its indexes; only binary-coercible ones do not. "
              "Static analysis cannot know the old type: --trace measures it.",
          lock="ACCESS EXCLUSIVE for the rewrite (blocks reads and writes)",
          recipe="New column + sync trigger + batched backfill + switch + drop the old column."),
     Rule("adding-not-nullable-field", "SET NOT NULL without a validated CHECK proving it", check_set_not_null,
-         ("AlterTableStmt",), why="SET NOT NULL scans the whole table under ACCESS EXCLUSIVE; on PostgreSQL 12+ "
+         ("AlterTableStmt:AT_SetNotNull",), why="SET NOT NULL scans the whole table under ACCESS EXCLUSIVE; on PostgreSQL 12+ "
                                   "a valid CHECK (col IS NOT NULL) lets it skip the scan.",
          lock="ACCESS EXCLUSIVE during a full scan",
          recipe="ADD CONSTRAINT c CHECK (col IS NOT NULL) NOT VALID; commit; VALIDATE CONSTRAINT c; "
                 "SET NOT NULL; DROP CONSTRAINT c. (PostgreSQL 18: ADD CONSTRAINT c NOT NULL col NOT VALID.)"),
     Rule("constraint-missing-not-valid", "CHECK without NOT VALID; NOT VALID validated in the same transaction",
-         check_not_valid, ("AlterTableStmt",),
+         check_not_valid, ("AlterTableStmt:AT_AddConstraint", "AlterTableStmt:AT_ValidateConstraint"),
          why="Adding a CHECK validates all rows under ACCESS EXCLUSIVE. Validating in the same transaction as "
              "the ADD keeps the ADD's lock through the scan. (squawk also asks for NOT VALID on UNIQUE and "
              "PRIMARY KEY, where PostgreSQL has no NOT VALID; we do not.)",
@@ -579,15 +579,15 @@ RULES: list[Rule] = [
          recipe="ADD CONSTRAINT ... NOT VALID; COMMIT; ALTER TABLE ... VALIDATE CONSTRAINT ... (SHARE UPDATE "
                 "EXCLUSIVE)."),
     Rule("adding-foreign-key-constraint", "FOREIGN KEY / REFERENCES without NOT VALID", check_foreign_key,
-         ("AlterTableStmt",), why="Validation scans the table while blocking writes on both tables.",
+         ("AlterTableStmt:AT_AddConstraint", "AlterTableStmt:AT_AddColumn"), why="Validation scans the table while blocking writes on both tables.",
          lock="SHARE ROW EXCLUSIVE on the table and on the referenced table",
          recipe="ADD CONSTRAINT fk FOREIGN KEY ... NOT VALID; COMMIT; VALIDATE CONSTRAINT fk."),
     Rule("disallowed-unique-constraint", "ADD UNIQUE (or a UNIQUE column) on an existing table", check_unique,
-         ("AlterTableStmt",), why="The unique index is built under ACCESS EXCLUSIVE.",
+         ("AlterTableStmt:AT_AddConstraint", "AlterTableStmt:AT_AddColumn"), why="The unique index is built under ACCESS EXCLUSIVE.",
          lock="ACCESS EXCLUSIVE for the index build",
          recipe="CREATE UNIQUE INDEX CONCURRENTLY i ...; ALTER TABLE ... ADD CONSTRAINT c UNIQUE USING INDEX i."),
     Rule("adding-serial-primary-key-field", "ADD PRIMARY KEY without USING INDEX", check_primary_key,
-         ("AlterTableStmt",), why="The primary key's index is built, and its columns scanned for NULLs, under "
+         ("AlterTableStmt:AT_AddConstraint", "AlterTableStmt:AT_AddColumn"), why="The primary key's index is built, and its columns scanned for NULLs, under "
                                   "ACCESS EXCLUSIVE.",
          lock="ACCESS EXCLUSIVE for the build and the scan",
          recipe="SET NOT NULL via the CHECK recipe; CREATE UNIQUE INDEX CONCURRENTLY i; ALTER TABLE ... ADD "
@@ -599,7 +599,7 @@ RULES: list[Rule] = [
          check_rename({"OBJECT_TABLE", "OBJECT_SCHEMA"}, "table"), ("RenameStmt",),
          why="Running clients still use the old name.", lock="ACCESS EXCLUSIVE (brief)",
          recipe="Rename, and create a view with the old name until every client moved; or expand/contract."),
-    Rule("ban-drop-column", "DROP COLUMN", check_drop_column, ("AlterTableStmt",),
+    Rule("ban-drop-column", "DROP COLUMN", check_drop_column, ("AlterTableStmt:AT_DropColumn",),
          why="The running application may still read or write the column; the data is lost.",
          lock="ACCESS EXCLUSIVE (brief)", recipe="Stop using the column in a deploy, then drop it later."),
     Rule("ban-drop-table", "DROP TABLE", check_drop_table, ("DropStmt",),
@@ -612,7 +612,7 @@ RULES: list[Rule] = [
          why="Silently empties every referencing table too.", lock="ACCESS EXCLUSIVE on every table involved",
          recipe="Name each table to truncate."),
     Rule("require-concurrent-partition-detach", "DETACH PARTITION without CONCURRENTLY", check_partition_detach,
-         ("AlterTableStmt",), why="Blocks reads and writes on the parent and the partition.",
+         ("AlterTableStmt:AT_DetachPartition",), why="Blocks reads and writes on the parent and the partition.",
          lock="ACCESS EXCLUSIVE on the parent and the partition",
          recipe="ALTER TABLE parent DETACH PARTITION p CONCURRENTLY (PostgreSQL 14+, not in a transaction)."),
     Rule("require-lock-timeout", "A blocking lock requested with no lock_timeout set", check_lock_timeout,
@@ -627,7 +627,9 @@ RULES: list[Rule] = [
              "already ran.", lock="-",
          recipe="IF NOT EXISTS / IF EXISTS, DROP CONSTRAINT IF EXISTS before ADD CONSTRAINT, or a transaction."),
     Rule("table-rewrite", "VACUUM FULL, CLUSTER, SET TABLESPACE, SET LOGGED/UNLOGGED, SET ACCESS METHOD",
-         check_table_rewrite, ("VacuumStmt", "ClusterStmt", "AlterTableStmt"), aliases=("prefer-repack",),
+         check_table_rewrite, ("VacuumStmt", "ClusterStmt", "AlterTableStmt:AT_SetTableSpace",
+                              "AlterTableStmt:AT_SetLogged", "AlterTableStmt:AT_SetUnLogged",
+                              "AlterTableStmt:AT_SetAccessMethod"), aliases=("prefer-repack",),
          squawk=False, why="Each copies the whole table while holding ACCESS EXCLUSIVE.",
          lock="ACCESS EXCLUSIVE for the whole copy",
          recipe="pg_repack (or REPACK CONCURRENTLY where available); a new table filled in batches."),

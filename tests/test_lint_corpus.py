@@ -34,6 +34,9 @@ SQUAWK_WRONG = {
         "(only CHECK and FOREIGN KEY). The right advice is disallowed-unique-constraint's USING INDEX recipe.",
     ("primary_key.sql", "constraint-missing-not-valid"):
         "squawk advises NOT VALID for a PRIMARY KEY; PostgreSQL has no NOT VALID for PRIMARY KEY.",
+    ("exclusion_constraint.sql", "constraint-missing-not-valid"):
+        "squawk advises NOT VALID for an EXCLUDE constraint, which has none either; we report "
+        "adding-exclusion-constraint (no online path: new table, copy, swap).",
     ("objects_created_earlier_in_file.sql", "require-concurrent-index-creation"):
         "squawk exempts a table only inside the transaction that created it; a table created earlier in "
         "the same file is empty and unused, so a plain CREATE INDEX on it is harmless.",
@@ -152,7 +155,7 @@ def test_no_core_findings_on_safe_cases_and_squawk_differences_are_explained(squ
 
 def test_we_catch_unsafe_cases_squawk_misses(squawk_results):
     """Beyond squawk: statements that cannot run in a transaction, serial columns, table rewrites."""
-    core = core_rules() | {"table-rewrite"}
+    core = core_rules() | {"table-rewrite", "adding-exclusion-constraint"}
     beyond = sorted(p.stem for p in FILES if p.parent.name == "unsafe"
                     and ours(p) & core and not squawk_results[str(p)] & (core | set(SQUAWK_EQUIVALENT)))
     for case in ("drop_concurrently_in_transaction", "vacuum_in_runner_transaction",

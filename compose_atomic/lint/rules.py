@@ -338,6 +338,19 @@ def check_primary_key(stmt, ctx):
                   "There is no NOT VALID for PRIMARY KEY.", _lock(AE, table), _span(stmt, i))
 
 
+def check_exclusion(stmt, ctx):
+    if ctx.is_new(stmt.node.get("relation")):
+        return
+    table = _table(stmt)
+    for i, con, via in _new_constraints(stmt):
+        if con.get("contype") == "CONSTR_EXCLUSION":
+            yield Hit(f"Adding an EXCLUDE constraint builds its index and checks every row under an ACCESS EXCLUSIVE "
+                      f"lock on {table}, which blocks reads and writes throughout; unlike UNIQUE there is no "
+                      "USING INDEX or NOT VALID way around it.",
+                      "Create a new table with the constraint, copy the rows in batches (keeping both in sync with "
+                      "a trigger), then swap the tables in one short transaction.", _lock(AE, table), _span(stmt, i))
+
+
 # ---- breaking changes ----------------------------------------------------------------
 
 
@@ -592,6 +605,11 @@ RULES: list[Rule] = [
          lock="ACCESS EXCLUSIVE for the build and the scan",
          recipe="SET NOT NULL via the CHECK recipe; CREATE UNIQUE INDEX CONCURRENTLY i; ALTER TABLE ... ADD "
                 "CONSTRAINT pk PRIMARY KEY USING INDEX i."),
+    Rule("adding-exclusion-constraint", "ADD EXCLUDE on an existing table", check_exclusion,
+         ("AlterTableStmt:AT_AddConstraint",), squawk=False,
+         why="The exclusion index is built and every row checked under ACCESS EXCLUSIVE; PostgreSQL offers "
+             "no online path (no CONCURRENTLY, no USING INDEX, no NOT VALID).",
+         lock="ACCESS EXCLUSIVE for the build", recipe="New table with the constraint + batched copy + swap."),
     Rule("renaming-column", "RENAME COLUMN", check_rename({"OBJECT_COLUMN"}, "column"), ("RenameStmt",),
          why="The old version of the application keeps running during a deploy and still uses the old name.",
          lock="ACCESS EXCLUSIVE (brief)", recipe="Expand/contract: add, sync, switch, drop."),

@@ -318,3 +318,41 @@ def test_example_rule_plugin_package():
     finally:
         pm.unregister(module)
         get_rules(refresh=True)
+
+
+def test_squawk_toml_is_read_and_x_atomic_lint_wins(tmp_path):
+    write(tmp_path, ".squawk.toml", 'excluded_rules = ["ban-drop-column", "prefer-text-field"]\npg_version = "10.0"\n'
+                                    "assume_in_transaction = true\n")
+    write(tmp_path, "m.sql", "ALTER TABLE t ADD COLUMN a int DEFAULT 0;\nALTER TABLE t DROP COLUMN b;\n"
+                             "CREATE INDEX CONCURRENTLY i ON t (a);\n")
+    found = {f["rule"] for f in json.loads(run_cli("lint", "--format", "json", "m.sql", cwd=tmp_path).stdout)}
+    assert "ban-drop-column" not in found
+    assert {"adding-field-with-default", "ban-concurrent-index-creation-in-transaction"} <= found
+    write(tmp_path, "compose.yaml", "services: {}\nx-atomic:\n  lint:\n    pg_version: 15\n")
+    found = {f["rule"] for f in json.loads(run_cli("lint", "--format", "json", "m.sql", cwd=tmp_path).stdout)}
+    assert "adding-field-with-default" not in found and "ban-drop-column" not in found
+
+
+def test_a_crashing_rule_is_reported_and_the_others_still_run():
+    from compose_atomic import hookimpl
+    from compose_atomic.plugins import pm
+
+    def broken(stmt, ctx):
+        raise KeyError("relname")
+        yield  # pragma: no cover
+
+    class Plugin:
+        @hookimpl
+        def register_lint_rules(self, register):
+            register(Rule("broken-rule", "always crashes", broken, ("AlterTableStmt",)))
+
+    plugin = Plugin()
+    pm.register(plugin, name="test-broken-rule")
+    try:
+        get_rules(refresh=True)
+        found = {f.rule: f for f in lint_text("ALTER TABLE t DROP COLUMN a;")}
+        assert "ban-drop-column" in found and found["rule-failed"].severity == "warning"
+        assert "broken-rule failed" in found["rule-failed"].message
+    finally:
+        pm.unregister(plugin)
+        get_rules(refresh=True)

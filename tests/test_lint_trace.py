@@ -63,3 +63,12 @@ def test_trace_needs_a_known_service_with_an_image(tmp_path, project_name):
     (tmp_path / "m.sql").write_text("SELECT 1;\n")
     proc = run_cli("-p", project_name, "lint", "--trace", "--service", "databse", "m.sql", cwd=tmp_path)
     assert proc.returncode == 2 and "did you mean" in proc.stderr.lower() and "Traceback" not in proc.stderr
+
+
+def test_trace_with_a_missing_image_fails_cleanly(tmp_path, project_name):
+    (tmp_path / "compose.yaml").write_text("services:\n  db:\n    image: compose-atomic-testbed/no-such-image:1\n")
+    (tmp_path / "m.sql").write_text("SELECT 1;\n")
+    proc = run_cli("-p", project_name, "lint", "--trace", "--service", "db", "m.sql", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 1 and "could not start a container" in proc.stderr and "Traceback" not in proc.stderr
+    left = docker("ps", "-a", "--filter", f"name={project_name}-lint-trace", "--format", "{{.Names}}").stdout
+    assert left.strip() == ""

@@ -14,12 +14,18 @@ from .errors import LintUsageError
 from .formatters import format_github, format_json, format_sarif, format_text
 from .model import SEVERITIES
 from .registry import get_rules
-from .settings import config_from_x_atomic, lint_section_from_files, resolve_rule
+from .settings import config_from_x_atomic, lint_section_from_files, resolve_rule, squawk_toml_section
 
 
 def build_config(options, pg_version, excludes, severities, assume_in_transaction, rules) -> LintConfig:
-    """x-atomic.lint from the working directory's compose files, then the command line on top."""
-    config = config_from_x_atomic(lint_section_from_files(options), rules)
+    """.squawk.toml, then x-atomic.lint from the working directory's compose files, then the
+    command line on top."""
+    squawk = squawk_toml_section()
+    compose = lint_section_from_files(options) or {}
+    if squawk:
+        config_from_x_atomic(squawk[1], rules, squawk[0])  # its own errors name its own file
+    config_from_x_atomic(compose, rules)
+    config = config_from_x_atomic({**(squawk[1] if squawk else {}), **compose}, rules)
     if pg_version is not None:
         try:
             config.pg_version = parse_pg_version(pg_version)

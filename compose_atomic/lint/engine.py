@@ -251,12 +251,14 @@ class Linter:
                     for rule in by_kind.get(f"AlterTableStmt:{subtype}", ()):
                         if rule not in wanted:
                             wanted.append(rule)
-            for rule in wanted:
-                for hit in rule.check(stmt, ctx):
-                    raw.append((rule.id, hit, stmt))
-            for rule in every:
-                for hit in rule.check(stmt, ctx):
-                    raw.append((rule.id, hit, stmt))
+            for rule in (*wanted, *every):
+                try:
+                    for hit in rule.check(stmt, ctx):
+                        raw.append((rule.id, hit, stmt))
+                except Exception as exc:  # noqa: BLE001 - one broken (plugin) rule must not hide the others
+                    raw.append(("rule-failed", Hit(f"Rule {rule.id} failed on this statement: "
+                                                   f"{type(exc).__name__}: {exc}",
+                                                   "Report it to the rule's author; the other rules ran."), stmt))
             ctx.after(stmt)
             stmt.release()
         end = Statement(len(source.statements), len(source.text.rstrip()), len(source.text.rstrip()), "",

@@ -664,6 +664,9 @@ RULES: list[Rule] = [
     Rule("trace-failed", "--trace: the statement failed on a real PostgreSQL", None, squawk=False,
          why="The migration would fail at deploy time (missing object, 25001 outside a transaction, 55P03 "
              "lock timeout...).", lock="-", recipe="Fix the statement, or give --setup the schema it expects."),
+    Rule("rule-failed", "A rule raised an exception on a statement", None, severity="warning", squawk=False,
+         why="A bug in a rule (often a plugin's) must not stop the other rules or a deploy.", lock="-",
+         recipe="Report it to the rule's author; exclude the rule meanwhile."),
     Rule("unused-ignore", "An ignore comment names an unknown rule", None, severity="warning",
          why="A typo in an ignore silently ignores nothing.", lock="-", recipe="Use a listed rule id."),
 ]

@@ -52,7 +52,38 @@ def config_from_x_atomic(lint: dict[str, Any] | None, rules: dict[str, Rule], wh
             raise LintConfigError(f"{where}.severity.{name}: {level!r} is not one of {', '.join(SEVERITIES)}")
         severity[resolve_rule(name, rules, f"{where}.severity", LintConfigError)] = level
     config.severity = severity
+    if "assume_in_transaction" in lint:  # from .squawk.toml only; not an x-atomic key
+        config.assume_in_transaction = bool(lint["assume_in_transaction"])
     return config
+
+
+def squawk_toml_section(start=None) -> tuple[str, dict[str, Any]] | None:
+    """squawk's ``.squawk.toml`` (nearest one walking up from the working directory), mapped to
+    ``x-atomic.lint`` keys, so a project switching from squawk keeps its settings.
+
+    Read: ``excluded_rules``, ``pg_version``, ``assume_in_transaction``. Unknown squawk keys
+    are ignored.
+    """
+    import tomllib
+    from pathlib import Path
+
+    here = Path(start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        path = directory / ".squawk.toml"
+        if path.is_file():
+            try:
+                data = tomllib.loads(path.read_text())
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise LintConfigError(f"{path}: not valid TOML: {exc}") from None
+            section: dict[str, Any] = {}
+            if data.get("excluded_rules"):
+                section["exclude"] = list(data["excluded_rules"])
+            if data.get("pg_version"):
+                section["pg_version"] = str(data["pg_version"])
+            if "assume_in_transaction" in data:
+                section["assume_in_transaction"] = bool(data["assume_in_transaction"])
+            return str(path), section
+    return None
 
 
 def lint_section_from_files(options) -> dict[str, Any] | None:

@@ -155,10 +155,10 @@ def test_no_core_findings_on_safe_cases_and_squawk_differences_are_explained(squ
 
 def test_we_catch_unsafe_cases_squawk_misses(squawk_results):
     """Beyond squawk: statements that cannot run in a transaction, serial columns, table rewrites."""
-    core = core_rules() | {"table-rewrite", "adding-exclusion-constraint"}
+    core = core_rules() | {"table-rewrite", "adding-exclusion-constraint", "work-after-access-exclusive"}
     beyond = sorted(p.stem for p in FILES if p.parent.name == "unsafe"
                     and ours(p) & core and not squawk_results[str(p)] & (core | set(SQUAWK_EQUIVALENT)))
     for case in ("drop_concurrently_in_transaction", "vacuum_in_runner_transaction",
                  "add_enum_value_in_transaction_pg11", "serial_column", "vacuum_full", "cluster",
-                 "set_tablespace", "set_logged"):
+                 "set_tablespace", "set_logged", "work_after_access_exclusive"):
         assert case in beyond, beyond

@@ -73,6 +73,7 @@ class LintContext:
         self.lock_timeout = False
         self.lock_timeout_local = False
         self.once: set[str] = set()  # for rules that report once per file
+        self.access_exclusive: dict[str, int] = {}  # existing table -> line where the open transaction locked it
         self.has_transaction_statements = assume_in_transaction
 
     # ---- questions the rules ask -------------------------------------------------
@@ -101,11 +102,22 @@ class LintContext:
                 self.in_transaction = True
                 self.explicit_transaction = True
             elif tkind in ("TRANS_STMT_COMMIT", "TRANS_STMT_ROLLBACK", "TRANS_STMT_PREPARE"):
+                self.access_exclusive.clear()
                 self.in_transaction = False
                 self.explicit_transaction = False
                 self.lock_timeout_local = False
                 self.tx_id += 1
             return
+        if self.in_transaction and kind in ("AlterTableStmt", "RenameStmt", "TruncateStmt", "ClusterStmt",
+                                            "LockStmt", "ReindexStmt", "DropStmt"):
+            from .effects import AE, statement_effect
+
+            effect = statement_effect(stmt, self.pg_version)
+            if effect.lock == AE:
+                line = self.source.position(stmt.start)[0]
+                for table in effect.tables:
+                    if " " not in table and not self.is_new(table):
+                        self.access_exclusive.setdefault(table, line)
         if kind == "CreateStmt":
             self.created_tables.add(node.get("relation", {}).get("relname"))
         elif kind == "CreateTableAsStmt":

@@ -518,6 +518,32 @@ def check_robust(stmt, ctx):
                   None, _span(stmt, i) if i is not None else None)
 
 
+DML = {"UpdateStmt": "UPDATE", "DeleteStmt": "DELETE", "InsertStmt": "INSERT", "CopyStmt": "COPY",
+       "MergeStmt": "MERGE", "CreateTableAsStmt": "CREATE TABLE AS", "RefreshMatViewStmt": "REFRESH",
+       "DoStmt": "DO block", "CallStmt": "CALL"}
+
+
+def check_work_after_ae(stmt, ctx):
+    if not ctx.in_transaction or not ctx.access_exclusive or stmt.kind == "TransactionStmt":
+        return
+    key = f"work-after-access-exclusive:{ctx.tx_id}"
+    if key in ctx.once:
+        return
+    what = DML.get(stmt.kind)
+    if what is None:
+        effect = statement_effect(stmt, ctx.pg_version)
+        others = [t for t in effect.tables if " " not in t and not ctx.is_new(t) and t not in ctx.access_exclusive]
+        if effect.lock not in (SHARE, SRE, "EXCLUSIVE", AE) or not others:
+            return
+        what = f"a statement locking {', '.join(others)} ({effect.lock})"
+    ctx.once.add(key)
+    held = ", ".join(f"{t} (since line {line})" for t, line in ctx.access_exclusive.items())
+    yield Hit(f"This transaction holds ACCESS EXCLUSIVE on {held}, so reads and writes on it are blocked until "
+              f"COMMIT, and now runs {what}: the table stays blocked for as long as this takes (or waits).",
+              "Commit right after each ACCESS EXCLUSIVE statement (short transactions), and run data changes in "
+              "their own transactions, in batches.", "ACCESS EXCLUSIVE on " + ", ".join(ctx.access_exclusive))
+
+
 def check_nesting(stmt, ctx):
     tkind = stmt.node.get("kind", "")
     if tkind in ("TRANS_STMT_BEGIN", "TRANS_STMT_START") and ctx.in_transaction:
@@ -651,6 +677,12 @@ RULES: list[Rule] = [
          squawk=False, why="Each copies the whole table while holding ACCESS EXCLUSIVE.",
          lock="ACCESS EXCLUSIVE for the whole copy",
          recipe="pg_repack (or REPACK CONCURRENTLY where available); a new table filled in batches."),
+    Rule("work-after-access-exclusive", "More work in a transaction that already holds ACCESS EXCLUSIVE",
+         check_work_after_ae, severity="warning", squawk=False,
+         why="Locks are kept until COMMIT: a brief ALTER followed by a data backfill or another table's lock in the "
+             "same transaction blocks the first table for the whole transaction (eugene's E4).",
+         lock="ACCESS EXCLUSIVE kept until COMMIT",
+         recipe="One short transaction per ACCESS EXCLUSIVE change; data changes in their own batched transactions."),
     Rule("transaction-nesting", "BEGIN inside a transaction, or COMMIT inside the runner's", check_nesting,
          ("TransactionStmt",), severity="warning",
          why="Nested BEGIN is only a warning in PostgreSQL; the first COMMIT ends the outer transaction.",

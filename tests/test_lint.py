@@ -186,6 +186,16 @@ def test_pg_version_dependent_rules():
         parse_pg_version("x")
 
 
+def test_a_check_validated_in_an_earlier_file_allows_set_not_null(tmp_path):
+    write(tmp_path, "m/001.sql", "ALTER TABLE t ADD CONSTRAINT nn CHECK (a IS NOT NULL) NOT VALID;\n")
+    write(tmp_path, "m/002.sql", "ALTER TABLE t VALIDATE CONSTRAINT nn;\n")
+    write(tmp_path, "m/003.sql", "ALTER TABLE t ALTER COLUMN a SET NOT NULL;\n")
+    found = json.loads(run_cli("lint", "--format", "json", "m", cwd=tmp_path).stdout)
+    assert "adding-not-nullable-field" not in {f["rule"] for f in found}
+    found = json.loads(run_cli("lint", "--format", "json", "m/003.sql", cwd=tmp_path).stdout)
+    assert "adding-not-nullable-field" in {f["rule"] for f in found}
+
+
 def test_ignores_line_file_reason_and_unknown_rule():
     sql = ("-- squawk-ignore ban-drop-column -- reason: unused since v41\nALTER TABLE t DROP COLUMN a;\n"
            "ALTER TABLE t DROP COLUMN b;\n")

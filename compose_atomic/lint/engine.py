@@ -200,6 +200,9 @@ class Linter:
         self.rules = rules
         self.config = config
         self.aliases = {alias: r.id for r in rules.values() for alias in r.aliases}
+        # Validated CHECK (col IS NOT NULL) constraints carry over to the files linted after
+        # (in order): a migration may SET NOT NULL on what an earlier one proved, as in squawk.
+        self.proven_not_null: set[tuple[str, str]] = set()
         self.by_kind: dict[str, list[Rule]] = {}
         self.every: list[Rule] = []
         for rule in rules.values():
@@ -244,6 +247,7 @@ class Linter:
         ignores = find_ignores(source)
         assume = self.config.assume_in_transaction and not ignores.disable_assume_in_transaction
         ctx = LintContext(source, self.config, assume)
+        ctx.proven_not_null = self.proven_not_null
         ctx.has_transaction_statements = assume or any(TRANSACTION_WORD.match(s.text) for s in source.statements)
         raw: list[tuple[str, Hit, Statement]] = []
         by_kind, every = self.by_kind, self.every

@@ -70,6 +70,7 @@ class LintContext:
         self.not_valid: dict[tuple[str, str], int] = {}
         self.not_null_checks: dict[str, tuple[str, str]] = {}
         self.proven_not_null: set[tuple[str, str]] = set()
+        self.not_null_checks: dict[str, tuple[str, str]] = {}
         self.lock_timeout = False
         self.lock_timeout_local = False
         self.once: set[str] = set()  # for rules that report once per file
@@ -203,6 +204,7 @@ class Linter:
         # Validated CHECK (col IS NOT NULL) constraints carry over to the files linted after
         # (in order): a migration may SET NOT NULL on what an earlier one proved, as in squawk.
         self.proven_not_null: set[tuple[str, str]] = set()
+        self.not_null_checks: dict[str, tuple[str, str]] = {}
         self.by_kind: dict[str, list[Rule]] = {}
         self.every: list[Rule] = []
         for rule in rules.values():
@@ -248,6 +250,7 @@ class Linter:
         assume = self.config.assume_in_transaction and not ignores.disable_assume_in_transaction
         ctx = LintContext(source, self.config, assume)
         ctx.proven_not_null = self.proven_not_null
+        ctx.not_null_checks = self.not_null_checks
         ctx.has_transaction_statements = assume or any(TRANSACTION_WORD.match(s.text) for s in source.statements)
         raw: list[tuple[str, Hit, Statement]] = []
         by_kind, every = self.by_kind, self.every

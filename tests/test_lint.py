@@ -271,6 +271,18 @@ def test_plan_splits_into_safe_steps(tmp_path):
             "adding-foreign-key-constraint", "constraint-missing-not-valid"}.isdisjoint(rules_of(planned))
 
 
+def test_plan_as_alembic_and_django_migrations(tmp_path):
+    path = write(tmp_path, "m.sql", "CREATE INDEX i ON users (email);\nALTER TABLE users ALTER COLUMN a SET NOT NULL;\n")
+    alembic = run_cli("lint", "--plan", "--format", "alembic", str(path), cwd=tmp_path).stdout
+    compile(alembic, "alembic_migration.py", "exec")
+    assert "with op.get_context().autocommit_block():\n        op.execute(\"SET lock_timeout = '2s'\")" in alembic
+    assert "op.execute('CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON users (email)')" in alembic
+    django = run_cli("lint", "--plan", "--format", "django", str(path), cwd=tmp_path).stdout
+    compile(django, "django_migration.py", "exec")
+    assert "atomic = False" in django and django.count("migrations.RunSQL(") == 4
+    assert run_cli("lint", "--format", "django", str(path), cwd=tmp_path).returncode == 2
+
+
 # ---- the deploy gate ------------------------------------------------------------------------------
 
 

@@ -59,6 +59,8 @@ def run_lint(options, *, paths, fmt, pg_version, excludes, severities, assume_in
     if not paths:
         raise LintUsageError("lint: give at least one SQL file, directory or glob",
                              hint="e.g. compose-atomic lint migrations/")
+    if fmt in ("alembic", "django") and not plan:
+        raise LintUsageError(f"--format {fmt} writes a migration: use it with --plan")
     if trace and not service:
         raise LintUsageError("--trace needs --service NAME: the database service whose image runs the trace")
     files = expand(paths)

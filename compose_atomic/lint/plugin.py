@@ -11,7 +11,7 @@ import click
 
 from compose_atomic import hookimpl
 
-FORMATS = ("text", "json", "sarif", "github")
+FORMATS = ("text", "json", "sarif", "github", "alembic", "django")
 
 
 @hookimpl
@@ -31,7 +31,7 @@ def register_commands(cli):
     @cli.command()
     @click.argument("paths", nargs=-1)
     @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
-                  help="Output format (json lines and columns are 1-based).")
+                  help="Output format (json lines and columns are 1-based); alembic and django only with --plan.")
     @click.option("--pg-version", metavar="N", help="Target PostgreSQL version, e.g. 15 or 9.6 (default: "
                   "x-atomic.lint.pg_version, else 15).")
     @click.option("--exclude", "excludes", multiple=True, metavar="RULE,...", help="Rules to skip.")

@@ -33,7 +33,7 @@ REWRITE_RULES = {"changing-column-type", "adding-field-with-default"}
 RELATIONS = """
 SELECT c.oid, c.relname, c.relkind, c.relfilenode
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%%'
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
   AND c.relkind IN ('r', 'p', 'm', 'i')
 """
 LOCKS = """
@@ -58,10 +58,12 @@ class TracedStatement:
     indexes_rebuilt: list[str] = field(default_factory=list)
     sqlstate: str | None = None
     error: str | None = None
+    skipped: str | None = None
 
     def as_json(self) -> dict:
         return {"duration_ms": round(self.duration_ms, 2), "locks": self.locks, "rewritten": self.rewritten,
-                "indexes_rebuilt": self.indexes_rebuilt, "sqlstate": self.sqlstate, "error": self.error}
+                "indexes_rebuilt": self.indexes_rebuilt, "sqlstate": self.sqlstate, "error": self.error,
+                "skipped": self.skipped}
 
 
 def _docker(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -132,10 +134,20 @@ def _relations(cur) -> dict[int, tuple[str, str, int]]:
     return {oid: (name, kind, node) for oid, name, kind, node in cur.fetchall()}
 
 
-def trace_source(conn, source) -> list[TracedStatement]:
-    """Run a parsed file in one transaction on ``conn``, statement by statement; roll back."""
+def trace_source(conn, source, config=None) -> list[TracedStatement]:
+    """Run a parsed file in one transaction on ``conn``, statement by statement; roll back.
+
+    A statement that cannot run in a transaction block, in a file that does not run in
+    one (no BEGIN, no --assume-in-transaction), is not executed: the runner would run it on
+    its own, and inside our transaction it could only fail with 25001.
+    """
     import psycopg
 
+    from .effects import no_transaction_reason
+    from .engine import LintConfig, LintContext
+
+    config = config or LintConfig()
+    ctx = LintContext(source, config, config.assume_in_transaction)
     records: list[TracedStatement] = []
     conn.autocommit = False
     with conn.cursor() as cur:
@@ -143,10 +155,16 @@ def trace_source(conn, source) -> list[TracedStatement]:
         current = dict(before)
         held: set[tuple[int, str]] = set()
         for n, stmt in enumerate(source.statements):
-            if stmt.kind == "TransactionStmt":
+            in_transaction = ctx.in_transaction
+            ctx.after(stmt)
+            if stmt.kind == "TransactionStmt" or stmt.error:
                 continue
             record = TracedStatement(source.path, source.position(stmt.start)[0], stmt.start, stmt.text)
             records.append(record)
+            reason = no_transaction_reason(stmt, config.pg_version)
+            if reason and not in_transaction:
+                record.skipped = f"not traced: {reason} runs outside a transaction"
+                continue
             cur.execute(f"SAVEPOINT lint_trace_{n}")
             started = time.perf_counter()
             try:
@@ -250,7 +268,7 @@ def format_trace(records: list[TracedStatement], image: str) -> str:
     out = [f"trace on {image} (one transaction, rolled back):"]
     for r in records:
         first = r.statement.splitlines()[0][:60] if r.statement else ""
-        what = f"FAILED {r.sqlstate}: {r.error}" if r.sqlstate else \
+        what = r.skipped if r.skipped else f"FAILED {r.sqlstate}: {r.error}" if r.sqlstate else \
             "; ".join(filter(None, ["; ".join(r.locks) or "no new lock on existing relations",
                                     f"REWRITE {', '.join(r.rewritten)}" if r.rewritten else "",
                                     f"indexes rebuilt: {', '.join(r.indexes_rebuilt)}" if r.indexes_rebuilt else ""]))
@@ -288,7 +306,7 @@ def trace_files(options, service: str, files: list[str], texts: dict[str, str], 
             for path, text in setup_texts.items():
                 apply_setup(conn, path, text)
             for path in files:
-                records.extend(trace_source(conn, parse_file(path, texts[path])))
+                records.extend(trace_source(conn, parse_file(path, texts[path]), config))
     if fmt == "text":
         print(format_trace(records, image), file=sys.stdout)
         print(file=sys.stdout)

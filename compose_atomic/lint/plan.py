@@ -125,6 +125,11 @@ class _Planner:
                 tree.if_not_exists = True
             self.alone(_deparse(tree), "CREATE INDEX CONCURRENTLY cannot run in a transaction")
             return
+        if kind == "DropStmt" and node.get("removeType") == "OBJECT_INDEX" and node.get("behavior") == "DROP_CASCADE":
+            self.notes.append(f"line {self.source.position(stmt.start)[0]}: DROP INDEX ... CASCADE kept as written "
+                              "(CONCURRENTLY does not support CASCADE: drop the dependent objects first)")
+            self.tx(stmt.text)
+            return
         if kind == "DropStmt" and node.get("removeType") == "OBJECT_INDEX":
             tree = stmt.ast
             for obj in tree.objects:
@@ -202,7 +207,9 @@ class _Planner:
     def _unique_index(self, tree, name: str, cols: list[str]) -> str:
         from pglast import ast, enums
 
-        index = ast.IndexStmt(idxname=name, relation=tree.relation, accessMethod="btree", unique=True,
+        relation = ast.RangeVar(schemaname=tree.relation.schemaname, relname=tree.relation.relname, inh=True,
+                                relpersistence="p")  # ALTER TABLE ONLY: the index is still for the whole table
+        index = ast.IndexStmt(idxname=name, relation=relation, accessMethod="btree", unique=True,
                               concurrent=True, if_not_exists=True,
                               indexParams=tuple(ast.IndexElem(name=c, ordering=enums.SortByDir.SORTBY_DEFAULT,
                                                               nulls_ordering=enums.SortByNulls.SORTBY_NULLS_DEFAULT)

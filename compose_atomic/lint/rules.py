@@ -8,7 +8,7 @@ recipe) are also the reference in docs/lint.md.
 
 from __future__ import annotations
 
-from .effects import AE, SHARE, SRE, SUE, blocks, cmd_lock, no_transaction_reason, statement_effect
+from .effects import AE, SHARE, SRE, blocks, no_transaction_reason, statement_effect
 from .engine import END_OF_FILE, relname
 from .model import Hit, Rule
 

@@ -160,5 +160,6 @@ def test_we_catch_unsafe_cases_squawk_misses(squawk_results):
                     and ours(p) & core and not squawk_results[str(p)] & (core | set(SQUAWK_EQUIVALENT)))
     for case in ("drop_concurrently_in_transaction", "vacuum_in_runner_transaction",
                  "add_enum_value_in_transaction_pg11", "serial_column", "vacuum_full", "cluster",
-                 "set_tablespace", "set_logged", "work_after_access_exclusive"):
+                 "set_tablespace", "set_logged", "work_after_access_exclusive",
+                 "more_non_transactional_statements"):
         assert case in beyond, beyond

@@ -9,9 +9,27 @@ Rules register through the ``register_lint_rules(register)`` hook; see docs/lint
 
 from __future__ import annotations
 
-from .engine import LintConfig, Linter, parse_pg_version
-from .errors import LintConfigError, LintFailed, LintUsageError
-from .model import Finding, Hit, Rule
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .engine import LintConfig, Linter, parse_pg_version
+    from .errors import LintConfigError, LintFailed, LintUsageError
+    from .model import Finding, Hit, Rule
+
+# Imported on first use: `compose-atomic --help` loads the lint plugin, not the linter.
+_LAZY = {"LintConfig": "engine", "Linter": "engine", "parse_pg_version": "engine", "LintConfigError": "errors",
+         "LintFailed": "errors", "LintUsageError": "errors", "Finding": "model", "Hit": "model", "Rule": "model"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["Finding", "Hit", "LintConfig", "LintConfigError", "LintFailed", "LintUsageError", "Linter",
            "Rule", "expand_paths", "lint_paths", "lint_text", "parse_pg_version"]
@@ -19,6 +37,7 @@ __all__ = ["Finding", "Hit", "LintConfig", "LintConfigError", "LintFailed", "Lin
 
 def lint_text(text: str, path: str = "<stdin>", config: LintConfig | None = None) -> list[Finding]:
     """Lint SQL text with every registered rule."""
+    from .engine import LintConfig, Linter
     from .registry import get_rules
 
     return Linter(get_rules(), config or LintConfig()).lint_text(path, text)
@@ -31,6 +50,8 @@ def expand_paths(patterns, base=None) -> list[str]:
     """
     import glob
     import os
+
+    from .errors import LintUsageError
 
     found: list[str] = []
     for pattern in patterns:
@@ -49,7 +70,7 @@ def expand_paths(patterns, base=None) -> list[str]:
 
 def lint_paths(paths, config: LintConfig | None = None) -> list[Finding]:
     """Lint files (already expanded) with every registered rule."""
-    from .engine import lint_files
+    from .engine import LintConfig, lint_files
     from .registry import get_rules
 
     return lint_files(paths, get_rules(), config or LintConfig())

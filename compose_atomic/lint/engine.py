@@ -263,12 +263,15 @@ class Linter:
 
                 raw.extend((rule, hit, stmt) for rule, hit in token_hits(stmt, ctx))
                 continue
-            wanted = by_kind.get(stmt.kind, ())
-            if stmt.kind == "AlterTableStmt":
+            kind = stmt.kind
+            wanted = by_kind.get(kind, ())
+            if kind == "AlterTableStmt":
+                seen = {id(rule) for rule in wanted}
                 wanted = list(wanted)
                 for subtype in {cmd.get("subtype") for cmd in stmt.cmds}:
-                    for rule in by_kind.get(f"AlterTableStmt:{subtype}", ()):
-                        if rule not in wanted:
+                    for rule in by_kind.get("AlterTableStmt:" + str(subtype), ()):
+                        if id(rule) not in seen:
+                            seen.add(id(rule))
                             wanted.append(rule)
             for rule in (*wanted, *every):
                 try:

@@ -23,6 +23,8 @@ from typing import Any
 
 __all__ = ["Statement", "SourceFile", "parse_file"]
 
+_parse_sql_json = None  # pglast.parser.parse_sql_json, imported on first use
+
 
 class Statement:
     """One SQL statement of a file.
@@ -53,17 +55,10 @@ class Statement:
         return f"<Statement {self.index} {self.kind} at {self.start}>"
 
     def _load(self) -> None:
-        import gc
-
-        from pglast import parser
-
-        enabled = gc.isenabled()
-        gc.disable()
-        try:
-            tree = json.loads(parser.parse_sql_json(self.text)).get("stmts") or [{"stmt": {"": {}}}]
-        finally:
-            if enabled:
-                gc.enable()
+        global _parse_sql_json
+        if _parse_sql_json is None:
+            from pglast.parser import parse_sql_json as _parse_sql_json
+        tree = json.loads(_parse_sql_json(self.text)).get("stmts") or [{"stmt": {"": {}}}]
         (kind, node), = tree[0]["stmt"].items()
         self.__dict__["kind"] = kind
         self.__dict__["node"] = node

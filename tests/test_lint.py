@@ -378,3 +378,19 @@ def test_a_crashing_rule_is_reported_and_the_others_still_run():
     finally:
         pm.unregister(plugin)
         get_rules(refresh=True)
+
+
+def test_column_types_from_earlier_files_tell_a_rewrite_from_a_catalog_change(tmp_path):
+    write(tmp_path, "m/001.sql", "CREATE TABLE t (id int, email varchar(100), price numeric(10,2), code varchar(8));\n")
+    write(tmp_path, "m/002.sql", "SET lock_timeout = '1s';\n"
+                                 "ALTER TABLE t ALTER COLUMN email TYPE text;\n"          # no rewrite
+                                 "ALTER TABLE t ALTER COLUMN code TYPE varchar(16);\n"    # no rewrite
+                                 "ALTER TABLE t ALTER COLUMN price TYPE numeric(12,2);\n"  # no rewrite
+                                 "ALTER TABLE t ALTER COLUMN id TYPE bigint;\n"            # rewrite
+                                 "ALTER TABLE t ALTER COLUMN code TYPE varchar(4);\n")     # shorter: checks every row
+    found = [f for f in json.loads(run_cli("lint", "--format", "json", "m", cwd=tmp_path).stdout)
+             if f["rule"] == "changing-column-type"]
+    assert [(f["line"], "from integer" in f["message"] or "from int4 to int8" in f["message"]) for f in found] == \
+        [(5, True), (6, False)]
+    alone = json.loads(run_cli("lint", "--format", "json", "m/002.sql", cwd=tmp_path).stdout)
+    assert len([f for f in alone if f["rule"] == "changing-column-type"]) == 5  # old types unknown

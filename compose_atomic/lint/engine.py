@@ -68,9 +68,9 @@ class LintContext:
         self.created_tables: set[str] = set()
         self.created_indexes: set[str] = set()
         self.not_valid: dict[tuple[str, str], int] = {}
-        self.not_null_checks: dict[str, tuple[str, str]] = {}
-        self.proven_not_null: set[tuple[str, str]] = set()
-        self.not_null_checks: dict[str, tuple[str, str]] = {}
+        self.not_null_checks: dict[str, tuple[str, str]] = {}  # shared by the Linter across files
+        self.proven_not_null: set[tuple[str, str]] = set()  # shared by the Linter across files
+        self.schema: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {}  # shared by the Linter across files
         self.lock_timeout = False
         self.lock_timeout_local = False
         self.once: set[str] = set()  # for rules that report once per file
@@ -120,7 +120,10 @@ class LintContext:
                     if " " not in table and not self.is_new(table):
                         self.access_exclusive.setdefault(table, line)
         if kind == "CreateStmt":
-            self.created_tables.add(node.get("relation", {}).get("relname"))
+            name = node.get("relation", {}).get("relname")
+            self.created_tables.add(name)
+            self.schema[name] = {e["ColumnDef"].get("colname"): column_type(e["ColumnDef"])
+                                 for e in node.get("tableElts") or [] if "ColumnDef" in e}
         elif kind == "CreateTableAsStmt":
             rel = (node.get("into") or {}).get("IntoClause", node.get("into", {})).get("rel", {})
             self.created_tables.add(rel.get("relname"))
@@ -138,13 +141,32 @@ class LintContext:
             for cmd in node.get("cmds", []):
                 self._after_cmd(table, cmd.get("AlterTableCmd", {}))
         elif kind == "RenameStmt" and node.get("renameType") == "OBJECT_TABLE":
+            old = node.get("relation", {}).get("relname")
             if self.is_new(node.get("relation")):
                 self.created_tables.add(node.get("newname"))
+            if old in self.schema:
+                self.schema[node.get("newname")] = self.schema.pop(old)
+        elif kind == "RenameStmt" and node.get("renameType") == "OBJECT_COLUMN":
+            columns = self.schema.get(node.get("relation", {}).get("relname"), {})
+            if node.get("subname") in columns:
+                columns[node.get("newname")] = columns.pop(node.get("subname"))
+        elif kind == "DropStmt" and node.get("removeType") == "OBJECT_TABLE":
+            for obj in node.get("objects") or []:
+                items = obj.get("List", {}).get("items") or []
+                if items:
+                    self.schema.pop(items[-1].get("String", {}).get("sval"), None)
         if not self.in_transaction:
             self.tx_id += 1
 
     def _after_cmd(self, table: str, cmd: dict) -> None:
         subtype = cmd.get("subtype")
+        columns = self.schema.get(table)
+        if columns is not None:
+            if subtype in ("AT_AddColumn", "AT_AlterColumnType"):
+                coldef = cmd.get("def", {}).get("ColumnDef", {})
+                columns[coldef.get("colname") or cmd.get("name")] = column_type(coldef)
+            elif subtype == "AT_DropColumn":
+                columns.pop(cmd.get("name"), None)
         if subtype == "AT_AddConstraint":
             con = cmd.get("def", {}).get("Constraint", {})
             name = con.get("conname")
@@ -164,6 +186,48 @@ class LintContext:
     @property
     def has_lock_timeout(self) -> bool:
         return self.lock_timeout or self.lock_timeout_local
+
+
+def column_type(coldef: dict) -> tuple[str, tuple[int, ...]]:
+    """(type name, typmods) of a ColumnDef: ('varchar', (255,)), ('numeric', (10, 2)), ('text', ())."""
+    type_name = coldef.get("typeName") or {}
+    names = type_name.get("names") or []
+    name = names[-1].get("String", {}).get("sval", "").lower() if names else ""
+    mods = []
+    for mod in type_name.get("typmods") or []:
+        value = mod.get("A_Const", {}).get("ival")
+        if value is None:
+            return name, (-1,)  # not a plain integer modifier: unknown
+        mods.append(int(value.get("ival", 0)))
+    if type_name.get("arrayBounds"):
+        name += "[]"
+    return name, tuple(mods)
+
+
+def binary_compatible(old: tuple[str, tuple[int, ...]], new: tuple[str, tuple[int, ...]]) -> bool:
+    """True when ALTER COLUMN TYPE from ``old`` to ``new`` needs no rewrite (PostgreSQL docs:
+    binary-coercible and no tighter modifier): longer or unlimited varchar, varchar <-> text,
+    wider numeric precision at the same scale, cidr -> inet."""
+    (a, amods), (b, bmods) = old, new
+    if -1 in amods or -1 in bmods:
+        return False
+    if a == b and amods == bmods:
+        return True
+    if a in ("varchar", "text") and b == "text":
+        return True
+    if a in ("varchar", "text") and b == "varchar":
+        if not bmods:
+            return True
+        return a == "varchar" and bool(amods) and bmods[0] >= amods[0]
+    if a == "numeric" and b == "numeric":
+        if not bmods:
+            return True
+        if not amods:
+            return False
+        ascale = amods[1] if len(amods) > 1 else 0
+        bscale = bmods[1] if len(bmods) > 1 else 0
+        return bmods[0] >= amods[0] and ascale == bscale
+    return a == "cidr" and b == "inet"
 
 
 def _set_value(node: dict) -> str:
@@ -205,6 +269,9 @@ class Linter:
         # (in order): a migration may SET NOT NULL on what an earlier one proved, as in squawk.
         self.proven_not_null: set[tuple[str, str]] = set()
         self.not_null_checks: dict[str, tuple[str, str]] = {}
+        # Column types declared by the files linted so far (in order): an earlier migration's
+        # CREATE TABLE tells whether a later ALTER COLUMN TYPE is a binary-compatible change.
+        self.schema: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {}
         self.by_kind: dict[str, list[Rule]] = {}
         self.every: list[Rule] = []
         for rule in rules.values():
@@ -251,6 +318,7 @@ class Linter:
         ctx = LintContext(source, self.config, assume)
         ctx.proven_not_null = self.proven_not_null
         ctx.not_null_checks = self.not_null_checks
+        ctx.schema = self.schema
         ctx.has_transaction_statements = assume or any(TRANSACTION_WORD.match(s.text) for s in source.statements)
         raw: list[tuple[str, Hit, Statement]] = []
         by_kind, every = self.by_kind, self.every

@@ -9,7 +9,7 @@ recipe) are also the reference in docs/lint.md.
 from __future__ import annotations
 
 from .effects import AE, SHARE, SRE, blocks, no_transaction_reason, statement_effect
-from .engine import END_OF_FILE, relname
+from .engine import END_OF_FILE, binary_compatible, column_type, relname
 from .model import Hit, Rule
 
 # Built-in functions whose result does not change row to row (pg_proc.provolatile in 'i','s'):
@@ -202,15 +202,28 @@ def check_column_type(stmt, ctx):
     if ctx.is_new(stmt.node.get("relation")):
         return
     table = _table(stmt)
+    columns = ctx.schema.get(stmt.node.get("relation", {}).get("relname"), {})
     for i, cmd in _cmds(stmt):
         if cmd.get("subtype") != "AT_AlterColumnType":
             continue
-        yield Hit(f"Changing the type of {table}.{cmd.get('name', '?')} usually rewrites the table and rebuilds "
-                  "its indexes under an ACCESS EXCLUSIVE lock, which blocks reads and writes for the whole "
-                  "rewrite. Only binary-compatible changes (varchar -> text, a longer varchar, wider numeric "
-                  "precision) skip it; `compose-atomic lint --trace` tells which one this is.",
+        coldef = cmd.get("def", {}).get("ColumnDef", {})
+        old = columns.get(cmd.get("name"))
+        new = column_type(coldef)
+        if old is not None and coldef.get("raw_default") is None and binary_compatible(old, new):
+            continue  # known from an earlier migration: no rewrite (the brief lock is require-lock-timeout's)
+        change = f" from {_type_text(old)} to {_type_text(new)}" if old else ""
+        yield Hit(f"Changing the type of {table}.{cmd.get('name', '?')}{change} rewrites the table and rebuilds its "
+                  "indexes under an ACCESS EXCLUSIVE lock, which blocks reads and writes for the whole rewrite"
+                  + ("." if old else ", unless it is binary-compatible (varchar -> text, a longer varchar, wider "
+                     "numeric precision); the old type is not in the files linted, so `compose-atomic lint "
+                     "--trace` or linting the whole migrations directory tells."),
                   "Add a new column of the new type, keep it in sync with a trigger, backfill in batches, then "
                   "switch reads and drop the old column.", _lock(AE, table), _span(stmt, i))
+
+
+def _type_text(t) -> str:
+    name, mods = t
+    return f"{name}({', '.join(map(str, mods))})" if mods else name
 
 
 def check_set_not_null(stmt, ctx):

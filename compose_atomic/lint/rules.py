@@ -613,7 +613,8 @@ RULES: list[Rule] = [
          recipe="Add it nullable (or with a constant DEFAULT), backfill, then SET NOT NULL through a CHECK."),
     Rule("changing-column-type", "ALTER COLUMN TYPE", check_column_type, ("AlterTableStmt:AT_AlterColumnType",),
          why="Most type changes rewrite the table and rebuild its indexes; only binary-coercible ones do not. "
-             "Static analysis cannot know the old type: --trace measures it.",
+             "The old type comes from earlier migrations in the same run; when it is unknown the change is "
+             "reported, and --trace measures it.",
          lock="ACCESS EXCLUSIVE for the rewrite (blocks reads and writes)",
          recipe="New column + sync trigger + batched backfill + switch + drop the old column."),
     Rule("adding-not-nullable-field", "SET NOT NULL without a validated CHECK proving it", check_set_not_null,

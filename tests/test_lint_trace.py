@@ -11,9 +11,14 @@ from conftest import IMAGE_POSTGRES, docker, run_cli
 pytestmark = pytest.mark.docker
 
 SETUP = """
-CREATE TABLE accounts (id int PRIMARY KEY, email varchar(100), note text);
+CREATE TABLE accounts (id int PRIMARY KEY, email varchar(100), note text, parent_id int);
 INSERT INTO accounts SELECT g, 'u' || g || '@example.com', 'n' FROM generate_series(1, 500) g;
 CREATE INDEX accounts_email_idx ON accounts (email);
+"""
+# Planned by --plan, then applied by --setup on the same container: the recipes really run.
+TO_PLAN = """ALTER TABLE accounts ADD CONSTRAINT accounts_email_key UNIQUE (email), ALTER COLUMN note SET NOT NULL;
+CREATE INDEX accounts_note_idx ON accounts (note);
+ALTER TABLE accounts ADD CONSTRAINT accounts_parent_fk FOREIGN KEY (parent_id) REFERENCES accounts (id);
 """
 MIGRATION = """BEGIN;
 SET LOCAL lock_timeout = '2s';
@@ -22,6 +27,10 @@ ALTER TABLE accounts ALTER COLUMN email TYPE text;
 CREATE INDEX CONCURRENTLY accounts_note_idx ON accounts (note);
 ALTER TABLE accounts ADD COLUMN created_at timestamptz DEFAULT clock_timestamp();
 ALTER TABLE missing_table ADD COLUMN x int;
+INSERT INTO accounts (id, email, note) VALUES (100000, 'u1@example.com', 'dup');
+INSERT INTO accounts (id, email, note) VALUES (100001, 'new@example.com', NULL);
+INSERT INTO accounts (id, email, note, parent_id) VALUES (100002, 'new2@example.com', 'x', 424242);
+DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_index WHERE NOT indisvalid) THEN RAISE 'invalid index'; END IF; END $$;
 COMMIT;
 """
 
@@ -29,7 +38,10 @@ COMMIT;
 def test_trace_tells_a_rewrite_from_a_catalog_only_change(tmp_path, project_name):
     (tmp_path / "compose.yaml").write_text(
         "services:\n  db:\n    image: ${POSTGRES_IMAGE:-postgres:17-alpine}\n")
-    (tmp_path / "setup.sql").write_text(SETUP)
+    (tmp_path / "to_plan.sql").write_text(TO_PLAN)
+    plan = run_cli("lint", "--plan", "to_plan.sql", cwd=tmp_path)
+    assert plan.returncode == 0, plan.stderr
+    (tmp_path / "setup.sql").write_text(SETUP + plan.stdout)  # --setup fails (exit 2) if a step fails
     (tmp_path / "m.sql").write_text(MIGRATION)
     proc = run_cli("-p", project_name, "lint", "--trace", "--service", "db", "--setup", "setup.sql",
                    "--format", "json", "m.sql", cwd=tmp_path, env={"POSTGRES_IMAGE": IMAGE_POSTGRES}, timeout=180)
@@ -54,6 +66,10 @@ def test_trace_tells_a_rewrite_from_a_catalog_only_change(tmp_path, project_name
     # an object the setup did not create: the migration would fail at deploy time
     (failed,) = [f for f in by_line[7] if f["rule"] == "trace-failed"]
     assert "42P01" in failed["message"]
+    # the planned steps ran: the unique index, NOT NULL and the foreign key are enforced, all indexes valid
+    assert [f["trace"]["sqlstate"] for line in (8, 9, 10) for f in by_line[line] if f["rule"] == "trace-failed"] \
+        == ["23505", "23502", "23503"]
+    assert not [f for f in by_line.get(11, []) if f["rule"] == "trace-failed"]
     # the throwaway container is gone
     left = docker("ps", "-a", "--filter", f"name={project_name}-lint-trace", "--format", "{{.Names}}").stdout
     assert left.strip() == ""

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from compose_atomic.errors import DockerUnavailable, OperationFailed
 
+from .engine import LOCK_ORDER
 from .errors import LintUsageError
 from .model import Finding
 from .parser import parse_file
@@ -178,8 +179,13 @@ def trace_source(conn, source, config=None) -> list[TracedStatement]:
             record.duration_ms = (time.perf_counter() - started) * 1000
             cur.execute(LOCKS)
             locks = {(oid, mode) for oid, _, mode in cur.fetchall() if oid in before}
-            for oid, mode in sorted(locks - held, key=lambda x: before[x[0]][0]):
-                record.locks.append(f"{LOCK_NAMES.get(mode, mode)} on {before[oid][0]}")
+            strongest: dict[int, str] = {}
+            for oid, mode in locks - held:  # one line per relation: its strongest new lock
+                name = LOCK_NAMES.get(mode, mode)
+                if oid not in strongest or LOCK_ORDER.index(name) > LOCK_ORDER.index(strongest[oid]):
+                    strongest[oid] = name
+            for oid, name in sorted(strongest.items(), key=lambda x: (-LOCK_ORDER.index(x[1]), before[x[0]][0])):
+                record.locks.append(f"{name} on {before[oid][0]}")
             held |= locks
             after = _relations(cur)
             for oid, (name, kind, node) in before.items():

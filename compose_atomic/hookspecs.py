@@ -55,3 +55,11 @@ def on_rollback(project, service, old_container, new_container, reason):
 @hookspec
 def after_deploy(project, service, old_container, new_container, outcome):
     """Run when a service's deploy has ended, whatever the outcome."""
+
+
+# ---- lint ----------------------------------------------------------------------
+
+
+@hookspec
+def register_lint_rules(register):
+    """Add SQL migration lint rules: call register(compose_atomic.lint.Rule(...)) for each."""

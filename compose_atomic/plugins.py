@@ -15,6 +15,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "compose_atomic.default_plugins.core",
     "compose_atomic.init.plugin",
     "compose_atomic.completion.plugin",
+    "compose_atomic.lint.plugin",
 )
 ENTRY_POINT_GROUP = "compose_atomic"
 

@@ -1,0 +1,89 @@
+"""compose-atomic lint vs squawk, in one run: wall time and peak memory.
+
+    .venv/bin/python bench/lint/run.py [--repeat 7]
+
+Inputs are generated (bench/lint/generate.py): a 5,000-statement file (~370 KB) and a
+typical 50-statement migration. Both tools run as a user runs them (a fresh process,
+JSON output, interpreter start included). Peak memory is the child's max RSS from
+GNU time. We report the median of --repeat runs and the ratio to squawk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from generate import generate  # noqa: E402
+
+
+def measure(argv: list[str]) -> tuple[float, int, int, bytes, float]:
+    """(wall seconds, peak RSS in KiB, exit code, stdout, CPU seconds) of one process.
+
+    Peak RSS comes from GNU time's %M: GNU time's ru_maxrss would include the pages the
+    forked child shares with this Python process before it execs."""
+    started = time.perf_counter()
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M %U %S", *argv], capture_output=True)
+    wall = time.perf_counter() - started
+    rss, user, system = proc.stderr.decode().strip().splitlines()[-1].split()
+    return wall, int(rss), proc.returncode, proc.stdout, float(user) + float(system)
+
+
+def tool_argv(tool: str, path: Path) -> list[str]:
+    if tool == "compose-atomic":
+        return [sys.executable, "-m", "compose_atomic", "lint", "--format", "json", str(path)]
+    squawk = Path(sys.executable).parent / "squawk"
+    return [str(squawk), "--reporter", "json", str(path)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    env_note = {"NO_COLOR": "1"}
+    os.environ.update(env_note)
+    with tempfile.TemporaryDirectory() as tmp:  # no compose file around: pure lint
+        os.chdir(tmp)
+        inputs = {"5,000 statements": Path(tmp) / "big.sql", "50-statement migration": Path(tmp) / "migration.sql"}
+        inputs["5,000 statements"].write_text(generate(5000))
+        inputs["50-statement migration"].write_text(generate(50))
+        rows = []
+        for label, path in inputs.items():
+            results = {}
+            for tool in ("compose-atomic", "squawk"):
+                measure(tool_argv(tool, path))  # warm the page cache
+                runs = [measure(tool_argv(tool, path)) for _ in range(args.repeat)]
+                findings = len(json.loads(runs[0][3] or b"[]"))
+                results[tool] = (statistics.median(r[0] for r in runs), max(r[1] for r in runs), findings,
+                                 statistics.median(r[4] for r in runs))
+            rows.append((label, path.stat().st_size, results))
+    import pglast
+    import sqlparse
+
+    squawk_version = subprocess.run(tool_argv("squawk", Path("x"))[:1] + ["--version"], capture_output=True,
+                                    text=True).stdout.strip()
+    print(f"# compose-atomic lint vs squawk ({time.strftime('%Y-%m-%d')})\n")
+    print(f"Python {platform.python_version()}, pglast {pglast.__version__}, sqlparse {sqlparse.__version__}, "
+          f"{squawk_version}; {platform.machine()} {os.cpu_count()} CPUs; median of {args.repeat} runs, "
+          "fresh process each (interpreter start included), JSON output.\n")
+    print(f"Load average at the end: {os.getloadavg()[0]:.2f} (the machine is shared: CPU time is the steadier figure).\n")
+    print("| input | size | tool | wall | CPU | peak RSS | findings | wall ratio | memory ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label, size, results in rows:
+        sq_wall, sq_rss, _, _ = results["squawk"]
+        for tool, (wall, rss, findings, cpu) in results.items():
+            print(f"| {label} | {size / 1024:.0f} KB | {tool} | {wall * 1000:.0f} ms | {cpu * 1000:.0f} ms | "
+                  f"{rss / 1024:.1f} MiB | {findings} | {wall / sq_wall:.2f}x | {rss / sq_rss:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,425 @@
+"""Run the rules over a file, statement by statement, simulating what PostgreSQL sees.
+
+The context tracks what a migration runner cannot forget: whether a transaction
+is open (explicit ``BEGIN``/``COMMIT`` blocks, or the runner's own wrapper with
+--assume-in-transaction), which tables and indexes the file created (operations on
+them are harmless: nobody else can be using them), constraints added ``NOT VALID``
+and in which transaction, and whether ``lock_timeout`` is set.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from .ignores import find_ignores
+from .model import SQUAWK_ONLY_RULES, Finding, Hit, Rule
+from .parser import SourceFile, Statement, parse_file
+
+DEFAULT_PG_VERSION = (15, 0)  # squawk's default too
+LOCK_ORDER = ["ACCESS SHARE", "ROW SHARE", "ROW EXCLUSIVE", "SHARE UPDATE EXCLUSIVE", "SHARE",
+              "SHARE ROW EXCLUSIVE", "EXCLUSIVE", "ACCESS EXCLUSIVE"]
+
+
+@dataclass
+class LintConfig:
+    """What to check and how hard: from the command line, x-atomic.lint, or the deploy gate."""
+
+    pg_version: tuple[int, int] = DEFAULT_PG_VERSION
+    exclude: frozenset[str] = frozenset()
+    severity: dict[str, str] = field(default_factory=dict)
+    assume_in_transaction: bool = False
+
+
+def parse_pg_version(value) -> tuple[int, int]:
+    """``15``, ``"15"``, ``"15.0"``, ``"9.6"`` -> (major, minor). Raises ValueError."""
+    text = str(value).strip()
+    parts = text.split(".")
+    if not parts[0].isdigit() or len(parts) > 3 or any(not p.isdigit() for p in parts[1:]):
+        raise ValueError(f"not a PostgreSQL version: {value!r} (expected e.g. 15 or 9.6)")
+    major = int(parts[0])
+    minor = int(parts[1]) if len(parts) > 1 else 0
+    if not 9 <= major <= 30:
+        raise ValueError(f"not a PostgreSQL version: {value!r} (9 to 30)")
+    return major, minor
+
+
+def relname(rangevar: dict | None) -> str:
+    """A RangeVar's name as written, schema-qualified when it was."""
+    if not rangevar:
+        return "?"
+    name = rangevar.get("relname", "?")
+    schema = rangevar.get("schemaname")
+    return f"{schema}.{name}" if schema else name
+
+
+class LintContext:
+    """The state of the simulated session while the rules run over a file."""
+
+    def __init__(self, source: SourceFile, config: LintConfig, assume_in_transaction: bool) -> None:
+        self.source = source
+        self.config = config
+        self.pg_version = config.pg_version
+        self.assume_in_transaction = assume_in_transaction
+        self.in_transaction = assume_in_transaction
+        self.explicit_transaction = False
+        self.tx_id = 0
+        self.created_tables: set[str] = set()
+        self.created_indexes: set[str] = set()
+        self.not_valid: dict[tuple[str, str], int] = {}
+        self.not_null_checks: dict[str, tuple[str, str]] = {}  # shared by the Linter across files
+        self.proven_not_null: set[tuple[str, str]] = set()  # shared by the Linter across files
+        self.schema: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {}  # shared by the Linter across files
+        self.lock_timeout = False
+        self.lock_timeout_local = False
+        self.once: set[str] = set()  # for rules that report once per file
+        self.access_exclusive: dict[str, int] = {}  # existing table -> line where the open transaction locked it
+        self.has_transaction_statements = assume_in_transaction
+
+    # ---- questions the rules ask -------------------------------------------------
+
+    def is_new(self, rangevar_or_name) -> bool:
+        """True when the file created this table earlier (so nobody else uses it yet)."""
+        if isinstance(rangevar_or_name, dict):
+            name = rangevar_or_name.get("relname")
+        else:
+            name = str(rangevar_or_name).rsplit(".", 1)[-1]
+        return name in self.created_tables
+
+    def version_at_least(self, major: int, minor: int = 0) -> bool:
+        return self.pg_version >= (major, minor)
+
+    # ---- state changes after each statement ------------------------------------
+
+    def after(self, stmt: Statement) -> None:
+        kind, node = stmt.kind, stmt.node
+        if kind == "TransactionStmt":
+            self.has_transaction_statements = True
+            tkind = node.get("kind", "")
+            if tkind in ("TRANS_STMT_BEGIN", "TRANS_STMT_START"):
+                if not self.in_transaction:
+                    self.tx_id += 1
+                self.in_transaction = True
+                self.explicit_transaction = True
+            elif tkind in ("TRANS_STMT_COMMIT", "TRANS_STMT_ROLLBACK", "TRANS_STMT_PREPARE"):
+                self.access_exclusive.clear()
+                self.in_transaction = False
+                self.explicit_transaction = False
+                self.lock_timeout_local = False
+                self.tx_id += 1
+            return
+        if self.in_transaction and kind in ("AlterTableStmt", "RenameStmt", "TruncateStmt", "ClusterStmt",
+                                            "LockStmt", "ReindexStmt", "DropStmt"):
+            from .effects import AE, statement_effect
+
+            effect = statement_effect(stmt, self.pg_version)
+            if effect.lock == AE:
+                line = self.source.position(stmt.start)[0]
+                for table in effect.tables:
+                    if " " not in table and not self.is_new(table):
+                        self.access_exclusive.setdefault(table, line)
+        if kind == "CreateStmt":
+            name = node.get("relation", {}).get("relname")
+            self.created_tables.add(name)
+            self.schema[name] = {e["ColumnDef"].get("colname"): column_type(e["ColumnDef"])
+                                 for e in node.get("tableElts") or [] if "ColumnDef" in e}
+        elif kind == "CreateTableAsStmt":
+            rel = (node.get("into") or {}).get("IntoClause", node.get("into", {})).get("rel", {})
+            self.created_tables.add(rel.get("relname"))
+        elif kind == "IndexStmt" and node.get("idxname"):
+            self.created_indexes.add(node["idxname"])
+        elif kind == "VariableSetStmt" and node.get("name") == "lock_timeout":
+            value = _set_value(node)
+            on = node.get("kind") == "VAR_SET_VALUE" and value not in ("0", "")
+            if node.get("is_local"):
+                self.lock_timeout_local = on and self.in_transaction
+            else:
+                self.lock_timeout = on
+        elif kind == "AlterTableStmt":
+            table = node.get("relation", {}).get("relname", "")
+            for cmd in node.get("cmds", []):
+                self._after_cmd(table, cmd.get("AlterTableCmd", {}))
+        elif kind == "RenameStmt" and node.get("renameType") == "OBJECT_TABLE":
+            old = node.get("relation", {}).get("relname")
+            if self.is_new(node.get("relation")):
+                self.created_tables.add(node.get("newname"))
+            if old in self.schema:
+                self.schema[node.get("newname")] = self.schema.pop(old)
+        elif kind == "RenameStmt" and node.get("renameType") == "OBJECT_COLUMN":
+            columns = self.schema.get(node.get("relation", {}).get("relname"), {})
+            if node.get("subname") in columns:
+                columns[node.get("newname")] = columns.pop(node.get("subname"))
+        elif kind == "DropStmt" and node.get("removeType") == "OBJECT_TABLE":
+            for obj in node.get("objects") or []:
+                items = obj.get("List", {}).get("items") or []
+                if items:
+                    self.schema.pop(items[-1].get("String", {}).get("sval"), None)
+        if not self.in_transaction:
+            self.tx_id += 1
+
+    def _after_cmd(self, table: str, cmd: dict) -> None:
+        subtype = cmd.get("subtype")
+        columns = self.schema.get(table)
+        if columns is not None:
+            if subtype in ("AT_AddColumn", "AT_AlterColumnType"):
+                coldef = cmd.get("def", {}).get("ColumnDef", {})
+                columns[coldef.get("colname") or cmd.get("name")] = column_type(coldef)
+            elif subtype == "AT_DropColumn":
+                columns.pop(cmd.get("name"), None)
+        if subtype == "AT_AddConstraint":
+            con = cmd.get("def", {}).get("Constraint", {})
+            name = con.get("conname")
+            if con.get("contype") == "CONSTR_CHECK":
+                column = _is_not_null_check(con.get("raw_expr"))
+                if column and name:
+                    self.not_null_checks[name] = (table, column)
+                if column and not con.get("skip_validation"):
+                    self.proven_not_null.add((table, column))
+            if name and con.get("skip_validation"):
+                self.not_valid[(table, name)] = self.tx_id
+        elif subtype == "AT_ValidateConstraint":
+            found = self.not_null_checks.get(cmd.get("name"))
+            if found:
+                self.proven_not_null.add(found)
+
+    @property
+    def has_lock_timeout(self) -> bool:
+        return self.lock_timeout or self.lock_timeout_local
+
+
+def column_type(coldef: dict) -> tuple[str, tuple[int, ...]]:
+    """(type name, typmods) of a ColumnDef: ('varchar', (255,)), ('numeric', (10, 2)), ('text', ())."""
+    type_name = coldef.get("typeName") or {}
+    names = type_name.get("names") or []
+    name = names[-1].get("String", {}).get("sval", "").lower() if names else ""
+    mods = []
+    for mod in type_name.get("typmods") or []:
+        value = mod.get("A_Const", {}).get("ival")
+        if value is None:
+            return name, (-1,)  # not a plain integer modifier: unknown
+        mods.append(int(value.get("ival", 0)))
+    if type_name.get("arrayBounds"):
+        name += "[]"
+    return name, tuple(mods)
+
+
+def binary_compatible(old: tuple[str, tuple[int, ...]], new: tuple[str, tuple[int, ...]]) -> bool:
+    """True when ALTER COLUMN TYPE from ``old`` to ``new`` needs no rewrite (PostgreSQL docs:
+    binary-coercible and no tighter modifier): longer or unlimited varchar, varchar <-> text,
+    wider numeric precision at the same scale, cidr -> inet."""
+    (a, amods), (b, bmods) = old, new
+    if -1 in amods or -1 in bmods:
+        return False
+    if a == b and amods == bmods:
+        return True
+    if a in ("varchar", "text") and b == "text":
+        return True
+    if a in ("varchar", "text") and b == "varchar":
+        if not bmods:
+            return True
+        return a == "varchar" and bool(amods) and bmods[0] >= amods[0]
+    if a == "numeric" and b == "numeric":
+        if not bmods:
+            return True
+        if not amods:
+            return False
+        ascale = amods[1] if len(amods) > 1 else 0
+        bscale = bmods[1] if len(bmods) > 1 else 0
+        return bmods[0] >= amods[0] and ascale == bscale
+    return a == "cidr" and b == "inet"
+
+
+def _set_value(node: dict) -> str:
+    args = node.get("args") or []
+    if not args:
+        return ""
+    const = args[0].get("A_Const", {})
+    for key in ("sval", "ival", "fval"):
+        if key in const:
+            inner = const[key]
+            return str(next(iter(inner.values()), "0")) if inner else "0"
+    return "0" if "ival" in const or not const else "?"
+
+
+def _is_not_null_check(expr: dict | None) -> str | None:
+    """The column of ``CHECK (col IS NOT NULL)``, else None."""
+    test = (expr or {}).get("NullTest")
+    if not test or test.get("nulltesttype") != "IS_NOT_NULL":
+        return None
+    fields = test.get("arg", {}).get("ColumnRef", {}).get("fields", [])
+    if len(fields) == 1 and "String" in fields[0]:
+        return fields[0]["String"]["sval"]
+    return None
+
+
+END_OF_FILE = "EndOfFile"
+# A statement that starts with one of these is a TransactionStmt (BEGIN ATOMIC only occurs inside one).
+TRANSACTION_WORD = re.compile(r"(BEGIN|START\s+TRANSACTION|COMMIT|END|ROLLBACK|ABORT)\b", re.I)
+
+
+class Linter:
+    """Rules resolved against a config: call ``lint_text`` for each file."""
+
+    def __init__(self, rules: dict[str, Rule], config: LintConfig) -> None:
+        self.rules = rules
+        self.config = config
+        self.aliases = {alias: r.id for r in rules.values() for alias in r.aliases}
+        # Validated CHECK (col IS NOT NULL) constraints carry over to the files linted after
+        # (in order): a migration may SET NOT NULL on what an earlier one proved, as in squawk.
+        self.proven_not_null: set[tuple[str, str]] = set()
+        self.not_null_checks: dict[str, tuple[str, str]] = {}
+        # Column types declared by the files linted so far (in order): an earlier migration's
+        # CREATE TABLE tells whether a later ALTER COLUMN TYPE is a binary-compatible change.
+        self.schema: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {}
+        self.by_kind: dict[str, list[Rule]] = {}
+        self.every: list[Rule] = []
+        for rule in rules.values():
+            if self.severity(rule.id) == "off" or rule.check is None:
+                continue
+            if rule.kinds:
+                for kind in rule.kinds:
+                    self.by_kind.setdefault(kind, []).append(rule)
+            else:
+                self.every.append(rule)
+
+    def resolve(self, name: str) -> str | None:
+        name = name.strip().lower()
+        if name in self.rules:
+            return name
+        return self.aliases.get(name)
+
+    def severity(self, rule_id: str) -> str:
+        if rule_id in self.config.exclude:
+            return "off"
+        override = self.config.severity.get(rule_id)
+        if override:
+            return override
+        rule = self.rules.get(rule_id)
+        return rule.severity if rule else "error"
+
+    def lint_text(self, path: str, text: str) -> list[Finding]:
+        """Parse and lint one file. The cyclic GC is paused meanwhile: the run allocates
+        many small acyclic objects, and the collections they trigger cost more than the
+        rules on large files (bench/lint)."""
+        import gc
+
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self.lint_source(parse_file(path, text))
+        finally:
+            if enabled:
+                gc.enable()
+
+    def lint_source(self, source: SourceFile) -> list[Finding]:
+        ignores = find_ignores(source)
+        assume = self.config.assume_in_transaction and not ignores.disable_assume_in_transaction
+        ctx = LintContext(source, self.config, assume)
+        ctx.proven_not_null = self.proven_not_null
+        ctx.not_null_checks = self.not_null_checks
+        ctx.schema = self.schema
+        ctx.has_transaction_statements = assume or any(TRANSACTION_WORD.match(s.text) for s in source.statements)
+        raw: list[tuple[str, Hit, Statement]] = []
+        by_kind, every = self.by_kind, self.every
+        for stmt in source.statements:
+            if stmt.error is not None:
+                raw.append(("syntax-error", Hit(f"PostgreSQL's grammar rejects this statement: {stmt.error}",
+                                               "Fix the syntax; the checks below it only saw its tokens."),
+                            stmt))
+                from .fallback import token_hits
+
+                raw.extend((rule, hit, stmt) for rule, hit in token_hits(stmt, ctx))
+                continue
+            kind = stmt.kind
+            wanted = by_kind.get(kind, ())
+            if kind == "AlterTableStmt":
+                seen = {id(rule) for rule in wanted}
+                wanted = list(wanted)
+                for subtype in {cmd.get("subtype") for cmd in stmt.cmds}:
+                    for rule in by_kind.get("AlterTableStmt:" + str(subtype), ()):
+                        if id(rule) not in seen:
+                            seen.add(id(rule))
+                            wanted.append(rule)
+            for rule in (*wanted, *every):
+                try:
+                    for hit in rule.check(stmt, ctx):
+                        raw.append((rule.id, hit, stmt))
+                except Exception as exc:  # noqa: BLE001 - one broken (plugin) rule must not hide the others
+                    raw.append(("rule-failed", Hit(f"Rule {rule.id} failed on this statement: "
+                                                   f"{type(exc).__name__}: {exc}",
+                                                   "Report it to the rule's author; the other rules ran."), stmt))
+            ctx.after(stmt)
+            stmt.release()
+        end = Statement(len(source.statements), len(source.text.rstrip()), len(source.text.rstrip()), "",
+                        END_OF_FILE, {}, source=source)
+        for rule in by_kind.get(END_OF_FILE, ()):
+            for hit in rule.check(end, ctx):
+                raw.append((rule.id, hit, end))
+        findings = [self._finding(source, rule_id, hit, stmt) for rule_id, hit, stmt in raw]
+        findings = [f for f in findings if f.severity != "off"]
+        findings = self._apply_ignores(source, ignores, findings)
+        findings.sort(key=lambda f: (f.start, f.end))
+        return findings
+
+    def _finding(self, source: SourceFile, rule_id: str, hit: Hit, stmt: Statement) -> Finding:
+        start, end = hit.span or (stmt.start, stmt.end)
+        line, column = source.position(start)
+        end_line, end_column = source.position(max(start, end))
+        stmt_line = source.position(stmt.start)[0] if stmt.text else line
+        return Finding(source.path, line, column, end_line, end_column, rule_id, self.severity(rule_id),
+                       hit.message, hit.help, hit.lock, stmt.text, start, end, stmt_line)
+
+    def _apply_ignores(self, source: SourceFile, ignores, findings: list[Finding]) -> list[Finding]:
+        if not ignores.directives:
+            return findings
+        extra: list[Finding] = []
+        file_all = False
+        file_rules: set[str] = set()
+        lines: dict[int, set[str] | None] = {}
+        for d in ignores.directives:
+            known: set[str] = set()
+            for name in d.rules:
+                resolved = self.resolve(name)
+                if resolved is None and name.strip().lower() in SQUAWK_ONLY_RULES:
+                    continue
+                if resolved is None:
+                    if self.severity("unused-ignore") != "off":
+                        line, col = source.position(d.start)
+                        end_line, end_col = source.position(d.end)
+                        extra.append(Finding(
+                            source.path, line, col, end_line, end_col, "unused-ignore",
+                            self.severity("unused-ignore"), f"unknown rule {name!r} in an ignore comment",
+                            "Use a rule id from `compose-atomic lint --list-rules` (squawk's ids work too).",
+                            None, source.text[d.start:d.end], d.start, d.end, line))
+                else:
+                    known.add(resolved)
+            if d.whole_file:
+                if not d.rules:
+                    file_all = True
+                file_rules |= known
+            else:
+                for line in (d.line, d.line + 1):
+                    if not d.rules:
+                        lines[line] = None
+                    elif lines.get(line, set()) is not None:
+                        lines[line] = lines.get(line, set()) | known
+
+        def ignored(f: Finding) -> bool:
+            if file_all or f.rule in file_rules:
+                return True
+            for line in {f.line, f.stmt_line}:
+                if line in lines and (lines[line] is None or f.rule in lines[line]):
+                    return True
+            return False
+
+        return [f for f in findings if not ignored(f)] + extra
+
+
+def lint_files(paths: Iterable[str], rules: dict[str, Rule], config: LintConfig) -> list[Finding]:
+    linter = Linter(rules, config)
+    findings: list[Finding] = []
+    for path in paths:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            findings.extend(linter.lint_text(path, fh.read()))
+    return findings

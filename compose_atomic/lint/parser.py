@@ -1,0 +1,239 @@
+"""Turn a SQL file into statements with exact positions.
+
+PostgreSQL's own grammar (libpg_query, through pglast) is the main parser: it is
+what tells a ``CONCURRENTLY`` keyword from the same word in a comment, a string or
+a dollar-quoted function body, and it separates the actions of an ``ALTER TABLE``.
+We ask libpg_query for its JSON parse tree rather than pglast's Python node
+objects: it carries the same information and is four times faster to build, which
+matters on large files (``bench/lint``).
+
+When the grammar rejects the file, sqlparse's lexer splits it at top-level
+semicolons (it keeps string, comment and dollar-quote boundaries) and each piece
+is parsed on its own, so one bad statement does not hide the findings of the
+others; a piece the grammar still rejects keeps only its sqlparse tokens, for the
+token-level fallback checks.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from functools import cached_property
+from typing import Any
+
+__all__ = ["Statement", "SourceFile", "parse_file"]
+
+_parse_sql_json = None  # pglast.parser.parse_sql_json, imported on first use
+
+
+class Statement:
+    """One SQL statement of a file.
+
+    ``kind`` is the parse-tree node name (``AlterTableStmt``, ``IndexStmt``...) and
+    ``node`` its body as libpg_query's JSON (defaults omitted); both are empty when
+    the grammar rejected the statement, and ``error`` says why. The tree is built on
+    first use and can be dropped with ``release()`` (it is rebuilt if asked again), so
+    a large file never holds every tree at once.
+    """
+
+    def __init__(self, index: int, start: int, end: int, text: str, kind: str | None = None,
+                 node: dict[str, Any] | None = None, error: str | None = None,
+                 source: "SourceFile | None" = None) -> None:
+        self.index = index
+        self.start = start
+        self.end = end
+        self.text = text
+        self.error = error
+        self.source = source
+        if error is not None:
+            kind, node = "", {}
+        if kind is not None:
+            self.__dict__["kind"] = kind
+            self.__dict__["node"] = node if node is not None else {}
+
+    def __repr__(self) -> str:
+        return f"<Statement {self.index} {self.kind} at {self.start}>"
+
+    def _load(self) -> None:
+        global _parse_sql_json
+        if _parse_sql_json is None:
+            from pglast.parser import parse_sql_json as _parse_sql_json
+        tree = json.loads(_parse_sql_json(self.text)).get("stmts") or [{"stmt": {"": {}}}]
+        (kind, node), = tree[0]["stmt"].items()
+        self.__dict__["kind"] = kind
+        self.__dict__["node"] = node
+
+    @cached_property
+    def kind(self) -> str:
+        self._load()
+        return self.__dict__["kind"]
+
+    @cached_property
+    def node(self) -> dict[str, Any]:
+        self._load()
+        return self.__dict__["node"]
+
+    def release(self) -> None:
+        """Forget the parse tree (and what was derived from it); ``kind`` stays."""
+        for key in ("node", "cmds", "action_spans", "ast"):
+            self.__dict__.pop(key, None)
+
+    @cached_property
+    def ast(self):
+        """pglast's Python node for this statement (built on demand, for plugins and --plan)."""
+        import pglast
+
+        if self.error:
+            return None
+        return pglast.parse_sql(self.text)[0].stmt
+
+    @cached_property
+    def cmds(self) -> list[dict]:
+        """The AlterTableCmd bodies of an ALTER TABLE (empty otherwise)."""
+        return [item.get("AlterTableCmd", {}) for item in self.node.get("cmds") or ()]
+
+    @cached_property
+    def action_spans(self) -> list[tuple[int, int]]:
+        """File offsets of each action of an ALTER TABLE, in the order of ``node['cmds']``.
+
+        Found with libpg_query's scanner: the actions are the comma-separated parts
+        at parenthesis depth 0 after the table name. Falls back to the whole
+        statement for each action when the count does not match.
+        """
+        cmds = self.node.get("cmds") or []
+        whole = [(self.start, self.end)] * len(cmds)
+        if self.kind != "AlterTableStmt" or not cmds:
+            return whole
+        from pglast import parser
+
+        try:
+            tokens = parser.scan(self.text)
+        except Exception:  # noqa: BLE001 - positions are a nicety, never a failure
+            return whole
+        tokens = [t for t in tokens if t.name not in ("SQL_COMMENT", "C_COMMENT")]
+        i = 1  # after ALTER
+        skip = {"TABLE", "INDEX", "VIEW", "MATERIALIZED", "FOREIGN", "SEQUENCE", "IF_P", "EXISTS",
+                "ONLY"}
+        while i < len(tokens) and tokens[i].name in skip:
+            i += 1
+        # the (possibly qualified) name, then an optional '*'
+        i += 1
+        while i + 1 < len(tokens) and tokens[i].name == "ASCII_46":
+            i += 2
+        if i < len(tokens) and tokens[i].name == "ASCII_42":
+            i += 1
+        spans: list[tuple[int, int]] = []
+        depth = 0
+        begin = None
+        last_end = None
+        for tok in tokens[i:]:
+            if tok.name == "ASCII_59":
+                break
+            if begin is None:
+                begin = tok.start
+            if tok.name == "ASCII_40":
+                depth += 1
+            elif tok.name == "ASCII_41":
+                depth -= 1
+            elif tok.name == "ASCII_44" and depth == 0:
+                spans.append((begin, last_end))
+                begin = None
+                continue
+            last_end = tok.end + 1
+        if begin is not None:
+            spans.append((begin, last_end))
+        if len(spans) != len(cmds):
+            return whole
+        return [(self.start + a, self.start + b) for a, b in spans]
+
+
+class SourceFile:
+    """A file's text, its statements and a line index for 1-based positions."""
+
+    def __init__(self, path: str, text: str) -> None:
+        self.path = path
+        self.text = text
+        self.statements: list[Statement] = []
+        self.degraded = False
+        self._line_starts: list[int] | None = None
+
+    @property
+    def line_starts(self) -> list[int]:
+        if self._line_starts is None:
+            starts = [0]
+            find = self.text.find
+            pos = find("\n")
+            while pos != -1:
+                starts.append(pos + 1)
+                pos = find("\n", pos + 1)
+            self._line_starts = starts
+        return self._line_starts
+
+    def position(self, offset: int) -> tuple[int, int]:
+        """1-based (line, column) of a character offset."""
+        starts = self.line_starts
+        line = bisect.bisect_right(starts, offset) - 1
+        return line + 1, offset - starts[line] + 1
+
+
+def _split(source: SourceFile, text: str, base: int, first_index: int) -> list[Statement]:
+    """Statements of ``text`` (at offset ``base`` in the file), cut by libpg_query's parser.
+
+    Raises pglast's ParseError when the grammar rejects the text. Each statement is then
+    parsed on its own, on demand: many small JSON documents decode faster than one big
+    one, and memory stays flat (bench/lint).
+    """
+    import pglast
+
+    out = []
+    for n, piece in enumerate(pglast.split(text, with_parser=True, only_slices=True)):
+        body = text[piece].rstrip()
+        out.append(Statement(first_index + n, base + piece.start, base + piece.start + len(body), body,
+                             source=source))
+    return out
+
+
+def split_with_sqlparse(text: str) -> list[tuple[int, int]]:
+    """(start, end) offsets of top-level statements, from sqlparse's lexer.
+
+    The lexer knows strings, quoted identifiers, comments and dollar quotes; we
+    only cut at semicolons outside parentheses and ``BEGIN ... END`` bodies it
+    reports as single tokens anyway.
+    """
+    from sqlparse import lexer, tokens as T
+
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    start = None
+    for ttype, value in lexer.tokenize(text):
+        if start is None and ttype not in T.Whitespace and ttype not in T.Comment \
+                and ttype is not T.Newline:
+            start = pos
+        pos += len(value)
+        if ttype is T.Punctuation and value == ";" and start is not None:
+            spans.append((start, pos))
+            start = None
+    if start is not None and text[start:].strip():
+        spans.append((start, len(text.rstrip())))
+    return spans
+
+
+def parse_file(path: str, text: str) -> SourceFile:
+    """Parse ``text`` into a SourceFile; never raises on bad SQL."""
+    from pglast.parser import ParseError
+
+    source = SourceFile(path, text)
+    try:
+        source.statements = _split(source, text, 0, 0)
+        return source
+    except ParseError:
+        pass
+    source.degraded = True
+    for start, end in split_with_sqlparse(text):
+        piece = text[start:end]
+        try:
+            source.statements.extend(_split(source, piece, start, len(source.statements)))
+        except ParseError as exc:
+            source.statements.append(Statement(len(source.statements), start, start + len(piece.rstrip()),
+                                               piece.rstrip(), error=str(exc), source=source))
+    return source

@@ -1,0 +1,3 @@
+-- expect:
+-- options: --assume-in-transaction
+ALTER TYPE mood ADD VALUE IF NOT EXISTS 'meh' AFTER 'ok';

@@ -1,0 +1,5 @@
+-- expect:
+BEGIN;
+SET LOCAL lock_timeout = '2s';
+ALTER TABLE users ADD COLUMN nickname text;
+COMMIT;

@@ -1,0 +1,2 @@
+-- expect:
+REINDEX INDEX CONCURRENTLY users_email_idx;

@@ -1,0 +1,3 @@
+-- expect: ban-concurrent-index-creation-in-transaction
+-- options: --assume-in-transaction --pg-version 11
+ALTER TYPE mood ADD VALUE 'meh' AFTER 'ok';

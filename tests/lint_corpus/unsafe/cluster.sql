@@ -1,0 +1,2 @@
+-- expect: table-rewrite
+CLUSTER users USING users_pkey;

@@ -1,0 +1,2 @@
+-- expect: require-concurrent-partition-detach
+ALTER TABLE measurements DETACH PARTITION measurements_2023;

@@ -1,0 +1,2 @@
+-- expect: require-concurrent-index-creation
+CREATE INDEX "Idx One" ON "My Schema"."My Table" ("Col");

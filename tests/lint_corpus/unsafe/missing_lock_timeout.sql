@@ -1,0 +1,4 @@
+-- expect: require-lock-timeout
+BEGIN;
+ALTER TABLE users ADD COLUMN nickname text;
+COMMIT;

@@ -1,0 +1,6 @@
+-- expect: ban-concurrent-index-creation-in-transaction
+BEGIN;
+REINDEX INDEX CONCURRENTLY i;
+CREATE DATABASE d;
+ALTER TABLE p DETACH PARTITION c CONCURRENTLY;
+COMMIT;

@@ -1,0 +1,2 @@
+-- expect: renaming-table
+ALTER TABLE users RENAME TO accounts;

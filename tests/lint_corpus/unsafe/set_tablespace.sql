@@ -1,0 +1,2 @@
+-- expect: table-rewrite
+ALTER TABLE users SET TABLESPACE fast_ssd;

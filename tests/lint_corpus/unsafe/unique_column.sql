@@ -1,0 +1,2 @@
+-- expect: disallowed-unique-constraint
+ALTER TABLE users ADD COLUMN handle text UNIQUE;

@@ -1,0 +1,3 @@
+-- expect: ban-concurrent-index-creation-in-transaction
+-- options: --assume-in-transaction
+VACUUM (ANALYZE) users;

@@ -173,14 +173,16 @@ def _task_failures(full_name: str) -> tuple[int, str]:
     return count, last
 
 
-def _rollback_reason(status: dict[str, Any]) -> str:
+def _rollback_reason(status: dict[str, Any], full_name: str) -> str:
+    """Swarm's message plus the failed task's own error (why it was unhealthy or exited)."""
     message = status.get("Message", "")
     match = re.search(r"task ([a-z0-9]{20,})", message)
     if match:
         proc = docker("inspect", "--format", "{{.Status.Err}}", match.group(1))
         if proc.returncode == 0 and proc.stdout.strip():
             return f"{message}: {proc.stdout.strip()}"
-    return message
+    _, error = _task_failures(full_name)
+    return f"{message}: {error}" if error else message
 
 
 def resolve_image_mode(rendered: RenderedStack, requested: str) -> str:
@@ -234,7 +236,7 @@ def wait_settled(stack_name: str, before: dict[str, dict[str, Any]], expected: l
                     progress.event(f"Service {name}", "Updating", state="working")
                     reported.add(name)
                 if state.startswith("rollback") and name not in reasons:
-                    reasons[name] = _rollback_reason(status)  # names the failed task; later ones do not
+                    reasons[name] = _rollback_reason(status, f"{stack_name}_{name}")  # names the failed task; later ones do not
                 if state in SETTLED:
                     message = "" if state == "completed" else reasons.get(name) or status.get("Message", "")
                     outcomes[name] = ServiceOutcome(name, SETTLED[state], message, round(elapsed, 1))

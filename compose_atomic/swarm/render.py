@@ -480,10 +480,12 @@ def _pin_stateful(project: Project, out: RenderedStack) -> None:
     """
     services = out.stack["services"]
     pinned: dict[str, str] = {}
-    for name, spec in project.services.items():
-        if not _named_volumes(spec) or name in pinned:
+    # Databases with backups first, so that their sidecars join them rather than get a label of their own.
+    order = sorted(project.services, key=lambda s: "backup" not in project.service_x_atomic(s))
+    for name in order:
+        if not _named_volumes(project.services[name]) or name in pinned:
             continue
-        backed_up = bool(project.service_x_atomic(name).get("backup"))
+        backed_up = "backup" in project.service_x_atomic(name)
         sidecars = backup_sidecars(project, name) if backed_up else []
         label = f"{LABEL_PREFIX}.{out.stack_name}.{name}"
         for member in [name, *sidecars]:

@@ -1,0 +1,206 @@
+"""`stack deploy` on a real single-node swarm: roll out under load, roll back a broken version.
+
+The engine is shared: the swarm is created only when the node is not in one (and left
+again only if we created it); stacks, configs, volumes and node labels are unique per
+test and removed afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import textwrap
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import Counter
+
+import pytest
+
+from conftest import IMAGE_BUSYBOX, IMAGE_CADDY, docker, run_cli
+
+COMPOSE = textwrap.dedent("""
+    services:
+      web:
+        image: {busybox}
+        command: ["sh", "-c", "mkdir -p /www && echo $$VERSION > /www/index.html && echo ok > /www/healthz && exec httpd -f -p 8080 -h /www"]
+        environment:
+          VERSION: ${{VERSION:-v1}}
+        x-atomic:
+          route: {{port: 8080}}
+          health: {{path: "${{HEALTH_PATH:-/healthz}}", timeout: 4s, interval: 1s}}
+          monitor: 2s
+          drain: 3s
+    x-atomic:
+      proxy:
+        image: {caddy}
+        ports: ["{port}:80"]
+""")
+
+
+def test_deploy_outside_a_swarm_is_explained(docker_engine, tmp_path):
+    state = docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip()
+    if state == "active":
+        pytest.skip("the engine is in a swarm (this check runs when it is not)")
+    (tmp_path / "compose.yaml").write_text("services:\n  web:\n    image: x\n    x-atomic:\n      route: {port: 80}\n")
+    proc = run_cli("stack", "deploy", "demo", cwd=tmp_path)
+    assert proc.returncode == 1 and "docker swarm init" in proc.stderr
+
+
+@pytest.fixture(scope="session")
+def swarm(docker_engine):
+    """A single-node swarm: this engine's own, or one we create (and leave) for the session."""
+    state = docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip()
+    created = False
+    gwbridge = docker("network", "inspect", "docker_gwbridge", check=False).returncode == 0
+    if state == "inactive":
+        docker("swarm", "init", "--advertise-addr", "127.0.0.1")
+        created = True
+    elif state != "active":
+        pytest.fail(f"the engine's swarm state is {state!r}; expected inactive or active")
+    yield
+    if created:
+        docker("swarm", "leave", "--force", check=False)
+        if not gwbridge:  # swarm init created it; leaving does not remove it
+            docker("network", "rm", "docker_gwbridge", check=False)
+
+
+def free_port() -> int:
+    # Swarm publishes host-mode ports on every interface, so probe the wildcard address.
+    with socket.socket() as sock:
+        sock.bind(("0.0.0.0", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def stack(swarm, tmp_path):
+    """A unique stack name and its project directory; everything it created goes afterwards."""
+    name = f"catest-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    (tmp_path / "compose.yaml").write_text(COMPOSE.format(busybox=IMAGE_BUSYBOX, caddy=IMAGE_CADDY, port=port))
+    yield name, tmp_path, port
+    docker("stack", "rm", name, check=False)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # tasks' containers go asynchronously
+        left = docker("ps", "-aq", "--filter", f"label=com.docker.stack.namespace={name}", check=False)
+        if not left.stdout.split():
+            break
+        time.sleep(1)
+    for kind in ("network", "config", "volume"):
+        found = docker(kind, "ls", "-q", "--filter", f"label=com.docker.stack.namespace={name}", check=False)
+        if found.stdout.split():
+            docker(kind, "rm", *found.stdout.split(), check=False)
+    configs = docker("config", "ls", "-q", "--filter", f"name={name}_caddy_", check=False).stdout.split()
+    if configs:
+        docker("config", "rm", *configs, check=False)
+    node = docker("info", "--format", "{{.Swarm.NodeID}}").stdout.strip()
+    labels = json.loads(docker("node", "inspect", node, "--format", "{{json .Spec.Labels}}").stdout or "{}")
+    ours = [key for key in labels or {} if key.startswith(f"compose-atomic.{name}.")]
+    for key in ours:
+        docker("node", "update", "--label-rm", key, node, check=False)
+
+
+def get(port: int, timeout: float = 5) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=timeout) as response:
+        return response.read().decode().strip()
+
+
+class Load:
+    """A bounded request loop against the proxy, in a thread: counts answers and failures."""
+
+    def __init__(self, port: int, max_requests: int = 20000, pause: float = 0.01):
+        self.port, self.max_requests, self.pause = port, max_requests, pause
+        self.answers: Counter[str] = Counter()
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        for _ in range(self.max_requests):
+            if self._stop.is_set():
+                return
+            try:
+                self.answers[get(self.port)] += 1
+            except (urllib.error.URLError, OSError) as exc:
+                self.failures.append(f"{type(exc).__name__}: {exc}")
+            time.sleep(self.pause)
+
+    def __enter__(self) -> "Load":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    @property
+    def total(self) -> int:
+        return sum(self.answers.values()) + len(self.failures)
+
+
+def wait_for(port: int, expected: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            last = get(port, timeout=2)
+            if last == expected:
+                return
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(exc)
+        time.sleep(0.3)
+    raise AssertionError(f"the proxy did not answer {expected!r} within {timeout}s (last: {last!r})")
+
+
+def deploy(name, cwd, timeout="90s", **env):
+    return run_cli("stack", "deploy", name, "--timeout", timeout, "--json", cwd=cwd, env=env, timeout=180)
+
+
+def test_rollout_under_load_then_broken_version_rolls_back(stack):
+    name, project_dir, port = stack
+
+    first = deploy(name, project_dir, VERSION="v1")
+    assert first.returncode == 0, first.stderr
+    outcome = {s["service"]: s["outcome"] for s in json.loads(first.stdout)["services"]}
+    assert set(outcome) == {"web", "atomic-proxy"}
+    wait_for(port, "v1")  # the proxy's first start is not part of the zero-failure claim
+    assert "Deployed" in first.stderr
+
+    # A new version under light load: Swarm starts it, waits for health, then stops v1.
+    with Load(port) as load:
+        time.sleep(1)
+        second = deploy(name, project_dir, VERSION="v2")
+        time.sleep(1)
+    assert second.returncode == 0, second.stderr
+    result = json.loads(second.stdout)
+    assert {s["service"]: s["outcome"] for s in result["services"]} == {"web": "updated",
+                                                                        "atomic-proxy": "unchanged"}
+    assert load.failures == [], f"{len(load.failures)} of {load.total} requests failed: {load.failures[:5]}"
+    assert load.answers["v2"] > 0 and set(load.answers) <= {"v1", "v2"}, load.answers
+    assert get(port) == "v2"
+
+    # A version that never becomes healthy: Swarm rolls it back; v2 serves all along.
+    with Load(port) as load:
+        third = deploy(name, project_dir, VERSION="v3", HEALTH_PATH="/missing")
+    assert third.returncode == 3, third.stderr
+    assert "rolled back" in third.stderr and "web" in third.stderr
+    assert "Traceback" not in third.stderr
+    web = next(s for s in json.loads(third.stdout)["services"] if s["service"] == "web")
+    assert web["outcome"] == "rolled back" and web["message"]
+    assert load.failures == [], f"{len(load.failures)} of {load.total} requests failed: {load.failures[:5]}"
+    assert set(load.answers) == {"v2"}, load.answers
+    env = docker("service", "inspect", f"{name}_web", "--format", "{{json .Spec.TaskTemplate.ContainerSpec.Env}}")
+    assert "VERSION=v2" in json.loads(env.stdout)
+
+    # Nothing left over from earlier renders: one proxy config for the stack.
+    configs = docker("config", "ls", "--filter", f"name={name}_caddy_", "--format", "{{.Name}}").stdout.split()
+    assert len(configs) == 1
+
+
+def test_new_service_that_never_becomes_ready_fails_with_exit_1(stack):
+    name, project_dir, _ = stack
+    proc = deploy(name, project_dir, timeout="6s", HEALTH_PATH="/missing")
+    assert proc.returncode == 1, proc.stderr
+    assert "web" in proc.stderr and "Traceback" not in proc.stderr

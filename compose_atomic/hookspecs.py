@@ -55,3 +55,16 @@ def on_rollback(project, service, old_container, new_container, reason):
 @hookspec
 def after_deploy(project, service, old_container, new_container, outcome):
     """Run when a service's deploy has ended, whatever the outcome."""
+
+
+# ---- swarm -------------------------------------------------------------------
+
+
+@hookspec
+def swarm_stack(project, rendered):
+    """Adjust a rendered Swarm stack (rendered.stack, rendered.findings) before it is written."""
+
+
+@hookspec
+def after_stack_deploy(project, result):
+    """Run when `stack deploy` has settled, whatever the outcome (result.exit_code)."""

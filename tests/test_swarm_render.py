@@ -262,3 +262,38 @@ def test_render_refuses_what_cannot_run_with_exit_2(docker_engine, tmp_path):
 def test_stack_help(args):
     proc = run_cli(*args)
     assert proc.returncode == 0 and "Swarm" in proc.stdout
+
+
+def test_plugins_adjust_the_stack_through_swarm_stack():
+    from compose_atomic import hookimpl
+    from compose_atomic.plugins import load_plugins, pm
+    from compose_atomic.swarm.render import Finding
+
+    class TeamLabels:
+        @hookimpl
+        def swarm_stack(self, project, rendered):
+            assert PROXY_SERVICE in rendered.stack["services"]  # the built-in ran first
+            for service in rendered.stack["services"].values():
+                service.setdefault("labels", {})["team"] = "payments"
+            rendered.findings.append(Finding(None, "labels", "labelled", "info"))
+
+    load_plugins()
+    pm.register(TeamLabels(), name="team-labels")
+    try:
+        rendered = render_stack(project({"web": WEB}))
+    finally:
+        pm.unregister(name="team-labels")
+    assert all(s["labels"]["team"] == "payments" for s in rendered.stack["services"].values())
+    assert findings_for(rendered, "labels")
+
+
+def test_exit_codes_match_up():
+    from compose_atomic.swarm.deploy import ServiceOutcome, StackResult
+
+    def code(*outcomes):
+        return StackResult("s", "f", [ServiceOutcome(str(i), o) for i, o in enumerate(outcomes)]).exit_code
+
+    assert code("updated", "unchanged", "created") == 0
+    assert code("updated", "rolled back") == 3
+    assert code("rolled back", "rollback paused") == 4
+    assert code("updated", "failed") == 1 and code("timeout") == 1 and code("paused") == 1

@@ -26,8 +26,10 @@ SETTLED = {"completed": "updated", "rollback_completed": "rolled back",
            "paused": "paused", "rollback_paused": "rollback paused"}
 #: Failed tasks of a new service after which we stop waiting for it.
 MAX_NEW_TASK_FAILURES = 3
-#: How long a changed service may take before Swarm reports its update.
-UPDATE_GRACE = 4.0
+#: How long an unchanged service is watched for an update all the same.
+UPDATE_GRACE = 2.0
+#: How long a service whose tasks changed may take before Swarm reports its update.
+CHANGED_GRACE = 30.0
 POLL = 1.0
 _REPLICAS = re.compile(r"^(\d+)/(\d+)")
 
@@ -59,6 +61,7 @@ class StackResult:
     services: list[ServiceOutcome] = field(default_factory=list)
     labelled: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    proxy_config: str | None = None  # the swarm config holding this deploy's Caddy config
 
     @property
     def exit_code(self) -> int:
@@ -242,7 +245,10 @@ def wait_settled(stack_name: str, before: dict[str, dict[str, Any]], expected: l
                     outcomes[name] = ServiceOutcome(name, SETTLED[state], message, round(elapsed, 1))
                 continue
             if old is not None:
-                if elapsed >= UPDATE_GRACE and running == desired:
+                # A changed task template means Swarm will roll the tasks: wait to see it start.
+                changed = old["Spec"].get("TaskTemplate") != service["Spec"].get("TaskTemplate")
+                grace = CHANGED_GRACE if changed else UPDATE_GRACE
+                if elapsed >= grace and running == desired:
                     outcomes[name] = ServiceOutcome(name, "unchanged", "", round(elapsed, 1))
                 continue
             if running == desired and desired >= 0 and elapsed >= 1.0:
@@ -275,26 +281,30 @@ def wait_settled(stack_name: str, before: dict[str, dict[str, Any]], expected: l
         time.sleep(POLL)
 
 
-def remove_stale_proxy_configs(rendered: RenderedStack) -> None:
+def remove_stale_proxy_configs(stack_name: str, current: str | None) -> None:
     """Drop the proxy configs of earlier deploys (Swarm refuses for one still in use)."""
-    current = (rendered.stack.get("configs") or {}).get("atomic-proxy-caddy", {}).get("name")
     if not current:
         return
-    prefix = f"{rendered.stack_name}_caddy_"
+    prefix = f"{stack_name}_caddy_"
     proc = docker("config", "ls", "--filter", f"name={prefix}", "--format", "{{.Name}}")
     stale = [n for n in proc.stdout.split() if n.startswith(prefix) and n != current]
     for name in stale:
         docker("config", "rm", name)
 
 
-def deploy_stack(rendered: RenderedStack, directory: Path, *, timeout: float, resolve_image: str = "auto",
-                 prune: bool = False, progress: Progress | None = None) -> StackResult:
+def deploy_stack(project: Project, rendered: RenderedStack, directory: Path, *, timeout: float,
+                 resolve_image: str = "auto", prune: bool = False,
+                 progress: Progress | None = None) -> StackResult:
     """Write, submit and follow the stack until it settles; the caller maps the result to an exit code."""
+    from ..plugins import pm
+    from .render import PROXY_CONFIG
+
     progress = progress or Progress()
     started = time.monotonic()
     node = swarm_manager_node()
     stack_file = write_stack(rendered, directory)
-    result = StackResult(stack=rendered.stack_name, stack_file=str(stack_file))
+    result = StackResult(stack=rendered.stack_name, stack_file=str(stack_file),
+                         proxy_config=(rendered.stack.get("configs") or {}).get(PROXY_CONFIG, {}).get("name"))
     progress.step(f"Deploying stack {rendered.stack_name} ({len(rendered.stack['services'])} services)")
     result.labelled = ensure_node_labels(rendered, node, progress)
     before = stack_services(rendered.stack_name)
@@ -303,7 +313,6 @@ def deploy_stack(rendered: RenderedStack, directory: Path, *, timeout: float, re
     progress.event(f"Stack {rendered.stack_name}", "Submitted", f"{stack_file} (resolve-image {mode})")
     expected = list(rendered.stack["services"])
     result.services = wait_settled(rendered.stack_name, before, expected, timeout, progress)
-    if result.exit_code == 0:
-        remove_stale_proxy_configs(rendered)
     result.seconds = round(time.monotonic() - started, 1)
+    pm.hook.after_stack_deploy(project=project, result=result)
     return result

@@ -24,8 +24,10 @@ def _load(ctx: click.Context):
     return project
 
 
-def _report(rendered, progress) -> None:
+def _report(rendered, progress, *, infos: bool = True) -> None:
     for finding in rendered.findings:
+        if finding.severity == "info" and not infos:
+            continue
         if finding.severity == "error":
             progress.fail(f"Service {finding.service}" if finding.service else "Stack", f"{finding.key}: {finding.message}")
         elif finding.severity == "warning":
@@ -142,7 +144,7 @@ def deploy_command(ctx: click.Context, name: str, timeout: str, resolve_image: s
     project = _load(ctx)
     rendered = render_stack(project, name)
     progress = Progress(ctx.obj.progress, dry_run=ctx.obj.dry_run)
-    _report(rendered, progress)
+    _report(rendered, progress, infos=False)  # `stack render` lists the conversions too
     _refuse_errors(rendered)
     if ctx.obj.dry_run:
         from compose_atomic.swarm.deploy import write_stack
@@ -150,7 +152,7 @@ def deploy_command(ctx: click.Context, name: str, timeout: str, resolve_image: s
         path = write_stack(rendered, state_directory(project, name))
         progress.event(f"Stack {name}", "Rendered", f"{path}; would run docker stack deploy -c {path} {name}")
         return
-    result = deploy_stack(rendered, state_directory(project, name), timeout=seconds,
+    result = deploy_stack(project, rendered, state_directory(project, name), timeout=seconds,
                           resolve_image=resolve_image, prune=prune, progress=progress)
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
@@ -174,3 +176,21 @@ def deploy_command(ctx: click.Context, name: str, timeout: str, resolve_image: s
 @hookimpl
 def register_commands(cli):
     cli.add_command(stack)
+
+
+@hookimpl(tryfirst=True)
+def swarm_stack(project, rendered):
+    """Built in: pin stateful services and their backup sidecars, put Caddy in front."""
+    from compose_atomic.swarm.render import add_proxy, pin_stateful
+
+    pin_stateful(project, rendered)
+    add_proxy(project, rendered)
+
+
+@hookimpl
+def after_stack_deploy(project, result):
+    """Built in: once the stack is deployed, drop the proxy configs of earlier deploys."""
+    if result.exit_code == 0:
+        from compose_atomic.swarm.deploy import remove_stale_proxy_configs
+
+        remove_stale_proxy_configs(result.stack, result.proxy_config)

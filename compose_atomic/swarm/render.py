@@ -95,7 +95,7 @@ class RenderedStack:
     stack: dict[str, Any]
     findings: list[Finding] = field(default_factory=list)
     caddy_config: dict[str, Any] | None = None
-    caddy_file: str | None = None  # file name the stack's configs section points at
+    caddy_file: str | None = None  # file name the proxy's config goes to, beside the stack file
     node_labels: dict[str, list[str]] = field(default_factory=dict)  # label -> pinned services
 
     @property
@@ -114,14 +114,18 @@ def render_stack(project: Project, stack_name: str | None = None,
     ``caddy_file`` is the proxy config's file name relative to the stack file; the
     caller writes ``RenderedStack.caddy_text`` there.
     """
+    from ..plugins import load_plugins, pm
+
     name = stack_name or project.name or "stack"
-    out = RenderedStack(stack_name=name, stack={"version": STACK_VERSION, "services": {}})
+    out = RenderedStack(stack_name=name, stack={"version": STACK_VERSION, "services": {}},
+                        caddy_file=caddy_file)
     services: dict[str, Any] = out.stack["services"]
     for service, spec in project.services.items():
         services[service] = _service(project, service, spec, out.findings)
     _top_level(project, out)
-    _pin_stateful(project, out)
-    _proxy(project, out, caddy_file)
+    # Placement and the proxy are the built-in swarm_stack hook (compose_atomic.swarm.plugin).
+    load_plugins()
+    pm.hook.swarm_stack(project=project, rendered=out)
     return out
 
 
@@ -471,7 +475,7 @@ def backup_sidecars(project: Project, database: str) -> list[str]:
     return found
 
 
-def _pin_stateful(project: Project, out: RenderedStack) -> None:
+def pin_stateful(project: Project, out: RenderedStack) -> None:
     """Pin services with named volumes, and their backup sidecars, to a labelled node.
 
     Swarm's local volumes live on one node: a database rescheduled elsewhere would
@@ -513,7 +517,9 @@ def _pin_stateful(project: Project, out: RenderedStack) -> None:
 # ---- the proxy ------------------------------------------------------------------------------
 
 
-def _proxy(project: Project, out: RenderedStack, caddy_file: str) -> None:
+def add_proxy(project: Project, out: RenderedStack) -> None:
+    """Put a Caddy service in front of the routed services, with its config as a swarm config."""
+    caddy_file = out.caddy_file or "caddy.json"
     routes = []
     for name in project.atomic_services:
         route = project.service_x_atomic(name).get("route")
@@ -535,7 +541,7 @@ def _proxy(project: Project, out: RenderedStack, caddy_file: str) -> None:
                 f"host_ip {port['host_ip']} left out: Swarm publishes on every interface of the node.")))
     config = caddy.caddy_config(routes, [p["target"] for p in ports])
     text = caddy.config_text(config)
-    out.caddy_config, out.caddy_file = config, caddy_file
+    out.caddy_config = config
     networks: list[str] = []
     for route in routes:
         for net in services[route.service].get("networks") or ["default"]:

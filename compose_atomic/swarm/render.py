@@ -374,6 +374,15 @@ def _atomic(name: str, annotation: dict[str, Any], out: dict[str, Any], findings
         deploy[key] = {**ours, **theirs}
     if "stop_grace_period" not in out:
         out["stop_grace_period"] = annotation.get("drain", DEFAULT_DRAIN)
+    if annotation.get("migrate"):
+        findings.append(Finding(name, "x-atomic.migrate", (
+            "not run by stack deploy: Swarm starts new tasks without a migration step or a snapshot. "
+            "Run the migration first (backward-compatible with the running version), then deploy; "
+            "see docs/swarm.md.")))
+    if annotation.get("alert"):
+        findings.append(Finding(name, "x-atomic.alert", (
+            "not sent by Swarm itself; stack deploy's exit code (3 on rollback) and the "
+            "after_stack_deploy hook are where to alert."), severity="info"))
     if "healthcheck" not in out:
         probe = health_probe(annotation)
         if probe is not None:

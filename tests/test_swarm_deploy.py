@@ -25,19 +25,31 @@ COMPOSE = textwrap.dedent("""
     services:
       web:
         image: {busybox}
-        command: ["sh", "-c", "mkdir -p /www && echo $$VERSION > /www/index.html && echo ok > /www/healthz && exec httpd -f -p 8080 -h /www"]
+        command: ["sh", "-c", "{app}"]
         environment:
           VERSION: ${{VERSION:-v1}}
+          CRASH_AFTER: ${{CRASH_AFTER:-0}}
         x-atomic:
           route: {{port: 8080}}
           health: {{path: "${{HEALTH_PATH:-/healthz}}", timeout: 4s, interval: 1s}}
-          monitor: 2s
-          drain: 3s
+          monitor: 5s
+          drain: 2s
+      admin:
+        image: {busybox}
+        command: ["sh", "-c", "mkdir -p /www && echo admin > /www/index.html && exec httpd -f -p 9000 -h /www"]
+        x-atomic:
+          route: {{port: 9000, host: admin.example.test}}
+          drain: 1s  # httpd as PID 1 ignores SIGTERM: keep the wait for SIGKILL short
     x-atomic:
       proxy:
         image: {caddy}
         ports: ["{port}:80"]
 """)
+# With CRASH_AFTER set, the version passes its health checks and exits a few seconds later:
+# a failure inside the monitor window.
+APP = ("mkdir -p /www && echo $$VERSION > /www/index.html && echo ok > /www/healthz && "
+       "if [ $$CRASH_AFTER = 0 ]; then exec httpd -f -p 8080 -h /www; fi; "
+       "httpd -f -p 8080 -h /www & sleep $$CRASH_AFTER; exit 1")
 
 
 def test_deploy_outside_a_swarm_is_explained(docker_engine, tmp_path):
@@ -79,7 +91,7 @@ def stack(swarm, tmp_path):
     """A unique stack name and its project directory; everything it created goes afterwards."""
     name = f"catest-{uuid.uuid4().hex[:8]}"
     port = free_port()
-    (tmp_path / "compose.yaml").write_text(COMPOSE.format(busybox=IMAGE_BUSYBOX, caddy=IMAGE_CADDY, port=port))
+    (tmp_path / "compose.yaml").write_text(COMPOSE.format(busybox=IMAGE_BUSYBOX, caddy=IMAGE_CADDY, port=port, app=APP))
     yield name, tmp_path, port
     docker("stack", "rm", name, check=False)
     deadline = time.monotonic() + 60
@@ -102,8 +114,9 @@ def stack(swarm, tmp_path):
         docker("node", "update", "--label-rm", key, node, check=False)
 
 
-def get(port: int, timeout: float = 5) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=timeout) as response:
+def get(port: int, timeout: float = 5, host: str | None = None) -> str:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Host": host} if host else {})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         return response.read().decode().strip()
 
 
@@ -164,9 +177,12 @@ def test_rollout_under_load_then_broken_version_rolls_back(stack):
     first = deploy(name, project_dir, VERSION="v1")
     assert first.returncode == 0, first.stderr
     outcome = {s["service"]: s["outcome"] for s in json.loads(first.stdout)["services"]}
-    assert set(outcome) == {"web", "atomic-proxy"}
+    assert set(outcome) == {"web", "admin", "atomic-proxy"}
     wait_for(port, "v1")  # the proxy's first start is not part of the zero-failure claim
     assert "Deployed" in first.stderr
+    # The single-host proxy's routing: a host route matches its host, the route without host the rest.
+    assert get(port, host="admin.example.test") == "admin"
+    assert get(port, host="www.example.test") == "v1"
 
     # A new version under light load: Swarm starts it, waits for health, then stops v1.
     with Load(port) as load:
@@ -175,8 +191,8 @@ def test_rollout_under_load_then_broken_version_rolls_back(stack):
         time.sleep(1)
     assert second.returncode == 0, second.stderr
     result = json.loads(second.stdout)
-    assert {s["service"]: s["outcome"] for s in result["services"]} == {"web": "updated",
-                                                                        "atomic-proxy": "unchanged"}
+    assert {s["service"]: s["outcome"] for s in result["services"]} == {
+        "web": "updated", "admin": "unchanged", "atomic-proxy": "unchanged"}
     assert load.failures == [], f"{len(load.failures)} of {load.total} requests failed: {load.failures[:5]}"
     assert load.answers["v2"] > 0 and set(load.answers) <= {"v1", "v2"}, load.answers
     assert get(port) == "v2"
@@ -193,6 +209,14 @@ def test_rollout_under_load_then_broken_version_rolls_back(stack):
     assert set(load.answers) == {"v2"}, load.answers
     env = docker("service", "inspect", f"{name}_web", "--format", "{{json .Spec.TaskTemplate.ContainerSpec.Env}}")
     assert "VERSION=v2" in json.loads(env.stdout)
+
+    # A version that passes its health checks, then dies inside the monitor window: rolled back too.
+    with Load(port) as load:
+        fourth = deploy(name, project_dir, VERSION="v4", CRASH_AFTER="4")
+    assert fourth.returncode == 3, fourth.stderr
+    assert get(port) == "v2"
+    print(f"crash in monitor window: {load.total} requests, {len(load.failures)} failed", load.failures[:3])
+    assert set(load.answers) <= {"v2", "v4"}, load.answers
 
     # Nothing left over from earlier renders: one proxy config for the stack.
     configs = docker("config", "ls", "--filter", f"name={name}_caddy_", "--format", "{{.Name}}").stdout.split()

@@ -170,6 +170,14 @@ def test_what_swarm_cannot_do_is_reported_not_dropped():
     assert [f.key for f in no_image.errors] == ["build"]
 
 
+def test_migrations_and_alerts_are_not_silently_lost():
+    web = dict(WEB, **{"x-atomic": {**WEB["x-atomic"], "migrate": {"sql": "m/*.sql", "database": "db"},
+                                    "alert": {"webhook": "https://hooks.example.com/x"}}})
+    rendered = render_stack(project({"web": web, "db": DB}, volumes={"dbdata": {}}))
+    assert findings_for(rendered, "x-atomic.migrate")[0].severity == "warning"
+    assert findings_for(rendered, "x-atomic.alert")
+
+
 def test_secret_from_environment_cannot_be_deployed():
     rendered = render_stack(project({"web": WEB}, secrets={"key": {"environment": "API_KEY"}}))
     assert [f.key for f in rendered.errors] == ["secrets.key"]
@@ -256,6 +264,17 @@ def test_render_refuses_what_cannot_run_with_exit_2(docker_engine, tmp_path):
     assert "Traceback" not in proc.stderr
     bad_name = run_cli("stack", "deploy", "no/slash", cwd=tmp_path)
     assert bad_name.returncode == 2 and "stack name" in bad_name.stderr
+
+
+def test_deploy_dry_run_renders_and_deploys_nothing(docker_engine, tmp_path):
+    (tmp_path / "compose.yaml").write_text(COMPOSE.format(busybox=IMAGE_BUSYBOX, caddy=IMAGE_CADDY))
+    proc = run_cli("--dry-run", "stack", "deploy", "dryrun-stack", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "DRY-RUN MODE" in proc.stderr and "would run docker stack deploy" in proc.stderr
+    written = tmp_path / ".compose-atomic" / "swarm" / "dryrun-stack"
+    assert (written / "stack.yml").is_file() and (written / "caddy.json").is_file()
+    assert "container_name" in proc.stderr  # warnings are shown; conversions only by render
+    assert "Converted" not in proc.stderr
 
 
 @pytest.mark.parametrize("args", [["stack", "--help"], ["stack", "deploy", "--help"]])

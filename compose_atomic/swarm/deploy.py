@@ -62,6 +62,7 @@ class StackResult:
     labelled: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     proxy_config: str | None = None  # the swarm config holding this deploy's Caddy config
+    proxy_answers: bool | None = None  # the proxy answered HTTP on this node (None: not checked)
 
     @property
     def exit_code(self) -> int:
@@ -239,7 +240,8 @@ def wait_settled(stack_name: str, before: dict[str, dict[str, Any]], expected: l
                     progress.event(f"Service {name}", "Updating", state="working")
                     reported.add(name)
                 if state.startswith("rollback") and name not in reasons:
-                    reasons[name] = _rollback_reason(status, f"{stack_name}_{name}")  # names the failed task; later ones do not
+                    # The first rollback message names the failed task; later ones do not.
+                    reasons[name] = _rollback_reason(status, f"{stack_name}_{name}")
                 if state in SETTLED:
                     message = "" if state == "completed" else reasons.get(name) or status.get("Message", "")
                     outcomes[name] = ServiceOutcome(name, SETTLED[state], message, round(elapsed, 1))
@@ -292,6 +294,39 @@ def remove_stale_proxy_configs(stack_name: str, current: str | None) -> None:
         docker("config", "rm", name)
 
 
+def proxy_answers(rendered: RenderedStack, progress: Progress, timeout: float = 15.0) -> bool | None:
+    """Check that the proxy answers HTTP on this node's published ports (any status counts).
+
+    The Caddy image may hold nothing but the caddy binary, so Swarm cannot health-check it
+    from inside; we ask from outside instead. None when there is no plain-HTTP port to ask.
+    """
+    import httpx
+
+    from .render import PROXY_SERVICE
+
+    proxy = rendered.stack["services"].get(PROXY_SERVICE)
+    if not proxy:
+        return None
+    ports = [p["published"] for p in proxy.get("ports", []) if p.get("target") != 443 and p.get("published")]
+    if not ports:
+        return None
+    deadline = time.monotonic() + timeout
+    for port in ports:
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=2.0)
+                progress.event(f"Service {PROXY_SERVICE}", "Answering", f"http://127.0.0.1:{port}/")
+                break
+            except httpx.HTTPError:
+                if time.monotonic() >= deadline:
+                    progress.warn(f"Service {PROXY_SERVICE}", (
+                        f"nothing answers on http://127.0.0.1:{port}/ from this node; "
+                        f"see docker service logs {rendered.stack_name}_{PROXY_SERVICE}"))
+                    return False
+                time.sleep(0.5)
+    return True
+
+
 def deploy_stack(project: Project, rendered: RenderedStack, directory: Path, *, timeout: float,
                  resolve_image: str = "auto", prune: bool = False,
                  progress: Progress | None = None) -> StackResult:
@@ -313,6 +348,8 @@ def deploy_stack(project: Project, rendered: RenderedStack, directory: Path, *, 
     progress.event(f"Stack {rendered.stack_name}", "Submitted", f"{stack_file} (resolve-image {mode})")
     expected = list(rendered.stack["services"])
     result.services = wait_settled(rendered.stack_name, before, expected, timeout, progress)
+    if result.exit_code == 0:
+        result.proxy_answers = proxy_answers(rendered, progress)
     result.seconds = round(time.monotonic() - started, 1)
     pm.hook.after_stack_deploy(project=project, result=result)
     return result

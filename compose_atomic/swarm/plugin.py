@@ -163,7 +163,10 @@ def deploy_command(ctx: click.Context, name: str, timeout: str, resolve_image: s
     bad = [s for s in result.services if s.outcome not in ("updated", "unchanged", "created")]
     detail = "; ".join(f"{s.service}: {s.outcome}" + (f" ({s.message})" if s.message else "") for s in bad)
     if code == 3:
-        raise RolledBack(f"stack {name}: Swarm rolled back {detail}; the previous version serves",
+        rolled = [s for s in bad if s.outcome == "rolled back"]
+        why = "; ".join(f"{s.service}: {s.message}" if s.message else s.service for s in rolled)
+        raise RolledBack(f"stack {name}: the new version failed and Swarm rolled it back, so the previous "
+                         f"version serves ({why})",
                          hint=f"Inspect with: docker service ps --no-trunc {name}_{bad[0].service}")
     if code == 4:
         raise RollbackFailed(f"stack {name}: the rollback did not finish: {detail}",

@@ -8,7 +8,11 @@ test and removed afterwards.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -167,6 +171,22 @@ def wait_for(port: int, expected: str, timeout: float = 30) -> None:
     raise AssertionError(f"the proxy did not answer {expected!r} within {timeout}s (last: {last!r})")
 
 
+def interrupt_when_updating(name, cwd, **env) -> subprocess.CompletedProcess:
+    """Start `stack deploy`, send SIGINT once it reports the update, return how it ended."""
+    proc = subprocess.Popen([sys.executable, "-m", "compose_atomic", "stack", "deploy", name, "--timeout", "90s"],
+                            cwd=cwd, env={**os.environ, "NO_COLOR": "1", **env}, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen = []
+    deadline = time.monotonic() + 60
+    for line in proc.stderr:
+        seen.append(line)
+        if "Updating" in line or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, "".join(seen) + err)
+
+
 def deploy(name, cwd, timeout="90s", **env):
     return run_cli("stack", "deploy", name, "--timeout", timeout, "--json", cwd=cwd, env=env, timeout=180)
 
@@ -198,10 +218,15 @@ def test_rollout_under_load_then_broken_version_rolls_back(stack):
     assert load.answers["v2"] > 0 and set(load.answers) <= {"v1", "v2"}, load.answers
     assert get(port) == "v2"
 
-    # A version that never becomes healthy: Swarm rolls it back; v2 serves all along.
+    # A version that never becomes healthy: Swarm rolls it back; v2 serves all along. The first
+    # `stack deploy` is interrupted (Ctrl-C) while it waits; running it again follows the update.
     with Load(port) as load:
+        interrupted = interrupt_when_updating(name, project_dir, VERSION="v3", HEALTH_PATH="/missing")
+        assert interrupted.returncode == 130, interrupted.stderr
+        assert "interrupted" in interrupted.stderr and "Traceback" not in interrupted.stderr
         third = deploy(name, project_dir, VERSION="v3", HEALTH_PATH="/missing")
     assert third.returncode == 3, third.stderr
+    assert "an earlier update is still running on web" in third.stderr  # waited, did not re-submit over it
     assert "Swarm rolled it back" in third.stderr and "web" in third.stderr
     assert "Traceback" not in third.stderr
     web = next(s for s in json.loads(third.stdout)["services"] if s["service"] == "web")

@@ -24,6 +24,7 @@ from .render import RenderedStack, stack_yaml
 
 SETTLED = {"completed": "updated", "rollback_completed": "rolled back",
            "paused": "paused", "rollback_paused": "rollback paused"}
+IN_PROGRESS = {"updating", "rollback_started"}
 #: Failed tasks of a new service after which we stop waiting for it.
 MAX_NEW_TASK_FAILURES = 3
 #: How long an unchanged service is watched for an update all the same.
@@ -232,9 +233,11 @@ def wait_settled(stack_name: str, before: dict[str, dict[str, Any]], expected: l
             old = before.get(name)
             status = service.get("UpdateStatus") or {}
             old_status = (old or {}).get("UpdateStatus") or {}
-            fresh = bool(status) and status.get("StartedAt") != old_status.get("StartedAt")
+            # A new update, or one still running from an earlier deploy (interrupted): follow it.
+            fresh = bool(status) and (status.get("StartedAt") != old_status.get("StartedAt")
+                                      or status.get("State") in IN_PROGRESS)
             running, desired = replicas.get(name, (0, -1))
-            if fresh:
+            if fresh or old_status.get("State") in IN_PROGRESS:
                 state = status.get("State", "")
                 if name not in reported:
                     progress.event(f"Service {name}", "Updating", state="working")
@@ -343,6 +346,19 @@ def deploy_stack(project: Project, rendered: RenderedStack, directory: Path, *, 
     progress.step(f"Deploying stack {rendered.stack_name} ({len(rendered.stack['services'])} services)")
     result.labelled = ensure_node_labels(rendered, node, progress)
     before = stack_services(rendered.stack_name)
+    busy = [name for name, service in before.items()
+            if (service.get("UpdateStatus") or {}).get("State") in IN_PROGRESS]
+    if busy:
+        # Re-submitting during an update makes Swarm record the half-deployed spec as the one
+        # to roll back to, and the update never ends. Let the earlier one finish first.
+        progress.event(f"Stack {rendered.stack_name}", "Waiting",
+                       f"an earlier update is still running on {', '.join(busy)}", state="working")
+        earlier = wait_settled(rendered.stack_name, before, busy, timeout, progress)
+        if any(o.outcome == "timeout" for o in earlier):
+            result.services = earlier
+            result.seconds = round(time.monotonic() - started, 1)
+            return result
+        before = stack_services(rendered.stack_name)
     mode = resolve_image_mode(rendered, resolve_image)
     submit(stack_file, rendered.stack_name, mode, prune)
     progress.event(f"Stack {rendered.stack_name}", "Submitted", f"{stack_file} (resolve-image {mode})")

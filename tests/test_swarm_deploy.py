@@ -23,7 +23,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import IMAGE_BUSYBOX, IMAGE_CADDY, docker, run_cli
+from conftest import IMAGE_BUSYBOX, IMAGE_CADDY, IMAGE_POSTGRES, docker, run_cli
 
 COMPOSE = textwrap.dedent("""
     services:
@@ -44,11 +44,37 @@ COMPOSE = textwrap.dedent("""
         x-atomic:
           route: {{port: 9000, host: admin.example.test}}
           drain: 1s  # httpd as PID 1 ignores SIGTERM: keep the wait for SIGKILL short
+{database}
     x-atomic:
       proxy:
         image: {caddy}
         ports: ["{port}:80"]
 """)
+# The example stack's database, with a password secret and a backup sidecar.
+DATABASE = """\
+      db:
+        image: {postgres}
+        environment:
+          POSTGRES_PASSWORD_FILE: /run/secrets/pgpass
+        secrets: [pgpass]
+        volumes: ["dbdata:/var/lib/postgresql/data"]
+        healthcheck:
+          test: ["CMD", "pg_isready", "-U", "postgres"]
+          interval: 1s
+          retries: 60
+        x-atomic:
+          backup: {{schedule: "0 3 * * *"}}
+      db-backup:
+        image: {busybox}
+        command: ["sleep", "86400"]
+        stop_grace_period: 1s
+        volumes: ["backups:/backups"]
+    volumes:
+      dbdata: {{}}
+      backups: {{}}
+    secrets:
+      pgpass:
+        file: ./pgpass.txt"""
 # With CRASH_AFTER set, the version passes its health checks and exits a few seconds later:
 # a failure inside the monitor window.
 APP = ("mkdir -p /www && echo $$VERSION > /www/index.html && echo ok > /www/healthz && "
@@ -95,7 +121,7 @@ def stack(swarm, tmp_path):
     """A unique stack name and its project directory; everything it created goes afterwards."""
     name = f"catest-{uuid.uuid4().hex[:8]}"
     port = free_port()
-    (tmp_path / "compose.yaml").write_text(COMPOSE.format(busybox=IMAGE_BUSYBOX, caddy=IMAGE_CADDY, port=port, app=APP))
+    (tmp_path / "compose.yaml").write_text(compose_file(port))
     yield name, tmp_path, port
     docker("stack", "rm", name, check=False)
     deadline = time.monotonic() + 60
@@ -104,7 +130,7 @@ def stack(swarm, tmp_path):
         if not left.stdout.split():
             break
         time.sleep(1)
-    for kind in ("network", "config", "volume"):
+    for kind in ("network", "config", "secret", "volume"):
         found = docker(kind, "ls", "-q", "--filter", f"label=com.docker.stack.namespace={name}", check=False)
         if found.stdout.split():
             docker(kind, "rm", *found.stdout.split(), check=False)
@@ -116,6 +142,11 @@ def stack(swarm, tmp_path):
     ours = [key for key in labels or {} if key.startswith(f"compose-atomic.{name}.")]
     for key in ours:
         docker("node", "update", "--label-rm", key, node, check=False)
+
+
+def compose_file(port: int, database: bool = False) -> str:
+    extra = DATABASE.format(postgres=IMAGE_POSTGRES, busybox=IMAGE_BUSYBOX) if database else ""
+    return COMPOSE.format(busybox=IMAGE_BUSYBOX, caddy=IMAGE_CADDY, port=port, app=APP, database=extra)
 
 
 def get(port: int, timeout: float = 5, host: str | None = None) -> str:
@@ -139,7 +170,8 @@ class Load:
             if self._stop.is_set():
                 return
             try:
-                self.answers[get(self.port)] += 1
+                # Longer than Caddy's try_duration: a request it holds is not a client-side failure.
+                self.answers[get(self.port, timeout=15)] += 1
             except (urllib.error.URLError, OSError) as exc:
                 self.failures.append(f"{type(exc).__name__}: {exc}")
             time.sleep(self.pause)
@@ -193,11 +225,21 @@ def deploy(name, cwd, timeout="90s", **env):
 
 def test_rollout_under_load_then_broken_version_rolls_back(stack):
     name, project_dir, port = stack
+    (project_dir / "compose.yaml").write_text(compose_file(port, database=True))
+    (project_dir / "pgpass.txt").write_text("not-in-argv")
+    (project_dir / "pgpass.txt").chmod(0o600)
 
     first = deploy(name, project_dir, VERSION="v1")
     assert first.returncode == 0, first.stderr
     outcome = {s["service"]: s["outcome"] for s in json.loads(first.stdout)["services"]}
-    assert set(outcome) == {"web", "admin", "atomic-proxy"}
+    assert outcome == dict.fromkeys(["web", "admin", "db", "db-backup", "atomic-proxy"], "created")
+    # The database and its backup sidecar are pinned to the node this deploy labelled.
+    label = f"compose-atomic.{name}.db"
+    assert label in json.loads(first.stdout)["labelled"]
+    for service in ("db", "db-backup"):
+        constraints = docker("service", "inspect", f"{name}_{service}", "--format",
+                             "{{json .Spec.TaskTemplate.Placement.Constraints}}").stdout
+        assert f"node.labels.{label} == true" in json.loads(constraints)
     assert json.loads(first.stdout)["proxy_answers"] is True
     wait_for(port, "v1")
     assert "Deployed" in first.stderr
@@ -213,7 +255,8 @@ def test_rollout_under_load_then_broken_version_rolls_back(stack):
     assert second.returncode == 0, second.stderr
     result = json.loads(second.stdout)
     assert {s["service"]: s["outcome"] for s in result["services"]} == {
-        "web": "updated", "admin": "unchanged", "atomic-proxy": "unchanged"}
+        "web": "updated", "admin": "unchanged", "db": "unchanged", "db-backup": "unchanged",
+        "atomic-proxy": "unchanged"}
     assert load.failures == [], f"{len(load.failures)} of {load.total} requests failed: {load.failures[:5]}"
     assert load.answers["v2"] > 0 and set(load.answers) <= {"v1", "v2"}, load.answers
     assert get(port) == "v2"

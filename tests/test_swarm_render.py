@@ -235,6 +235,7 @@ def test_render_command_writes_what_docker_stack_deploy_and_caddy_accept(docker_
     stack_file = tmp_path / "out" / "stack.yml"
     caddy_file = tmp_path / "out" / "stack.caddy.json"
     assert caddy_file.is_file()
+    assert stack_file.stat().st_mode & 0o777 == 0o600  # it holds the services' environment
     # The docker CLI's own stack loader accepts it ($$ stays an escaped $).
     checked = docker("stack", "config", "-c", str(stack_file))
     loaded = yaml.safe_load(checked.stdout)

@@ -10,6 +10,7 @@ state, and exit with ``up``'s codes: 0 done, 3 rolled back, 4 rollback failed,
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -115,13 +116,21 @@ def state_directory(project: Project, stack_name: str) -> Path:
     return path / "swarm" / stack_name
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read: a stack file holds the services' environment."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)  # an existing file keeps its mode through O_CREAT
+
+
 def write_stack(rendered: RenderedStack, directory: Path, stack_file: str = "stack.yml") -> Path:
     """Write the stack file and the proxy's config beside it; return the stack file's path."""
-    directory.mkdir(parents=True, exist_ok=True)
     path = directory / stack_file
     if rendered.caddy_text is not None and rendered.caddy_file:
-        (directory / rendered.caddy_file).write_text(rendered.caddy_text)
-    path.write_text(stack_yaml(rendered))
+        write_private(directory / rendered.caddy_file, rendered.caddy_text)
+    write_private(path, stack_yaml(rendered))
     return path
 
 

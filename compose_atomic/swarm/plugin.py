@@ -101,11 +101,12 @@ def render_command(ctx: click.Context, output: str | None, stack_name: str | Non
     if as_json:
         return
     if output:
+        from compose_atomic.swarm.deploy import write_private
+
         target = Path(output)
-        target.parent.mkdir(parents=True, exist_ok=True)
         if rendered.caddy_text is not None:
-            (target.parent / caddy_file).write_text(rendered.caddy_text)
-        target.write_text(stack_yaml(rendered))
+            write_private(target.parent / caddy_file, rendered.caddy_text)
+        write_private(target, stack_yaml(rendered))  # 0600: it holds the services' environment
         written = f"{target}" + (f" and {target.parent / caddy_file}" if rendered.caddy_text else "")
         progress.event("Stack file", "Written", written)
     else:

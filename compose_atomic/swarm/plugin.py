@@ -25,16 +25,16 @@ def _load(ctx: click.Context):
 
 
 def _report(rendered, progress, *, infos: bool = True) -> None:
+    """One progress line per finding: errors and warnings always, conversions when asked."""
     for finding in rendered.findings:
-        if finding.severity == "info" and not infos:
-            continue
+        resource = f"Service {finding.service}" if finding.service else "Stack"
+        text = f"{finding.key}: {finding.message}"
         if finding.severity == "error":
-            progress.fail(f"Service {finding.service}" if finding.service else "Stack", f"{finding.key}: {finding.message}")
+            progress.fail(resource, text)
         elif finding.severity == "warning":
-            progress.warn(f"Service {finding.service}" if finding.service else "Stack", f"{finding.key}: {finding.message}")
-        else:
-            progress.event(f"Service {finding.service}" if finding.service else "Stack", "Converted",
-                           f"{finding.key}: {finding.message}", state="info")
+            progress.warn(resource, text)
+        elif infos:
+            progress.event(resource, "Converted", text, state="info")
 
 
 def _refuse_errors(rendered) -> None:
@@ -156,7 +156,9 @@ def deploy_command(ctx: click.Context, name: str, timeout: str, resolve_image: s
     result = deploy_stack(project, rendered, state_directory(project, name), timeout=seconds,
                           resolve_image=resolve_image, prune=prune, progress=progress)
     if as_json:
-        click.echo(json.dumps(result.as_dict(), indent=2))
+        data = result.as_dict()
+        data["findings"] = [f.__dict__ for f in rendered.findings]
+        click.echo(json.dumps(data, indent=2))
     code = result.exit_code
     if code == 0:
         progress.event(f"Stack {name}", "Deployed", f"{len(result.services)} services", elapsed=result.seconds)

@@ -256,6 +256,7 @@ def cleanup(name: str) -> None:
 def main() -> None:
     state = docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip()
     created = state == "inactive"
+    gwbridge = docker("network", "inspect", "docker_gwbridge").returncode == 0
     if created:
         docker("swarm", "init", "--advertise-addr", "127.0.0.1", check=True)
     try:
@@ -264,6 +265,8 @@ def main() -> None:
     finally:
         if created:
             docker("swarm", "leave", "--force")
+            if not gwbridge:  # swarm init created it; leaving does not remove it
+                docker("network", "rm", "docker_gwbridge")
     results["machine"] = {"cpus": os.cpu_count(), "docker": docker("version", "--format",
                                                                    "{{.Server.Version}}").stdout.strip(),
                           "load": "hey " + " ".join(LOAD)}

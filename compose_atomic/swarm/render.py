@@ -150,7 +150,7 @@ def _service(project: Project, name: str, spec: dict[str, Any], findings: list[F
     _restart_and_resources(name, spec, out, findings)
     _ports(name, out, findings)
     _volumes(name, out, findings)
-    _networks(out)
+    _networks(name, out, findings)
     if "healthcheck" in out:
         _healthcheck_compat(name, out, findings)
     deploy = out.setdefault("deploy", {})
@@ -289,13 +289,18 @@ def _volumes(name: str, out: dict[str, Any], findings: list[Finding]) -> None:
     out["volumes"] = kept
 
 
-def _networks(out: dict[str, Any]) -> None:
+def _networks(name: str, out: dict[str, Any], findings: list[Finding]) -> None:
     networks = out.get("networks")
     if isinstance(networks, dict):
         cleaned: dict[str, Any] = {}
         for net, options in networks.items():
-            options = {k: v for k, v in (options or {}).items() if k == "aliases"}
-            cleaned[net] = options or None
+            options = options or {}
+            dropped = sorted(k for k in options if k != "aliases")
+            if dropped:
+                findings.append(Finding(name, f"networks.{net}", (
+                    f"left out {', '.join(dropped)}: swarm tasks get their addresses from the "
+                    "overlay network; only aliases carry over.")))
+            cleaned[net] = {k: v for k, v in options.items() if k == "aliases"} or None
         out["networks"] = cleaned
 
 

@@ -200,9 +200,12 @@ def _rollback_reason(status: dict[str, Any], full_name: str) -> str:
 
 
 def resolve_image_mode(rendered: RenderedStack, requested: str) -> str:
-    """``auto``: ``never`` when every image is on this node (no registry to ask), else ``always``."""
+    """``auto``: ``never`` on a single-node swarm that has every image (no registry to ask),
+    else ``always``, so every node runs the same digest."""
     if requested != "auto":
         return requested
+    if len(docker("node", "ls", "-q").stdout.split()) > 1:
+        return "always"
     images = {s.get("image") for s in rendered.stack["services"].values() if s.get("image")}
     for image in images:
         if docker("image", "inspect", "--format", "{{.Id}}", image).returncode != 0:

@@ -120,7 +120,7 @@ def render_command(ctx: click.Context, output: str | None, stack_name: str | Non
 @click.option("--timeout", default="10m", show_default=True, metavar="DURATION",
               help="How long to wait for Swarm's update to settle.")
 @click.option("--resolve-image", type=click.Choice(RESOLVE_IMAGE), default="auto", show_default=True,
-              help="auto: never when every image is on this node (no registry), else always.")
+              help="auto: never on a single-node swarm that has every image (no registry), else always.")
 @click.option("--prune", is_flag=True, help="Remove services no longer in the project.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome per service as JSON.")
 @click.pass_context

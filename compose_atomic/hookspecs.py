@@ -63,3 +63,14 @@ def after_deploy(project, service, old_container, new_container, outcome):
 @hookspec
 def register_lint_rules(register):
     """Add SQL migration lint rules: call register(compose_atomic.lint.Rule(...)) for each."""
+# ---- swarm -------------------------------------------------------------------
+
+
+@hookspec
+def swarm_stack(project, rendered):
+    """Adjust a rendered Swarm stack (rendered.stack, rendered.findings) before it is written."""
+
+
+@hookspec
+def after_stack_deploy(project, result):
+    """Run when `stack deploy` has settled, whatever the outcome (result.exit_code)."""

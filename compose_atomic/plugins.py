@@ -17,6 +17,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "compose_atomic.completion.plugin",
     "compose_atomic.lint.plugin",
 )
+DEFAULT_PLUGINS: tuple[str, ...] = ("compose_atomic.default_plugins.core", "compose_atomic.swarm.plugin")
 ENTRY_POINT_GROUP = "compose_atomic"
 
 pm = pluggy.PluginManager("compose_atomic")

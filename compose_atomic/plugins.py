@@ -16,8 +16,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "compose_atomic.init.plugin",
     "compose_atomic.completion.plugin",
     "compose_atomic.lint.plugin",
+    "compose_atomic.swarm.plugin",
 )
-DEFAULT_PLUGINS: tuple[str, ...] = ("compose_atomic.default_plugins.core", "compose_atomic.swarm.plugin")
 ENTRY_POINT_GROUP = "compose_atomic"
 
 pm = pluggy.PluginManager("compose_atomic")

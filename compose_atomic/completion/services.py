@@ -40,7 +40,7 @@ def service_names(options: ComposeOptions) -> list[str]:
                               text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL, check=False)
     except (OSError, subprocess.SubprocessError):
         return []
-    return proc.stdout.split() if proc.returncode == 0 else []
+    return sorted(proc.stdout.split()) if proc.returncode == 0 else []
 
 
 def complete_services(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:

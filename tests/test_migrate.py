@@ -212,8 +212,11 @@ def test_snapshot_is_verified_private_and_restorable_elsewhere(stack):
     assert checksums(stack) == before
 
 
-def test_disk_too_small_for_the_snapshot_fails_before_dumping(stack, tmp_path):
+def test_disk_too_small_for_the_snapshot_fails_cleanly(stack, tmp_path):
     reset_data(stack, rows=60000)  # ~6 MB of table data
+    with stack.connect() as conn:  # ~3 MB that no compression shrinks (the estimate assumes 35%)
+        conn.execute("CREATE TABLE blobs AS SELECT i, (SELECT decode(string_agg(md5(random()::text || i || g), ''), "
+                     "'hex') FROM generate_series(1, 62) g) AS b FROM generate_series(1, 3000) i")
     small = tmp_path / "small"
     small.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(small)], check=True)
@@ -222,9 +225,19 @@ def test_disk_too_small_for_the_snapshot_fails_before_dumping(stack, tmp_path):
         keep = small / "snapshots" / "older.dump"
         keep.write_bytes(b"x" * 1000)
         stack.write(state_dir=small)
+        # 1. the estimate does not fit: refused before dumping
         proc = stack.cli("db", "snapshot")
         assert proc.returncode == EXIT_FAILED, proc.stderr
         assert "not enough space" in proc.stderr and "Traceback" not in proc.stderr
+        assert "Dumping" not in proc.stderr
+        assert sorted(p.name for p in (small / "snapshots").iterdir()) == ["older.dump"]
+        # 2. the estimate fits but the dump does not: ENOSPC is caught, the partial file removed
+        with stack.connect() as conn:
+            conn.execute("DROP TABLE items CASCADE")
+        subprocess.run(["mount", "-o", "remount,size=2m", str(small)], check=True)
+        proc = stack.cli("db", "snapshot")
+        assert proc.returncode == EXIT_FAILED, proc.stderr
+        assert "disk filled up" in proc.stderr and "Traceback" not in proc.stderr
         assert sorted(p.name for p in (small / "snapshots").iterdir()) == ["older.dump"]
         assert keep.read_bytes() == b"x" * 1000
     finally:
@@ -292,6 +305,26 @@ class LockHolder:
         self.conn = self.stack.connect()
         self.conn.execute("BEGIN")
         self.conn.execute("LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
+
+
+def test_db_migrate_applies_and_prunes_old_pre_migration_snapshots(stack):
+    reset_data(stack)
+    snapdir = stack.state_dir / "snapshots"
+    snapdir.mkdir(parents=True)
+    old = {"reason": "pre-migrate", "database_service": "db", "size": 10, "sha256": "0", "tables": {}}
+    for i, age in enumerate(["2026-01-01T00:00:00+00:00", "2026-01-02T00:00:00+00:00"]):
+        (snapdir / f"old{i}.dump").write_bytes(b"x" * 10)
+        (snapdir / f"old{i}.json").write_text(json.dumps({**old, "name": f"old{i}", "created": age}))
+    (stack.dir / "migrations" / "current.sql").write_text("ALTER TABLE items ADD COLUMN price numeric;\n")
+    text = (stack.dir / "compose.yaml").read_text().replace("lock_timeout: 1m", "lock_timeout: 1m\n        keep_snapshots: 1")
+    (stack.dir / "compose.yaml").write_text(text)
+    proc = stack.cli("db", "migrate", "web", "--image", IMAGE_POSTGRES)
+    assert proc.returncode == 0, proc.stderr
+    assert "Migrated" in proc.stderr and "Pruned" in proc.stderr
+    assert "price:numeric" in checksums(stack)["public.items"]
+    names = [s["name"] for s in json.loads(stack.cli("db", "snapshots", "--json").stdout)]
+    assert names == [Path(proc.stdout.strip()).stem]  # both old ones pruned, the new one kept
+    assert not (stack.state_dir / "migrate" / "web.json").exists()
 
 
 def test_migration_waiting_on_a_lock_is_cancelled_on_the_server(stack):

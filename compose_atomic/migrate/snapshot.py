@@ -194,7 +194,6 @@ def take_snapshot(project: Project, db: Database, directory: Path, *, reason: st
     final = directory / f"{name}.dump"
     tmp = directory / f".{name}.dump.partial"
     pm.hook.before_snapshot(project=project, database=db.service, path=str(final))
-    progress.event(f"Snapshot {name}", "Dumping", state="working")
 
     conn = db.connect(autocommit=True)
     try:
@@ -207,6 +206,7 @@ def take_snapshot(project: Project, db: Database, directory: Path, *, reason: st
                 f"{_mib(free)} free, about {_mib(needed)} needed",
                 hint="Free space there or point x-atomic.state_dir at a larger disk; "
                      "nothing was dumped and no existing snapshot was touched.")
+        progress.event(f"Snapshot {name}", "Dumping", f"{_mib(free)} free", state="working")
         version = introspect.server_version(conn)
         # Counters first, then the snapshot: a write in between is seen as a later
         # write (a false alarm at worst), never silently missed.

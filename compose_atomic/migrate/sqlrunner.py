@@ -79,9 +79,21 @@ def split_statements(text: str) -> list[Statement]:
         stripped = sqlparse.format(raw, strip_comments=True).strip()
         if not stripped or stripped == ";":
             continue
-        lead = len(raw) - len(raw.lstrip())
-        found.append(Statement(stripped, text.count("\n", 0, at + lead) + 1))
+        found.append(Statement(stripped, text.count("\n", 0, at + _code_offset(raw)) + 1))
     return found
+
+
+def _code_offset(raw: str) -> int:
+    """Offset of the first token that is neither whitespace nor a comment."""
+    import sqlparse
+    from sqlparse import tokens as T
+
+    offset = 0
+    for token in sqlparse.parse(raw)[0].flatten():
+        if not (token.is_whitespace or token.ttype in T.Comment):
+            return offset
+        offset += len(token.value)
+    return 0
 
 
 def discover(patterns: tuple[str, ...], base: Path) -> list[MigrationFile]:

@@ -443,3 +443,14 @@ def test_sigint_during_restore_leaves_the_live_database_as_it_was(stack):
         assert "left as it was" in err and "Traceback" not in err
         assert conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE '%__ca_%'").fetchone()[0] == 0
     assert checksums(stack) == live
+
+
+def test_first_deploy_starts_the_database_it_migrates(stack):
+    reset_data(stack)
+    (stack.dir / "sql" / "001_add.sql").write_text("CREATE TABLE fresh (id int);\n")
+    subprocess.run(["docker", "compose", "-p", stack.name, "stop", "-t", "5", "db"], cwd=stack.dir,
+                   check=True, capture_output=True, timeout=60)
+    proc = stack.cli("db", "migrate", "api")
+    assert proc.returncode == 0, proc.stderr
+    assert "Starting" in proc.stderr and "Applied" in proc.stderr
+    assert "public.fresh" in checksums(stack)

@@ -66,6 +66,32 @@ def lint_gate(project: Project, settings: MigrateSettings, progress: Progress) -
     check_migrations(project, settings.service, progress)
 
 
+def ensure_database(project: Project, service: str, progress: Progress) -> Database:
+    """The database the migration needs, started first if it is not running (first deploy)."""
+    import subprocess
+
+    from .database import find_container
+    from .errors import DatabaseUnavailable
+
+    if find_container(project, service) is None:
+        progress.event(f"Database {service}", "Starting", "the migration needs it", state="working")
+        proc = subprocess.run(project.compose("up", "-d", "--wait", service), capture_output=True,
+                              text=True, check=False)
+        if proc.returncode != 0:
+            raise DatabaseUnavailable(f'could not start the database service "{service}": '
+                                      f"{proc.stderr.strip()[-500:]}")
+    db = Database.locate(project, service)
+    deadline = time.monotonic() + 60
+    while True:  # a fresh container runs initdb before it accepts connections
+        try:
+            db.connect().close()
+            return db
+        except DatabaseUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def guarded_migrate(project: Project, service: str, image: str | None = None,
                     progress: Progress | None = None) -> Snapshot | None:
     """Lint, snapshot and migrate ``service``'s database; restore on failure.
@@ -82,8 +108,12 @@ def guarded_migrate(project: Project, service: str, image: str | None = None,
         return None
     progress = progress or Progress()
     image = image or service_image(project, service)
+    if settings.sql:
+        from .sqlrunner import discover
+
+        discover(settings.sql, project.working_dir)  # a bad glob fails before any snapshot
     lint_gate(project, settings, progress)
-    db = Database.locate(project, settings.database)
+    db = ensure_database(project, settings.database, progress)
     directory = snapshot_dir(project)
     snap = take_snapshot(project, db, directory, reason=PRE_MIGRATE, label=service,
                          progress=progress, extra={"service": service, "image": image},

@@ -41,7 +41,7 @@ services:
     image: {pg}
     entrypoint: []
     environment:
-      PGHOST: db
+      PGHOST: {db_host}
       PGUSER: app
       PGDATABASE: app
       PGPASSWORD: {password}
@@ -68,12 +68,15 @@ class Stack:
         self.name = name
         self.dir = directory
         self.state_dir = directory / "state"
+        # The engine is shared (and in swarm mode): its embedded DNS sometimes fails to
+        # resolve "db" for a few seconds. The migration command gets the IP instead.
+        self.db_host = "db"
         self.write(timeout="20s")
 
     def write(self, timeout: str = "20s", state_dir: Path | None = None) -> None:
         (self.dir / "compose.yaml").write_text(COMPOSE.format(
             name=self.name, state_dir=state_dir or self.state_dir, pg=IMAGE_POSTGRES,
-            busybox=IMAGE_BUSYBOX, password=PASSWORD, timeout=timeout))
+            busybox=IMAGE_BUSYBOX, password=PASSWORD, timeout=timeout, db_host=self.db_host))
 
     def cli(self, *args: str, **kw) -> subprocess.CompletedProcess:
         return run_cli("-p", self.name, *args, cwd=self.dir, **kw)
@@ -114,6 +117,8 @@ def stack(docker_engine, tmp_path_factory):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+    s.db_host = s.database().address()[0]
+    s.write()
     yield s
     subprocess.run(["docker", "compose", "-p", name, "down", "-v", "--remove-orphans", "-t", "1"],
                    cwd=directory, capture_output=True, timeout=120)

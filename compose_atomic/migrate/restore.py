@@ -80,6 +80,7 @@ def restore(project: Project, db: Database, snap: Snapshot, *, target_db: str | 
 
     maint = db.connect(db.maintenance_db)
     try:
+        _repair_interrupted_switch(maint, live, progress)
         if replacing_live and not force:
             with db.connect() as conn:
                 writes = pending_writes(snap, introspect.write_counters(conn))
@@ -111,7 +112,7 @@ def restore(project: Project, db: Database, snap: Snapshot, *, target_db: str | 
                 if interrupted():
                     progress.warn(resource, "interrupted during the switch; the switch was completed")
         except BaseException as exc:
-            _drop_quietly(maint, work_db)
+            _drop_quietly(db, work_db)
             if isinstance(exc, KeyboardInterrupt):
                 raise Interrupted(f"restore of {snap.name} interrupted; the database "
                                   f'"{live}" was left as it was and the partial copy removed') from None
@@ -132,6 +133,21 @@ def restore(project: Project, db: Database, snap: Snapshot, *, target_db: str | 
             "seconds": round(elapsed, 3)}
 
 
+def _repair_interrupted_switch(conn, live: str, progress: Progress) -> None:
+    """Undo a switch cut short between its two renames (the process was killed)."""
+    from psycopg import sql
+
+    if _exists(conn, live):
+        return
+    old = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY datname DESC",
+                       (f"{live[:30]}\\_\\_ca\\_old\\_%",)).fetchall()
+    if len(old) == 1:
+        conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(_qi(old[0][0]), _qi(live)))
+        conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(_qi(live)))
+        progress.warn(f"Database {live}", f"an earlier restore was interrupted mid-switch; "
+                                          f"{old[0][0]} was renamed back to {live}")
+
+
 def _exists(conn, dbname: str) -> bool:
     return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone() is not None
 
@@ -150,10 +166,12 @@ def _drop(conn, dbname: str) -> None:
     conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(_qi(dbname)))
 
 
-def _drop_quietly(conn, dbname: str) -> None:
+def _drop_quietly(db: Database, dbname: str) -> None:
+    """Remove the partial copy on a fresh connection (an interrupt may have broken the old one)."""
     try:
-        if _exists(conn, dbname):
-            _drop(conn, dbname)
+        with db.connect(db.maintenance_db) as conn:
+            if _exists(conn, dbname):
+                _drop(conn, dbname)
     except Exception:  # noqa: BLE001 - best effort while already failing
         pass
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from compose_atomic import hookimpl
-from compose_atomic.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_ROLLED_BACK, OperationFailed, RollbackFailed
+from compose_atomic.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_ROLLED_BACK, OperationFailed, RollbackFailed, RolledBack
+from compose_atomic.migrate import plugin
 from conftest import IMAGE_BUSYBOX, IMAGE_POSTGRES, ROOT, docker, run_cli
 
 PASSWORD = "s3cret-Pw-9f2"
@@ -333,7 +334,6 @@ def test_db_migrate_applies_and_prunes_old_pre_migration_snapshots(stack):
 
 
 def test_migration_waiting_on_a_lock_is_cancelled_on_the_server(stack):
-    from compose_atomic.migrate import plugin
     from compose_atomic.plugins import pm
 
     reset_data(stack)
@@ -367,6 +367,30 @@ def test_migration_waiting_on_a_lock_is_cancelled_on_the_server(stack):
     leftover = docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={stack.name}",
                       "--filter", "label=com.docker.compose.oneoff=True").stdout.split()
     assert leftover == []
+
+
+def test_builtin_runner_waiting_on_a_lock_is_cancelled_on_the_server(stack):
+    from compose_atomic.plugins import pm
+
+    reset_data(stack)
+    before = checksums(stack)
+    stack.write(timeout="3s")
+    (stack.dir / "sql" / "001_ok.sql").write_text("CREATE TABLE first (id int);\n")
+    (stack.dir / "sql" / "002_wait.sql").write_text("ALTER TABLE items ADD COLUMN price numeric;\n")
+    holder = LockHolder(stack)
+    pm.register(holder, name="test-lock-holder")
+    try:
+        with pytest.raises(RolledBack) as caught:  # 001 committed: the snapshot comes back
+            plugin.before_deploy(project=stack.project(), service="api", old_container=None,
+                                 new_image=IMAGE_BUSYBOX)
+        message = str(caught.value)
+        assert "sql/002_wait.sql:1" in message and "cancelled on the server" in message
+        assert migration_sessions(stack) == []
+    finally:
+        pm.unregister(name="test-lock-holder")
+        if holder.conn is not None and not holder.conn.closed:
+            holder.conn.close()
+    assert checksums(stack) == before
 
 
 def test_new_app_failing_health_after_migration_brings_the_database_back(stack):
@@ -459,3 +483,30 @@ def test_first_deploy_starts_the_database_it_migrates(stack):
     assert proc.returncode == 0, proc.stderr
     assert "Starting" in proc.stderr and "Applied" in proc.stderr
     assert "public.fresh" in checksums(stack)
+
+
+def test_lint_gate_runs_first_and_stops_before_the_snapshot(stack, monkeypatch):
+    import types
+
+    reset_data(stack)
+    calls = []
+
+    def check_migrations(project, service, progress):
+        calls.append(service)
+        raise OperationFailed("migrations/current.sql:1: error: adding a column with a volatile default")
+
+    package = types.ModuleType("compose_atomic.lint")
+    gate = types.ModuleType("compose_atomic.lint.gate")
+    gate.check_migrations = check_migrations
+    package.gate = gate
+    monkeypatch.setitem(sys.modules, "compose_atomic.lint", package)
+    monkeypatch.setitem(sys.modules, "compose_atomic.lint.gate", gate)
+    text = (stack.dir / "compose.yaml").read_text().replace(
+        "lock_timeout: 1m", 'lock_timeout: 1m\n        lint: ["migrations/*.sql"]')
+    (stack.dir / "compose.yaml").write_text(text)
+    (stack.dir / "migrations" / "current.sql").write_text("ALTER TABLE items ADD COLUMN t timestamptz DEFAULT now();\n")
+    with pytest.raises(OperationFailed, match="volatile default"):
+        plugin.before_deploy(project=stack.project(), service="web", old_container=None,
+                             new_image=IMAGE_POSTGRES)
+    assert calls == ["web"]
+    assert not (stack.state_dir / "snapshots").exists() or not list((stack.state_dir / "snapshots").iterdir())

@@ -21,7 +21,7 @@ import pytest
 from compose_atomic import hookimpl
 from compose_atomic.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_ROLLED_BACK, OperationFailed, RollbackFailed, RolledBack
 from compose_atomic.migrate import plugin
-from conftest import IMAGE_BUSYBOX, IMAGE_POSTGRES, ROOT, docker, run_cli
+from conftest import IMAGE_BUSYBOX, IMAGE_POSTGRES, docker, run_cli
 
 PASSWORD = "s3cret-Pw-9f2"
 
@@ -298,6 +298,40 @@ def _deploy_start(stack: Stack):
     return project
 
 
+class CommandLineWatcher:
+    """Scans every process's command line on the host while active."""
+
+    def __init__(self, secret: str):
+        import threading
+
+        self.secret = secret.encode()
+        self.found: list[str] = []
+        self.scans = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                try:
+                    data = cmdline.read_bytes()
+                except OSError:
+                    continue
+                if self.secret in data:
+                    self.found.append(data.replace(b"\0", b" ").decode(errors="replace"))
+            self.scans += 1
+            self._stop.wait(0.1)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        return False
+
+
 class LockHolder:
     """A plugin that, once the snapshot exists, takes the lock the migration will need."""
 
@@ -342,12 +376,14 @@ def test_migration_waiting_on_a_lock_is_cancelled_on_the_server(stack):
     (stack.dir / "migrations" / "current.sql").write_text("ALTER TABLE items ADD COLUMN price numeric;\n")
     holder = LockHolder(stack)
     pm.register(holder, name="test-lock-holder")
+    watcher = CommandLineWatcher(PASSWORD)
     try:
         started = time.monotonic()
-        with pytest.raises(OperationFailed) as caught:
+        with watcher, pytest.raises(OperationFailed) as caught:
             plugin.before_deploy(project=stack.project(), service="web", old_container=None,
                                  new_image=IMAGE_POSTGRES)
         assert time.monotonic() - started < 40
+        assert watcher.scans > 5 and watcher.found == []  # no password on any command line
         message = str(caught.value)
         assert "timeout" in message and "cancelled 1 backend(s) on the server" in message
         assert "nothing was restored" in message

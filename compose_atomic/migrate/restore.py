@@ -84,9 +84,10 @@ def restore(project: Project, db: Database, snap: Snapshot, *, target_db: str | 
         if replacing_live and not force:
             with db.connect() as conn:
                 writes = pending_writes(snap, introspect.write_counters(conn))
+                wal = _wal_since(conn, snap) if writes else ""
             if writes:
                 raise RestoreRefused(
-                    f"restoring {snap.name} would discard {describe_writes(writes)}",
+                    f"restoring {snap.name} would discard {describe_writes(writes)}{wal}",
                     hint=f"Nothing was changed. To restore anyway: compose-atomic db restore "
                          f"{snap.name} --force (or restore beside it with --target-db NAME).")
         if not replacing_live and _exists(maint, target_db):
@@ -131,6 +132,18 @@ def restore(project: Project, db: Database, snap: Snapshot, *, target_db: str | 
                           target_db=target_db or live)
     return {"snapshot": snap.name, "database": target_db or live, "tables": verified,
             "seconds": round(elapsed, 3)}
+
+
+def _wal_since(conn, snap: Snapshot) -> str:
+    """`` (the WAL advanced N MiB since)``, as a second witness, or nothing."""
+    lsn = snap.manifest.get("wal_lsn")
+    if not lsn:
+        return ""
+    try:
+        diff = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)", (lsn,)).fetchone()[0]
+    except Exception:  # noqa: BLE001 - informational only
+        return ""
+    return f" (the WAL advanced {float(diff) / (1 << 20):.1f} MiB since)"
 
 
 def _repair_interrupted_switch(conn, live: str, progress: Progress) -> None:

@@ -546,3 +546,26 @@ def test_lint_gate_runs_first_and_stops_before_the_snapshot(stack, monkeypatch):
                              new_image=IMAGE_POSTGRES)
     assert calls == ["web"]
     assert not (stack.state_dir / "snapshots").exists() or not list((stack.state_dir / "snapshots").iterdir())
+
+
+def test_sigint_during_a_migration_restores_before_exiting(stack):
+    reset_data(stack)
+    before = checksums(stack)
+    (stack.dir / "sql" / "001_slow.sql").write_text(
+        "CREATE INDEX CONCURRENTLY items_qty ON items (qty);\nSELECT pg_sleep(60);\n")
+    proc = subprocess.Popen([sys.executable, "-m", "compose_atomic", "-p", stack.name, "db", "migrate", "api"],
+                            cwd=stack.dir, env={**os.environ, "NO_COLOR": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    with stack.connect("postgres") as conn:
+        while not conn.execute("SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%' "
+                               "AND application_name = 'compose-atomic-migrate'").fetchone():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == EXIT_INTERRUPTED, err
+    assert "interrupted" in err and "restored from snapshot" in err and "Traceback" not in err
+    assert migration_sessions(stack) == []
+    assert checksums(stack) == before

@@ -36,6 +36,7 @@ class CommandResult:
     error: MigrationFailed | None = None
     output: list[str] = field(default_factory=list)
     ended_backends: int = 0
+    interrupted: bool = False
 
 
 def compose_config_for(project: Project, service: str, image: str) -> dict:
@@ -99,12 +100,15 @@ def run_migration_command(project: Project, db: Database, service: str, image: s
             f'the migration of "{service}" passed its timeout ({timeout:g}s); {detail} and '
             f"removed its container")
         return result
-    except BaseException:
-        _cancel_on_server(db, name, app_name)
+    except KeyboardInterrupt:
+        result.ended_backends, _ = _cancel_on_server(db, name, app_name)
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
         proc.kill()
         proc.wait()
-        raise
+        result.interrupted = True
+        result.error = MigrationFailed(f'the migration of "{service}" was interrupted; its '
+                                       f"{result.ended_backends} backend(s) were ended on the server")
+        return result
     reader.join(timeout=5)
     result.output = list(tail)
     if code != 0:

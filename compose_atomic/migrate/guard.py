@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..errors import Interrupted
 from ..progress import Progress
 from ..project import Project
 from . import introspect
@@ -138,9 +139,10 @@ def guarded_migrate(project: Project, service: str, image: str | None = None,
     else:
         from .command import run_migration_command
 
-        error = run_migration_command(project, db, service, image, settings.command,
-                                      timeout=settings.timeout,
-                                      lock_timeout=settings.lock_timeout).error
+        result = run_migration_command(project, db, service, image, settings.command,
+                                       timeout=settings.timeout, lock_timeout=settings.lock_timeout)
+        error = result.error
+    interrupted = result.interrupted  # SIGINT: still bring the database to a consistent state
     with db.connect() as conn:
         after = introspect.write_counters(conn)
         schema_after = introspect.catalog_version(conn)
@@ -164,7 +166,7 @@ def guarded_migrate(project: Project, service: str, image: str | None = None,
         committed = schema_after != schema_before or bool(introspect.writes_between(before, after))
     if not committed:
         clear_state(project, service)
-        raise MigrationFailed(
+        raise (Interrupted if interrupted else MigrationFailed)(
             f"{error.message}\nThe migration failed inside one transaction, which PostgreSQL rolled "
             f"back: the database is unchanged, so nothing was restored (snapshot {snap.name} kept).",
             hint=error.hint)
@@ -177,7 +179,8 @@ def guarded_migrate(project: Project, service: str, image: str | None = None,
             hint=exc.hint or f"Restore by hand: compose-atomic db restore {snap.name}") from None
     finally:
         clear_state(project, service)
-    raise RolledBack(f"{error.message}\nThe database was restored from snapshot {snap.name} and verified.")
+    raise (Interrupted if interrupted else RolledBack)(
+        f"{error.message}\nThe database was restored from snapshot {snap.name} and verified.")
 
 
 def rollback(project: Project, service: str, reason: str | None = None,

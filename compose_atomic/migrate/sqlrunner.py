@@ -65,6 +65,7 @@ class RunResult:
     applied: list[str] = field(default_factory=list)
     committed: bool = False
     error: MigrationFailed | None = None
+    interrupted: bool = False
 
 
 def split_statements(text: str) -> list[Statement]:
@@ -173,7 +174,7 @@ def run_sql_files(db: Database, patterns: tuple[str, ...], base: Path, *, lock_t
                         conn.execute(stmt.text)
                         result.committed = True
                     _record(conn, mf, started)
-            except psycopg.Error as exc:
+            except (psycopg.Error, KeyboardInterrupt) as exc:
                 if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE and not conn.closed:
                     try:
                         conn.execute("ROLLBACK")
@@ -183,7 +184,10 @@ def run_sql_files(db: Database, patterns: tuple[str, ...], base: Path, *, lock_t
                 where = f"{mf.name}:{stmt.line}" if stmt else mf.name
                 kind = "in one transaction, rolled back" if mf.transactional else \
                     f"not in a transaction; {index} earlier statement{'s' if index != 1 else ''} stayed applied"
-                if timed_out.is_set():
+                if isinstance(exc, KeyboardInterrupt):
+                    result.interrupted = True
+                    result.error = MigrationFailed(f"{where}: interrupted ({kind})")
+                elif timed_out.is_set():
                     result.error = MigrationTimedOut(
                         f"{where}: the migration passed its timeout ({timeout:g}s) and was cancelled "
                         f"on the server ({kind})")

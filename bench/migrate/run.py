@@ -169,6 +169,14 @@ def main() -> None:
         line("raw `pg_restore -j 2` from a file inside the container", "restore_raw_j2", None)
         line("**compose-atomic restore + verify + swap**", "restore_ours", "restore_raw")
         print(f"| (restore vs raw `-j 2`) | | {best['restore_ours'] / best['restore_raw_j2']:.2f}x |")
+        paired = lambda a, b: statistics.median(x / y for x, y in zip(rows[a], rows[b]))
+        print("\nMedian of per-round ratios (each pair measured back to back, so less exposed to "
+              "load from other processes):\n")
+        print(f"- snapshot / raw dump in the container: {paired('snapshot', 'dump_in'):.2f}x")
+        print(f"- snapshot / raw dump streamed to the host: {paired('snapshot', 'dump_host'):.2f}x")
+        print(f"- restore+verify+swap / raw streamed pg_restore: {paired('restore_ours', 'restore_raw'):.2f}x")
+        print(f"- restore+verify+swap / raw pg_restore -j 2: {paired('restore_ours', 'restore_raw_j2'):.2f}x")
+        print("\nraw seconds per round: " + ", ".join(f"{k}={[round(x, 2) for x in v]}" for k, v in rows.items()))
     finally:
         subprocess.run(["docker", "compose", "down", "-v", "-t", "1"], cwd=work, capture_output=True)
         subprocess.run(["rm", "-rf", str(work)])

@@ -167,8 +167,9 @@ def guarded_migrate(project: Project, service: str, image: str | None = None,
     if not committed:
         clear_state(project, service)
         raise (Interrupted if interrupted else MigrationFailed)(
-            f"{error.message}\nThe migration failed inside one transaction, which PostgreSQL rolled "
-            f"back: the database is unchanged, so nothing was restored (snapshot {snap.name} kept).",
+            f"{error.message}\nThe database is unchanged (the migration failed inside one transaction, "
+            f"which PostgreSQL rolled back, or before it changed anything), so nothing was restored "
+            f"(snapshot {snap.name} kept).",
             hint=error.hint)
     try:
         restore(project, db, snap, force=settings.force_restore, progress=progress)

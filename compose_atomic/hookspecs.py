@@ -74,3 +74,34 @@ def swarm_stack(project, rendered):
 @hookspec
 def after_stack_deploy(project, result):
     """Run when `stack deploy` has settled, whatever the outcome (result.exit_code)."""
+# ---- migrate -----------------------------------------------------------------
+
+
+@hookspec
+def before_snapshot(project, database, path):
+    """Run before a snapshot of the database service is dumped to path."""
+
+
+@hookspec
+def after_snapshot(project, database, path, manifest):
+    """Run once a snapshot is written, checked and renamed to path."""
+
+
+@hookspec
+def before_migrate(project, service, database, snapshot_path):
+    """Run before a service's migration starts, once its snapshot exists."""
+
+
+@hookspec
+def after_migrate(project, service, database, snapshot_path, outcome):
+    """Run when a migration has ended, before any restore; outcome says how."""
+
+
+@hookspec
+def before_restore(project, database, path, target_db):
+    """Run before the snapshot at path is restored into target_db."""
+
+
+@hookspec
+def after_restore(project, database, path, target_db):
+    """Run once a restore into target_db is verified and live."""

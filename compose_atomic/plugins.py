@@ -17,6 +17,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "compose_atomic.completion.plugin",
     "compose_atomic.lint.plugin",
     "compose_atomic.swarm.plugin",
+    "compose_atomic.migrate.plugin",
 )
 ENTRY_POINT_GROUP = "compose_atomic"
 

@@ -1,0 +1,186 @@
+"""Snapshot and restore+verify against raw pg_dump / pg_restore, in one run.
+
+    .venv/bin/python bench/migrate/run.py [--scale 70] [--repeat 2]
+
+Starts a throwaway PostgreSQL container (compose project ``cabench-migrate-*``),
+fills it with ``pgbench -i -s SCALE`` (scale 70 is about 1 GB), then times, on the
+same database and in alternation:
+
+- raw ``pg_dump -Fc`` inside the container to a file there, and streamed to the host;
+- ``compose-atomic``'s snapshot (stream + sha256 + row counts in the exported
+  snapshot + ``pg_restore --list`` + fsync + rename);
+- raw ``pg_restore`` of the host file streamed into a new database (and ``-j 2`` from
+  a file inside the container);
+- ``compose-atomic``'s restore: restore into a new database, verify schema and row
+  counts, swap with the live one.
+
+Each operation follows a CHECKPOINT, and the order alternates between rounds, so
+neither side inherits the other's dirty pages. The machine is shared: read the
+best and the median together.
+
+Prints a Markdown table with the ratios; the numbers in RESULTS.md come from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+IMAGE = os.environ.get("IMAGE_POSTGRES", "compose-atomic-testbed/postgres:15")
+COMPOSE = """
+name: {name}
+services:
+  db:
+    image: {image}
+    environment:
+      POSTGRES_USER: bench
+      POSTGRES_DB: bench
+      POSTGRES_PASSWORD: bench-pw
+    shm_size: 256m
+"""
+
+
+def sh(*argv, **kw):
+    return subprocess.run(list(argv), check=True, **kw)
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scale", type=int, default=70)
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+
+    from compose_atomic.migrate.database import Database
+    from compose_atomic.migrate.restore import restore
+    from compose_atomic.migrate.snapshot import take_snapshot
+    from compose_atomic.progress import Progress
+    from compose_atomic.project import ComposeOptions, load_project
+
+    name = f"cabench-migrate-{uuid.uuid4().hex[:6]}"
+    work = Path(tempfile.mkdtemp(prefix="cabench-migrate-"))
+    (work / "compose.yaml").write_text(COMPOSE.format(name=name, image=IMAGE))
+    sh("docker", "compose", "up", "-d", "--wait", cwd=work, capture_output=True)
+    try:
+        project = load_project(ComposeOptions(project_directory=str(work)))
+        db = Database.locate(project, "db")
+        for _ in range(60):
+            try:
+                db.connect().close()
+                break
+            except Exception:
+                time.sleep(1)
+        print(f"pgbench -i -s {args.scale} ...", file=sys.stderr)
+        t_init = timed(lambda: sh(*db.exec_argv("pgbench", "-i", "-q", "-s", str(args.scale), "-U", "bench", "bench"),
+                                  env=db.exec_env(), capture_output=True))
+        with db.connect() as conn:
+            conn.execute("VACUUM ANALYZE")
+            size = conn.execute("SELECT pg_database_size('bench')").fetchone()[0]
+        print(f"database: {size / 2**30:.2f} GiB, initialised in {t_init:.0f}s", file=sys.stderr)
+        host_dump = work / "raw.dump"
+        snapdir = work / "snapshots"
+        snapdir.mkdir(mode=0o700)
+        quiet = Progress("quiet")
+        rows: dict[str, list[float]] = {k: [] for k in
+                                        ("dump_in", "dump_host", "snapshot", "restore_raw", "restore_raw_j2",
+                                         "restore_ours")}
+
+        def raw_dump_inside():
+            sh(*db.exec_argv("pg_dump", "-Fc", "-U", "bench", "-d", "bench", "-f", "/tmp/raw.dump"),
+               env=db.exec_env())
+
+        def raw_dump_host():
+            with open(host_dump, "wb") as out:
+                sh(*db.exec_argv("pg_dump", "-Fc", "-U", "bench", "-d", "bench"), stdout=out, env=db.exec_env())
+
+        snaps = []
+
+        def ours_snapshot():
+            snaps.append(take_snapshot(project, db, snapdir, progress=quiet))
+
+        def raw_restore(target: str, jobs: bool):
+            with db.connect("postgres") as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{target}"')
+                conn.execute(f'CREATE DATABASE "{target}" TEMPLATE template0')
+            if jobs:
+                t = timed(lambda: sh(*db.exec_argv("pg_restore", "-j", "2", "-U", "bench", "-d", target,
+                                                   "/tmp/raw.dump"), env=db.exec_env()))
+            else:
+                with open(host_dump, "rb") as handle:
+                    t = timed(lambda: sh(*db.exec_argv("pg_restore", "-U", "bench", "-d", target, stdin=True),
+                                         stdin=handle, env=db.exec_env()))
+            with db.connect("postgres") as conn:
+                conn.execute(f'DROP DATABASE "{target}"')
+            return t
+
+        def checkpoint():
+            with db.connect() as conn:
+                conn.execute("CHECKPOINT")
+
+        def measure(key, fn):
+            checkpoint()  # no dirty pages left over from the previous operation
+            rows[key].append(timed(fn) if key != "restore_raw" and key != "restore_raw_j2" else fn())
+
+        dumps = [("dump_in", raw_dump_inside), ("dump_host", raw_dump_host), ("snapshot", ours_snapshot)]
+        restores = [("restore_raw", lambda: raw_restore("raw_restore", jobs=False)),
+                    ("restore_raw_j2", lambda: raw_restore("raw_restore", jobs=True)),
+                    ("restore_ours", lambda: restore(project, db, snaps[-1], force=True, progress=quiet))]
+        for i in range(args.repeat):
+            print(f"round {i + 1}/{args.repeat}", file=sys.stderr)
+            order = (lambda x: x) if i % 2 == 0 else (lambda x: list(reversed(x)))
+            for key, fn in order(dumps):
+                measure(key, fn)
+            for key, fn in order(restores):
+                measure(key, fn)
+
+        best = {k: min(v) for k, v in rows.items()}
+        med = {k: statistics.median(v) for k, v in rows.items()}
+        dump_mib = snaps[-1].manifest["size"] / 2**20
+        cpu = os.cpu_count()
+        print(f"\n## pgbench scale {args.scale}: {size / 2**30:.2f} GiB database, dump {dump_mib:.0f} MiB\n")
+        print(f"{platform.node()} ({cpu} cores, shared), PostgreSQL 15 ({IMAGE}), "
+              f"{args.repeat} rounds, best (median) seconds\n")
+        print("| operation | seconds | ratio |")
+        print("|---|---|---|")
+        line = lambda label, key, base: print(
+            f"| {label} | {best[key]:.2f} ({med[key]:.2f}) | "
+            + (f"{best[key] / best[base]:.2f}x vs {base}" if base else "-") + " |")
+        line("raw `pg_dump -Fc` to a file inside the container", "dump_in", None)
+        line("raw `pg_dump -Fc` streamed to the host", "dump_host", None)
+        line("**compose-atomic snapshot**", "snapshot", "dump_in")
+        print(f"| (snapshot vs streamed raw dump) | | {best['snapshot'] / best['dump_host']:.2f}x |")
+        line("raw `pg_restore` streamed from the host into a new DB", "restore_raw", None)
+        line("raw `pg_restore -j 2` from a file inside the container", "restore_raw_j2", None)
+        line("**compose-atomic restore + verify + swap**", "restore_ours", "restore_raw")
+        print(f"| (restore vs raw `-j 2`) | | {best['restore_ours'] / best['restore_raw_j2']:.2f}x |")
+        paired = lambda a, b: statistics.median(x / y for x, y in zip(rows[a], rows[b]))
+        print("\nMedian of per-round ratios (each pair measured back to back, so less exposed to "
+              "load from other processes):\n")
+        print(f"- snapshot / raw dump in the container: {paired('snapshot', 'dump_in'):.2f}x")
+        print(f"- snapshot / raw dump streamed to the host: {paired('snapshot', 'dump_host'):.2f}x")
+        print(f"- restore+verify+swap / raw streamed pg_restore: {paired('restore_ours', 'restore_raw'):.2f}x")
+        print(f"- restore+verify+swap / raw pg_restore -j 2: {paired('restore_ours', 'restore_raw_j2'):.2f}x")
+        print("\nraw seconds per round: " + ", ".join(f"{k}={[round(x, 2) for x in v]}" for k, v in rows.items()))
+    finally:
+        subprocess.run(["docker", "compose", "down", "-v", "-t", "1"], cwd=work, capture_output=True)
+        subprocess.run(["rm", "-rf", str(work)])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,331 @@
+"""Verified snapshots: ``pg_dump -Fc`` inside the database container, streamed to disk.
+
+Never trust a pipe: the dump's own exit status is checked, the bytes go to a
+temporary file while their sha256 is computed, ``pg_restore --list`` must read the
+archive, then the file is fsynced, renamed atomically and made mode 0600. A
+manifest beside the dump records what a restore must bring back: per-table row
+counts and a schema fingerprint (read in the very snapshot pg_dump used, through
+``pg_export_snapshot``), and the write counters the restore compares against.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..progress import Progress
+from ..project import Project
+from . import introspect
+from .database import Database
+from .errors import NotEnoughSpace, SnapshotFailed, SnapshotNotFound
+
+CHUNK = 1 << 20
+#: Without an earlier snapshot to go by, a custom-format dump is assumed to take
+#: at most this share of the tables' on-disk size (it is compressed; pgbench data
+#: dumps to about 1/12 of it).
+FIRST_DUMP_RATIO = 0.35
+#: Head room over the previous snapshot of the same database.
+GROWTH_MARGIN = 1.25
+PRE_MIGRATE = "pre-migrate"
+MANUAL = "manual"
+#: How long a snapshot waits for a table lock held by another session.
+LOCK_WAIT = 60.0
+
+
+@dataclass
+class Snapshot:
+    """A dump file and its manifest."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path.with_suffix(".json")
+
+    @property
+    def created(self) -> dt.datetime:
+        return dt.datetime.fromisoformat(self.manifest["created"])
+
+    def save_manifest(self) -> None:
+        write_json_atomic(self.manifest_path, self.manifest)
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON through a 0600 temporary file, fsync, rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+
+
+def snapshot_name(database_service: str, reason: str, label: str | None, when: dt.datetime) -> str:
+    parts = [database_service, when.strftime("%Y%m%dT%H%M%SZ"), reason]
+    if label:
+        parts.append(label)
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", "-".join(parts))
+
+
+# ---- listing ----------------------------------------------------------------------
+
+
+def list_snapshots(directory: Path, database_service: str | None = None) -> list[Snapshot]:
+    """Complete snapshots (dump plus manifest), oldest first."""
+    found = []
+    if not directory.is_dir():
+        return found
+    for manifest_path in directory.glob("*.json"):
+        if manifest_path.name.startswith("."):
+            continue
+        dump = manifest_path.with_suffix(".dump")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not dump.is_file():
+            continue
+        if database_service and manifest.get("database_service") != database_service:
+            continue
+        found.append(Snapshot(dump, manifest))
+    return sorted(found, key=lambda s: (s.manifest["created"], s.name))
+
+
+def find_snapshot(directory: Path, database_service: str, name: str | None) -> Snapshot:
+    """A snapshot by name (or file name), or the newest when name is None."""
+    snapshots = list_snapshots(directory, database_service)
+    if name is None:
+        if not snapshots:
+            raise SnapshotNotFound(f'no snapshot of "{database_service}" in {directory}',
+                                   hint="Take one with: compose-atomic db snapshot")
+        return snapshots[-1]
+    for snap in snapshots:
+        if name in (snap.name, snap.path.name):
+            return snap
+    names = ", ".join(s.name for s in snapshots[-5:]) or "none"
+    raise SnapshotNotFound(f'no snapshot named "{name}" (latest: {names})',
+                           hint="List them with: compose-atomic db snapshots")
+
+
+# ---- retention --------------------------------------------------------------------
+
+
+def to_prune(snapshots: list[Snapshot], keep: int, now: dt.datetime | None = None,
+             min_age: dt.timedelta = dt.timedelta(days=1)) -> list[Snapshot]:
+    """Pre-migration snapshots beyond the newest ``keep`` that are older than ``min_age``.
+
+    Manual snapshots are never pruned: the user took them on purpose.
+    """
+    now = now or _now()
+    pre = sorted((s for s in snapshots if s.manifest.get("reason") == PRE_MIGRATE),
+                 key=lambda s: s.manifest["created"])
+    older = pre[:-keep] if keep > 0 else pre
+    return [s for s in older if now - s.created > min_age]
+
+
+def prune(directory: Path, database_service: str, keep: int, progress: Progress | None = None) -> list[str]:
+    """Apply the retention rule; returns the names removed."""
+    removed = []
+    for snap in to_prune(list_snapshots(directory, database_service), keep):
+        snap.path.unlink(missing_ok=True)
+        snap.manifest_path.unlink(missing_ok=True)
+        removed.append(snap.name)
+        if progress:
+            progress.event(f"Snapshot {snap.name}", "Pruned", f"keep_snapshots={keep}")
+    return removed
+
+
+# ---- taking a snapshot ----------------------------------------------------------------
+
+
+def estimate_size(conn, previous: list[Snapshot]) -> int:
+    """Bytes the dump is expected to need at most (see FIRST_DUMP_RATIO)."""
+    if previous:
+        return int(previous[-1].manifest["size"] * GROWTH_MARGIN)
+    tables = conn.execute("""SELECT coalesce(sum(pg_table_size(c.oid)), 0) FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND c.relkind = 'r'""").fetchone()[0]
+    return int(int(tables) * FIRST_DUMP_RATIO)
+
+
+def take_snapshot(project: Project, db: Database, directory: Path, *, reason: str = MANUAL,
+                  label: str | None = None, progress: Progress | None = None,
+                  extra: dict[str, Any] | None = None, lock_wait: float = LOCK_WAIT) -> Snapshot:
+    """Dump ``db`` into ``directory``; return the verified snapshot.
+
+    A dump needs a share lock on every table: when another session holds an
+    exclusive one for longer than ``lock_wait`` seconds, the snapshot fails
+    instead of queueing forever. On any failure nothing is left behind but the
+    existing snapshots.
+    """
+    from ..plugins import pm
+
+    progress = progress or Progress()
+    when = _now()
+    name = snapshot_name(db.service, reason, label, when)
+    final = directory / f"{name}.dump"
+    tmp = directory / f".{name}.dump.partial"
+    pm.hook.before_snapshot(project=project, database=db.service, path=str(final))
+
+    conn = db.connect(autocommit=True)
+    try:
+        conn.execute(f"SET lock_timeout = {int(lock_wait * 1000)}")
+        needed = estimate_size(conn, list_snapshots(directory, db.service))
+        free = shutil.disk_usage(directory).free
+        if needed > free:
+            raise NotEnoughSpace(
+                f"not enough space for a snapshot of \"{db.service}\" in {directory}: "
+                f"{_mib(free)} free, about {_mib(needed)} needed",
+                hint="Free space there or point x-atomic.state_dir at a larger disk; "
+                     "nothing was dumped and no existing snapshot was touched.")
+        progress.event(f"Snapshot {name}", "Dumping", f"{_mib(free)} free", state="working")
+        version = introspect.server_version(conn)
+        # Counters first, then the snapshot: a write in between is seen as a later
+        # write (a false alarm at worst), never silently missed.
+        counters = introspect.write_counters(conn)
+        lsn = introspect.wal_lsn(conn)
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        snapshot_id = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        facts: dict[str, Any] = {}
+
+        def read_facts() -> None:
+            try:
+                facts["tables"] = introspect.row_counts(conn)
+                facts["schema_sha256"] = introspect.schema_fingerprint(conn)
+            except Exception as exc:  # noqa: BLE001 - reported below
+                facts["error"] = exc
+
+        reader = threading.Thread(target=read_facts, daemon=True)
+        reader.start()
+        try:
+            size, digest = _dump(db, snapshot_id, tmp, lock_wait)
+        finally:
+            reader.join()
+            conn.execute("COMMIT")
+        if "error" in facts:
+            raise SnapshotFailed(f"reading row counts for the snapshot failed: {facts['error']}")
+        toc = _check_archive(db, tmp)
+        os.replace(tmp, final)
+        _fsync_dir(directory)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        conn.close()
+
+    manifest = {
+        "name": name, "created": when.isoformat(), "reason": reason, "label": label,
+        "database_service": db.service, "dbname": db.dbname, "server_version": version,
+        "size": size, "sha256": digest, "toc_entries": toc, "wal_lsn": lsn,
+        "tables": facts["tables"], "schema_sha256": facts["schema_sha256"],
+        "counters": counters, **(extra or {}),
+    }
+    snap = Snapshot(final, manifest)
+    snap.save_manifest()
+    progress.event(f"Snapshot {name}", "Created",
+                   f"{_mib(size)}, {len(facts['tables'])} tables, sha256 {digest[:12]}")
+    pm.hook.after_snapshot(project=project, database=db.service, path=str(final), manifest=manifest)
+    return snap
+
+
+def _dump(db: Database, snapshot_id: str, tmp: Path, lock_wait: float) -> tuple[int, str]:
+    """Stream pg_dump's output into ``tmp``; return size and sha256."""
+    argv = db.exec_argv("pg_dump", "--format=custom", "--no-password", f"--snapshot={snapshot_id}",
+                        f"--lock-wait-timeout={int(lock_wait * 1000)}",
+                        "-U", db.user, "-d", db.dbname)
+    digest = hashlib.sha256()
+    size = 0
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=db.exec_env())
+    errors: list[bytes] = []
+    drain = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)
+    drain.start()
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := proc.stdout.read(CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        code = proc.wait()
+    except OSError as exc:
+        proc.kill()
+        proc.wait()
+        if exc.errno == 28:  # ENOSPC
+            raise NotEnoughSpace(f"the disk filled up while dumping into {tmp.parent}: {exc.strerror}",
+                                 hint="The partial file was removed; no existing snapshot was touched.") from None
+        raise SnapshotFailed(f"writing the snapshot failed: {exc}") from None
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        drain.join(timeout=5)
+    if code != 0:
+        message = b"".join(errors).decode(errors="replace").strip()
+        raise SnapshotFailed(f"pg_dump exited with {code}: {message or 'no message'}")
+    if size == 0:
+        raise SnapshotFailed("pg_dump exited 0 but wrote nothing")
+    return size, digest.hexdigest()
+
+
+def _check_archive(db: Database, path: Path) -> int:
+    """``pg_restore --list`` must read the archive; returns its number of TOC entries."""
+    with open(path, "rb") as handle:
+        proc = subprocess.run(db.exec_argv("pg_restore", "--list", stdin=True), stdin=handle,
+                              capture_output=True, env=db.exec_env(), check=False)
+    if proc.returncode != 0:
+        raise SnapshotFailed("the dump is not a readable archive (pg_restore --list: "
+                             f"{proc.stderr.decode(errors='replace').strip()})")
+    return sum(1 for line in proc.stdout.decode(errors="replace").splitlines()
+               if line and not line.startswith(";"))
+
+
+def verify_file(snap: Snapshot) -> None:
+    """Size and sha256 of the dump must equal the manifest's."""
+    from .errors import RestoreRefused
+
+    size = snap.path.stat().st_size
+    if size != snap.manifest["size"]:
+        raise RestoreRefused(f"snapshot {snap.name} is damaged: {size} bytes, "
+                             f"the manifest records {snap.manifest['size']}")
+    digest = hashlib.sha256()
+    with open(snap.path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    if digest.hexdigest() != snap.manifest["sha256"]:
+        raise RestoreRefused(f"snapshot {snap.name} is damaged: its sha256 differs from the manifest's",
+                             hint="Restore an older snapshot (compose-atomic db snapshots lists them).")
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"

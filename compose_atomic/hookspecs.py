@@ -55,3 +55,26 @@ def on_rollback(project, service, old_container, new_container, reason):
 @hookspec
 def after_deploy(project, service, old_container, new_container, outcome):
     """Run when a service's deploy has ended, whatever the outcome."""
+
+
+# ---- backup --------------------------------------------------------------------
+
+
+@hookspec
+def register_offsite_targets(register):
+    """Add offsite backup targets: call register(name, build), build(context) returns sidecar services."""
+
+
+@hookspec
+def before_backup(project, service):
+    """Run before a backup that compose-atomic starts from the host; raise to stop it."""
+
+
+@hookspec
+def after_backup(project, service, path, size, checksum, verified):
+    """Run after a backup was written, checksummed and verified."""
+
+
+@hookspec
+def on_backup_failure(project, service, error):
+    """Run when a backup, verification or restore started from the host fails."""

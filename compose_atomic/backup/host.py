@@ -98,9 +98,12 @@ def parse_manifest(stdout: str) -> tuple[list[dict], dict]:
         if parts[0] == "#status" and len(parts) >= 4:
             status = {"time": int(parts[1]), "result": parts[2], "message": parts[3]}
         elif len(parts) == len(FIELDS) and not line.startswith("#"):
-            row = dict(zip(FIELDS, parts))
-            for key in ("epoch", "size", "seconds"):
-                row[key] = int(row[key])
+            row: dict = dict(zip(FIELDS, parts))
+            try:
+                for key in ("epoch", "size", "seconds"):
+                    row[key] = int(row[key])
+            except ValueError:
+                continue  # a damaged line; the sidecar never prunes what it cannot read either
             backups.append(row)
     backups.sort(key=lambda b: b["epoch"])
     return backups, status

@@ -1,0 +1,332 @@
+"""Backups end to end: a real PostgreSQL, the generated compose.backup.yml, the real sidecar.
+
+One stack per module (db, the backup sidecar, an alert receiver) keeps this under a
+minute or two. Each fault must exit non-zero, send the alert and leave every existing
+backup byte for byte as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import IMAGE_BUSYBOX, IMAGE_POSTGRES, docker, run_cli
+
+pytestmark = pytest.mark.docker
+SCRIPT = "/usr/local/bin/compose-atomic-backup"
+
+COMPOSE = """\
+services:
+  db:
+    image: ${POSTGRES_IMAGE:-postgres:17-alpine}
+    environment:
+      POSTGRES_DB: app
+      POSTGRES_PASSWORD_FILE: /run/secrets/db_password
+    secrets: [db_password]
+    x-atomic:
+      backup:
+        schedule: "0 3 * * *"
+        keep: {last: 3, daily: 7, weekly: 4, monthly: 6}
+        verify: restore
+        alert:
+          webhook: ${BACKUP_ALERT_WEBHOOK:-}
+  alerts:
+    image: ${BUSYBOX_IMAGE}
+    command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+    volumes: ["./www:/www:ro", "./alerts:/alerts"]
+secrets:
+  db_password:
+    file: ./db_password.txt
+"""
+
+CGI = """#!/bin/sh
+head -c "$CONTENT_LENGTH" > "/alerts/$(date +%s)-$$.json"
+printf 'Content-Type: text/plain\\r\\n\\r\\nok\\n'
+"""
+
+SEED = """
+CREATE TABLE customers (id int PRIMARY KEY, email text NOT NULL);
+INSERT INTO customers SELECT g, 'user' || g || '@example.com' FROM generate_series(1, 5000) g;
+CREATE TABLE orders (id bigserial PRIMARY KEY, customer int REFERENCES customers, total numeric(10,2));
+INSERT INTO orders (customer, total) SELECT 1 + g % 5000, (g % 997) / 7.0 FROM generate_series(1, 20000) g;
+CREATE SCHEMA billing;
+CREATE TABLE billing."Invoice Lines" (id int, note text);
+INSERT INTO billing."Invoice Lines" VALUES (1, 'tab	and ''quote'''), (2, NULL);
+"""
+
+CHECKSUMS = """
+SELECT 'customers', count(*), md5(string_agg(c::text, ',' ORDER BY id)) FROM customers c
+UNION ALL SELECT 'orders', count(*), md5(string_agg(o::text, ',' ORDER BY id)) FROM orders o
+UNION ALL SELECT 'invoice', count(*), md5(string_agg(i::text, ',' ORDER BY id)) FROM billing."Invoice Lines" i
+"""
+
+
+class Stack:
+    def __init__(self, root: Path, name: str):
+        self.root, self.name = root, name
+        self.env = {**os.environ, "POSTGRES_IMAGE": IMAGE_POSTGRES, "BUSYBOX_IMAGE": IMAGE_BUSYBOX,
+                    "BACKUP_ALERT_WEBHOOK": "http://alerts:8080/cgi-bin/alert", "NO_COLOR": "1"}
+
+    def compose(self, *args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
+        cmd = ["docker", "compose", "-p", self.name, "-f", "compose.yaml", "-f", "compose.backup.yml", *args]
+        proc = subprocess.run(cmd, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{cmd} failed: {proc.stderr}")
+        return proc
+
+    def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+        return run_cli("-p", self.name, *args, cwd=self.root, env=self.env, timeout=timeout)
+
+    def sidecar(self, *args: str, entry: str | None = None, extra: tuple[str, ...] = (),
+                timeout: float = 180) -> subprocess.CompletedProcess:
+        """`docker compose run` of the sidecar; `entry` is a sh -c prelude (umask, fakes)."""
+        if entry is None:
+            return self.compose("run", "--rm", "-T", *extra, "db-backup", *args, check=False, timeout=timeout)
+        return self.compose("run", "--rm", "-T", *extra, "--entrypoint", "sh", "db-backup", "-c",
+                            f"{entry}; exec sh {SCRIPT} {' '.join(args)}", check=False, timeout=timeout)
+
+    def psql(self, sql: str, db: str = "app") -> str:
+        return self.compose("exec", "-T", "db", "psql", "-X", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", db,
+                            "-At", "-c", sql).stdout
+
+    def files(self) -> dict[str, str]:
+        """Every file in the backup volume with its sha256 (dotfiles aside)."""
+        out = self.compose("exec", "-T", "db-backup", "sh", "-c",
+                           "cd /backups && for f in *; do [ -f \"$f\" ] && sha256sum \"$f\"; done").stdout
+        return {line.split()[1]: line.split()[0] for line in out.splitlines() if line.strip()}
+
+    def alerts(self) -> list[dict]:
+        found = []
+        for path in sorted((self.root / "alerts").glob("*.json")):
+            found.append(json.loads(path.read_text()))
+        return found
+
+    def clear_alerts(self) -> None:
+        for path in (self.root / "alerts").glob("*.json"):
+            path.unlink()
+
+    def wait_db(self) -> None:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.compose("exec", "-T", "db", "pg_isready", "-U", "postgres", "-d", "app", check=False).returncode == 0:
+                if self.compose("exec", "-T", "db", "psql", "-U", "postgres", "-d", "app", "-c", "select 1",
+                                check=False).returncode == 0:
+                    return
+            time.sleep(0.5)
+        raise AssertionError("database did not become ready")
+
+
+@pytest.fixture(scope="module")
+def stack(docker_engine, tmp_path_factory):
+    root = tmp_path_factory.mktemp("backup-stack")
+    name = f"catest-bk-{uuid.uuid4().hex[:8]}"
+    (root / "compose.yaml").write_text(COMPOSE)
+    (root / "db_password.txt").write_text("s3cret:pass\\word\n")
+    os.chmod(root / "db_password.txt", 0o600)
+    (root / "www" / "cgi-bin").mkdir(parents=True)
+    (root / "www" / "cgi-bin" / "alert").write_text(CGI)
+    os.chmod(root / "www" / "cgi-bin" / "alert", 0o755)
+    (root / "alerts").mkdir()
+    os.chmod(root / "alerts", 0o777)
+    s = Stack(root, name)
+    generated = s.cli("backup", "generate")
+    assert generated.returncode == 0, generated.stderr
+    try:
+        s.compose("up", "-d", "db", "alerts")
+        s.wait_db()
+        s.psql(SEED)
+        s.compose("up", "-d", "db-backup")
+        yield s
+    finally:
+        s.compose("down", "-v", "--remove-orphans", "-t", "1", check=False)
+        for kind in ("container", "volume", "network"):
+            ids = docker(kind, "ls", "-q", *(["-a"] if kind == "container" else []), "--filter",
+                         f"label=com.docker.compose.project={name}", check=False).stdout.split()
+            if ids:
+                docker(kind, "rm", "-f", *ids, check=False) if kind == "container" else docker(kind, "rm", *ids, check=False)
+
+
+def backup_now(stack: Stack) -> subprocess.CompletedProcess:
+    result = stack.cli("backup", "now")
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def assert_failed_safely(stack: Stack, result: subprocess.CompletedProcess, before: dict, words: str) -> None:
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert words in (result.stdout + result.stderr).lower(), result.stdout + result.stderr
+    assert stack.files() == before, "a failed run changed existing backups"
+    alerts = stack.alerts()
+    assert alerts and "[failure]" in alerts[-1]["text"], alerts
+    health = stack.sidecar("health")
+    assert health.returncode == 1 and "failed" in health.stdout
+
+
+def test_backup_now_is_verified_private_and_restores_equal(stack):
+    started = stack.sidecar("now", entry="umask 000")  # a permissive umask must not leak
+    assert started.returncode == 0, started.stdout + started.stderr
+    mode = stack.compose("exec", "-T", "db-backup", "sh", "-c",
+                         "stat -c '%a %n' /backups /backups/* /backups/.status").stdout
+    modes = dict(reversed(line.split(" ", 1)) for line in mode.splitlines())
+    assert modes.pop("/backups") == "700"
+    assert set(modes.values()) == {"600"}, modes
+    result = backup_now(stack)
+    path, size, checksum, verified, _ = result.stdout.strip().splitlines()[-1].split("\t")
+    assert verified == "restore" and int(size) > 10000 and len(checksum) == 64
+    listing = json.loads(stack.cli("backup", "list", "--json").stdout)
+    assert [b["name"] for b in listing["backups"]][-1] == path.rsplit("/", 1)[-1]
+    assert listing["status"]["result"] == "ok"
+    assert stack.sidecar("health").returncode == 0
+    restored = stack.cli("backup", "restore", "--latest", "--target-db", "app_copy")
+    assert restored.returncode == 0, restored.stderr
+    assert stack.psql(CHECKSUMS, "app_copy") == stack.psql(CHECKSUMS)
+    # Never over an existing database (production included).
+    again = stack.cli("backup", "restore", "--latest", "--target-db", "app")
+    assert again.returncode == 1 and "already exists" in again.stderr
+    verify = stack.cli("backup", "verify", "--latest")
+    assert verify.returncode == 0, verify.stderr
+
+
+def test_wrong_password_fails_loudly(stack):
+    before = stack.files()
+    stack.clear_alerts()
+    result = stack.sidecar("now", entry="echo wrong > /tmp/wrongpw; export BACKUP_PASSWORD_FILE=/tmp/wrongpw")
+    assert_failed_safely(stack, result, before, "password authentication failed")
+    assert "wrong" not in json.dumps(stack.alerts())
+
+
+def test_server_newer_than_client_fails_at_start(stack, tmp_path):
+    # Only PostgreSQL 15 is built here, so a pg_dump that reports 14 stands in for an old
+    # client: the check reads `pg_dump --version`, the shim passes everything else through.
+    before = stack.files()
+    stack.clear_alerts()
+    shim = ("mkdir -p /tmp/shim; printf '%s\\n' '#!/bin/sh' "
+            "'[ \"$1\" = --version ] && { echo \"pg_dump (PostgreSQL) 14.11\"; exit 0; }' "
+            "'exec /usr/lib/postgresql/15/bin/pg_dump \"$@\"' > /tmp/shim/pg_dump; chmod 755 /tmp/shim/pg_dump; "
+            "export PATH=/tmp/shim:$PATH")
+    result = stack.sidecar("serve", entry=shim, timeout=120)
+    assert_failed_safely(stack, result, before, "pg_dump cannot back up a newer server")
+
+
+def test_corrupted_byte_is_caught(stack):
+    backup_now(stack)
+    before = stack.files()
+    stack.clear_alerts()
+    name = json.loads(stack.cli("backup", "list", "--json").stdout)["backups"][-1]["name"]
+    flip = (f"f=/backups/{name}; cp $f /tmp/orig; "
+            "printf 'X' | dd of=$f bs=1 seek=5000 conv=notrunc 2>/dev/null")
+    stack.compose("exec", "-T", "db-backup", "sh", "-c", flip)
+    result = stack.cli("backup", "verify", name)
+    assert result.returncode == 1 and "checksum mismatch" in result.stderr
+    assert stack.alerts() and "checksum mismatch" in stack.alerts()[-1]["text"]
+    # Corruption before the checksum was taken (bad RAM, a buggy disk): the restore catches it.
+    stack.compose("exec", "-T", "db-backup", "sh", "-c",
+                  f"s=$(sha256sum /backups/{name} | cut -d' ' -f1); cp /backups/manifest.tsv /tmp/m; "
+                  f"awk -F '\\t' -v OFS='\\t' -v s=$s '$1 == \"{name}\" {{ $5 = s }} 1' /tmp/m > /backups/manifest.tsv")
+    result = stack.cli("backup", "verify", name)
+    assert result.returncode == 1 and "failed" in result.stderr
+    stack.compose("exec", "-T", "db-backup", "sh", "-c",
+                  f"cp /tmp/orig /backups/{name}; cp /tmp/m /backups/manifest.tsv")
+    assert stack.files() == before
+    assert stack.cli("backup", "verify", name).returncode == 0
+
+
+def test_full_disk_and_shrink_alert(stack):
+    volume = f"{stack.name}_tiny"
+    docker("volume", "create", "--driver", "local", "--opt", "type=tmpfs", "--opt", "device=tmpfs",
+           "--opt", "o=size=1600k", "--label", f"com.docker.compose.project={stack.name}", volume)
+    tiny = ("-v", f"{volume}:/backups")
+    first = stack.sidecar("now", extra=tiny)
+    assert first.returncode == 0, first.stderr
+    before = stack.compose("run", "--rm", "-T", *tiny, "--entrypoint", "sh", "db-backup", "-c",
+                           "cd /backups && sha256sum * | sort").stdout
+    stack.clear_alerts()
+    # 2 MB of incompressible data: the free-space check passes, then pg_dump hits ENOSPC.
+    stack.psql("CREATE TABLE blob AS SELECT g AS id, decode(string_agg(md5(random()::text || g || h), ''), 'hex') AS b "
+               "FROM generate_series(1, 128) g, generate_series(1, 1024) h GROUP BY g")
+    try:
+        result = stack.sidecar("now", extra=tiny)
+        assert result.returncode != 0
+        assert "no space left" in result.stderr.lower() or "not enough free space" in result.stderr.lower()
+        after = stack.compose("run", "--rm", "-T", *tiny, "--entrypoint", "sh", "db-backup", "-c",
+                              "cd /backups && sha256sum * | sort; ls -a").stdout
+        assert after.startswith(before) and ".partial" not in after
+        assert stack.alerts() and "[failure]" in stack.alerts()[-1]["text"]
+        # In the real volume the big dump fits; then the table goes and the next dump shrinks.
+        backup_now(stack)
+    finally:
+        stack.psql("DROP TABLE IF EXISTS blob")
+    stack.clear_alerts()
+    backup_now(stack)
+    assert any("shrank by more than half" in a["text"] for a in stack.alerts())
+    docker("volume", "rm", "-f", volume, check=False)
+
+
+def test_missed_days_keep_the_floor_and_foreign_files(stack):
+    """Backups stopped for weeks, then one run with keep last=1 (below the floor)."""
+    backup_now(stack)
+    name = json.loads(stack.cli("backup", "list", "--json").stdout)["backups"][-1]["name"]
+    seed = (f"cd /backups && : > /tmp/extra && for d in 10 11 12 13 14; do "
+            f"n=app-202601${{d}}T030000Z.dump; cp {name} $n; "
+            f"printf '%s\\tapp\\t%s\\t1\\t%s\\trestore\\t1\\n' $n $((1700000000 + d)) $(sha256sum $n | cut -d' ' -f1) >> /tmp/extra; done; "
+            "cat manifest.tsv >> /tmp/extra; mv /tmp/extra manifest.tsv; "
+            "echo mine > notes.txt; echo mine > app-handmade.dump")
+    stack.compose("exec", "-T", "db-backup", "sh", "-c", seed)
+    listed = stack.cli("backup", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    count_before = len(json.loads(listed.stdout)["backups"])
+    assert count_before >= 8
+    stack.clear_alerts()
+    keep1 = ("export BACKUP_KEEP_LAST=1 BACKUP_KEEP_DAILY=0 BACKUP_KEEP_WEEKLY=0 BACKUP_KEEP_MONTHLY=0")
+    result = stack.sidecar("now", entry=keep1)
+    assert result.returncode == 0, result.stderr
+    left = json.loads(stack.cli("backup", "list", "--json").stdout)["backups"]
+    assert len(left) == 3
+    files = stack.files()
+    assert "notes.txt" in files and "app-handmade.dump" in files
+    assert sorted(f for f in files if f.endswith(".dump") and f != "app-handmade.dump") == sorted(b["name"] for b in left)
+
+
+def test_database_stopped_mid_dump(stack):
+    before = stack.files()
+    stack.clear_alerts()
+    # Hold a lock so pg_dump is connected and mid-dump, waiting, when the server goes away.
+    holder = subprocess.Popen(
+        ["docker", "compose", "-p", stack.name, "-f", "compose.yaml", "-f", "compose.backup.yml", "exec", "-T",
+         "db", "psql", "-U", "postgres", "-d", "app", "-c",
+         "BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60);"],
+        cwd=stack.root, env=stack.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(2)
+        run = subprocess.Popen(
+            [*["docker", "compose", "-p", stack.name, "-f", "compose.yaml", "-f", "compose.backup.yml"],
+             "run", "--rm", "-T", "db-backup", "now"],
+            cwd=stack.root, env=stack.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            waiting = stack.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_dump' "
+                                 "AND wait_event_type = 'Lock'")
+            if waiting.strip() not in ("", "0"):
+                break
+            time.sleep(0.3)
+        else:
+            raise AssertionError("pg_dump never started")
+        stack.compose("kill", "db")
+        out, err = run.communicate(timeout=120)
+        result = subprocess.CompletedProcess(run.args, run.returncode, out, err)
+    finally:
+        holder.kill()
+        holder.wait()
+        stack.compose("start", "db")
+        stack.wait_db()
+    assert_failed_safely(stack, result, before, "pg_dump of app exited with status")
+    backup_now(stack)
+    assert stack.sidecar("health").returncode == 0

@@ -142,23 +142,30 @@ pgpass_setup() {
 
 LOCKDIR="$BACKUP_DIR/.lock"
 HAVE_LOCK=""
+HEART_PID=""
 take_lock() {
-    host=$(hostname 2>/dev/null || echo unknown)
-    if mkdir "$LOCKDIR" 2>/dev/null; then
-        printf '%s %s\n' "$host" "$$" >"$LOCKDIR/owner"; HAVE_LOCK=1; return 0
-    fi
-    owner=$(cat "$LOCKDIR/owner" 2>/dev/null || true)
-    set -- $owner
-    # A lock left by an earlier life of this very container, or one older than a day, is stale.
-    if { [ "${1:-}" = "$host" ] && ! kill -0 "${2:-0}" 2>/dev/null; } ||
-       [ -n "$(find "$LOCKDIR" -maxdepth 0 -mmin +1440 2>/dev/null)" ]; then
+    # mkdir is atomic on every filesystem. The holder touches the lock every 30s, so a
+    # lock left by a killed container (any container on this volume) is stale after 3 min.
+    if ! mkdir "$LOCKDIR" 2>/dev/null; then
+        beat="$LOCKDIR/owner"
+        [ -f "$beat" ] || beat=$LOCKDIR
+        [ -n "$(find "$beat" -maxdepth 0 -mmin +3 2>/dev/null)" ] || return 1
+        log "removing a stale lock left by $(cat "$LOCKDIR/owner" 2>/dev/null || echo 'an unknown run')"
         rm -rf "$LOCKDIR"
         mkdir "$LOCKDIR" 2>/dev/null || return 1
-        printf '%s %s\n' "$host" "$$" >"$LOCKDIR/owner"; HAVE_LOCK=1; return 0
     fi
-    return 1
+    HAVE_LOCK=1
+    printf '%s %s\n' "$(hostname 2>/dev/null || echo unknown)" "$$" >"$LOCKDIR/owner"
+    ( while :; do sleep 30; touch "$LOCKDIR/owner" 2>/dev/null || exit 0; done ) >/dev/null 2>&1 &
+    HEART_PID=$!
+    # Temporary files of a run that was killed (SIGKILL, power loss): ours by name, never a backup.
+    find "$BACKUP_DIR" -maxdepth 1 -type f -name '.*.partial*' -exec rm -f {} \; 2>/dev/null
+    return 0
 }
-release_lock() { if [ -n "$HAVE_LOCK" ]; then rm -rf "$LOCKDIR"; HAVE_LOCK=""; fi; }
+release_lock() {
+    if [ -n "$HEART_PID" ]; then kill "$HEART_PID" 2>/dev/null; wait "$HEART_PID" 2>/dev/null; HEART_PID=""; fi
+    if [ -n "$HAVE_LOCK" ]; then rm -rf "$LOCKDIR"; HAVE_LOCK=""; fi
+}
 
 # ---- versions ----------------------------------------------------------------
 

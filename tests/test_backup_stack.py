@@ -20,6 +20,41 @@ import pytest
 
 from conftest import IMAGE_BUSYBOX, IMAGE_POSTGRES, docker, run_cli
 
+IMAGE_RCLONE = os.environ.get("IMAGE_RCLONE", "compose-atomic-testbed/rclone:1")
+RCLONE_DOCKERFILE = """\
+# Debian's rclone, the libraries it links and busybox for sh: a stand-in for rclone/rclone
+# (Alpine: rclone + busybox) on a machine without a registry.
+FROM scratch
+COPY rootfs/ /
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+ENV PATH=/bin:/usr/bin HOME=/tmp
+ENTRYPOINT ["/usr/bin/rclone"]
+"""
+
+
+def build_rclone_image() -> None:
+    """Build IMAGE_RCLONE once (idempotent: an existing image is kept)."""
+    if docker("image", "inspect", IMAGE_RCLONE, check=False).returncode == 0:
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as ctx:
+        rootfs = Path(ctx) / "rootfs"
+        for d in ("usr/bin", "bin", "tmp", "etc"):
+            (rootfs / d).mkdir(parents=True, exist_ok=True)
+        os.chmod(rootfs / "tmp", 0o1777)
+        shutil.copy2("/usr/bin/rclone", rootfs / "usr/bin/rclone")
+        shutil.copy2(shutil.which("busybox"), rootfs / "bin/busybox")
+        (rootfs / "etc/passwd").write_text("root:x:0:0:root:/tmp:/bin/sh\n")
+        (rootfs / "etc/group").write_text("root:x:0:\n")
+        ldd = subprocess.run(["ldd", "/usr/bin/rclone"], capture_output=True, text=True).stdout
+        for lib in [w for w in ldd.split() if w.startswith("/")]:
+            target = rootfs / lib.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(os.path.realpath(lib), target)
+        (Path(ctx) / "Dockerfile").write_text(RCLONE_DOCKERFILE)
+        docker("build", "-q", "-t", IMAGE_RCLONE, ctx, timeout=300)
+
 pytestmark = pytest.mark.docker
 SCRIPT = "/usr/local/bin/compose-atomic-backup"
 
@@ -36,8 +71,14 @@ services:
         schedule: "0 3 * * *"
         keep: {last: 3, daily: 7, weekly: 4, monthly: 6}
         verify: restore
+        offsite:
+          rclone: ":webdav,url='http://remote:8080':db"
         alert:
           webhook: ${BACKUP_ALERT_WEBHOOK:-}
+  remote:
+    image: ${RCLONE_IMAGE}
+    command: ["serve", "webdav", "/data", "--addr", ":8080"]
+    volumes: ["./remote:/data"]
   alerts:
     image: ${BUSYBOX_IMAGE}
     command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
@@ -73,6 +114,7 @@ class Stack:
     def __init__(self, root: Path, name: str):
         self.root, self.name = root, name
         self.env = {**os.environ, "POSTGRES_IMAGE": IMAGE_POSTGRES, "BUSYBOX_IMAGE": IMAGE_BUSYBOX,
+                    "RCLONE_IMAGE": IMAGE_RCLONE,
                     "BACKUP_ALERT_WEBHOOK": "http://alerts:8080/cgi-bin/alert", "NO_COLOR": "1"}
 
     def compose(self, *args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -100,7 +142,7 @@ class Stack:
     def files(self) -> dict[str, str]:
         """Every file in the backup volume with its sha256 (dotfiles aside)."""
         out = self.compose("exec", "-T", "db-backup", "sh", "-c",
-                           "cd /backups && for f in *; do [ -f \"$f\" ] && sha256sum \"$f\"; done").stdout
+                           "cd /backups && for f in *; do [ -f \"$f\" ] && sha256sum \"$f\"; done; true").stdout
         return {line.split()[1]: line.split()[0] for line in out.splitlines() if line.strip()}
 
     def alerts(self) -> list[dict]:
@@ -126,6 +168,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(docker_engine, tmp_path_factory):
+    build_rclone_image()
     root = tmp_path_factory.mktemp("backup-stack")
     name = f"catest-bk-{uuid.uuid4().hex[:8]}"
     (root / "compose.yaml").write_text(COMPOSE)
@@ -135,15 +178,16 @@ def stack(docker_engine, tmp_path_factory):
     (root / "www" / "cgi-bin" / "alert").write_text(CGI)
     os.chmod(root / "www" / "cgi-bin" / "alert", 0o755)
     (root / "alerts").mkdir()
+    (root / "remote").mkdir()
     os.chmod(root / "alerts", 0o777)
     s = Stack(root, name)
     generated = s.cli("backup", "generate")
     assert generated.returncode == 0, generated.stderr
     try:
-        s.compose("up", "-d", "db", "alerts")
+        s.compose("up", "-d", "db", "alerts", "remote")
         s.wait_db()
         s.psql(SEED)
-        s.compose("up", "-d", "db-backup")
+        s.compose("up", "-d", "db-backup", "db-backup-offsite")
         yield s
     finally:
         s.compose("down", "-v", "--remove-orphans", "-t", "1", check=False)
@@ -330,3 +374,37 @@ def test_database_stopped_mid_dump(stack):
     assert_failed_safely(stack, result, before, "pg_dump of app exited with status")
     backup_now(stack)
     assert stack.sidecar("health").returncode == 0
+
+
+def test_offsite_sidecar_copies_and_the_copy_restores(stack):
+    """The rclone sidecar (busybox sh + rclone, volume read-only) against a WebDAV remote."""
+    backup_now(stack)
+    result = stack.compose("exec", "-T", "db-backup-offsite", "sh", SCRIPT, "offsite-now", check=False)
+    assert result.returncode == 0, result.stderr
+    local = {n for n in stack.files() if n.startswith("app-2") and n.endswith(".dump")}
+    remote_dir = stack.root / "remote" / "db"
+    assert local <= {p.name for p in remote_dir.iterdir()}
+    health = stack.compose("exec", "-T", "db-backup-offsite", "sh", SCRIPT, "offsite-health", check=False)
+    assert health.returncode == 0, health.stdout
+    # The runbook for a lost volume: restore the offsite copy from a directory on the host.
+    newest = max(local)
+    restored = stack.compose("run", "--rm", "-T", "-v", f"{remote_dir}:/restore:ro", "db-backup", "restore",
+                             f"/restore/{newest}", "app_offsite", check=False)
+    assert restored.returncode == 0, restored.stderr
+    assert stack.psql(CHECKSUMS, "app_offsite") == stack.psql(CHECKSUMS)
+
+
+def test_a_held_lock_skips_the_run_and_a_stale_one_is_taken(stack):
+    before = stack.files()
+    stack.compose("exec", "-T", "-u", "postgres", "db-backup", "sh", "-c",
+                  "mkdir /backups/.lock && echo other 1 > /backups/.lock/owner")
+    try:
+        held = stack.sidecar("now")
+        assert held.returncode == 1 and "another backup run holds" in held.stderr
+        assert stack.files() == before
+        stack.compose("exec", "-T", "-u", "postgres", "db-backup", "touch", "-d", "@1", "/backups/.lock/owner")
+        stale = stack.sidecar("now")
+        assert stale.returncode == 0, stale.stderr
+        assert "stale lock" in stale.stderr
+    finally:
+        stack.compose("exec", "-T", "db-backup", "rm", "-rf", "/backups/.lock")

@@ -486,7 +486,17 @@ health() {
 }
 
 resolve_file() {
-    # An archive named in the manifest (a bare name or a path inside BACKUP_DIR).
+    # An archive named in the manifest (a bare name or a path inside BACKUP_DIR), checked
+    # against its recorded sha256; or an absolute path elsewhere (a copy fetched from
+    # offsite, mounted into the container), checked by pg_restore --list and restore only.
+    case "$1" in
+        /*) if [ "$(dirname "$1")" != "${BACKUP_DIR%/}" ] && [ -f "$1" ]; then
+                FILE=$1
+                log "$1 is not in the manifest: no recorded checksum; checking the archive itself"
+                pg_restore --list "$FILE" >/dev/null 2>"$W/list.err" || fail "pg_restore --list rejects $1: $(head -n 2 "$W/list.err")"
+                return 0
+            fi ;;
+    esac
     name=$(basename "$1")
     line=$(awk -F '\t' -v n="$name" '$1 == n' "$MANIFEST" 2>/dev/null | tail -n 1)
     [ -n "$line" ] || fail "$name is not a backup listed in $MANIFEST"

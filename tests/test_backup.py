@@ -289,3 +289,29 @@ def test_offsite_refuses_to_overwrite_and_alerts(tmp_path, webdav, alerts):
     assert (tmp_path / "offsite.state").read_text().startswith("failed")
     health = sh(["busybox", "ash"], "offsite-health", env=env)
     assert health.returncode == 1
+
+
+# ---- the command line ------------------------------------------------------------------------
+
+
+def test_generate_command_is_idempotent_and_checks_targets(tmp_path):
+    from conftest import run_cli
+
+    (tmp_path / "compose.yaml").write_text(yaml.safe_dump({"services": {"db": DB}, "secrets": {
+        "db_password": {"file": "./pw.txt"}}}))
+    first = run_cli("backup", "generate", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    text = (tmp_path / "compose.backup.yml").read_text()
+    again = run_cli("backup", "generate", cwd=tmp_path)
+    assert again.returncode == 0 and "up to date" in again.stderr
+    assert (tmp_path / "compose.backup.yml").read_text() == text
+    printed = run_cli("backup", "generate", "-o", "-", cwd=tmp_path)
+    assert printed.stdout == text
+    typo = {**DB, "x-atomic": {"backup": {"offsite": {"rclon": "b2:x"}}}}
+    (tmp_path / "compose.yaml").write_text(yaml.safe_dump({"services": {"db": typo}, "secrets": {
+        "db_password": {"file": "./pw.txt"}}}))
+    bad = run_cli("backup", "generate", cwd=tmp_path)
+    assert bad.returncode == 2 and "rclone" in bad.stderr and "Traceback" not in bad.stderr
+    (tmp_path / "compose.backup.yml").unlink()
+    none = run_cli("backup", "list", cwd=tmp_path)
+    assert none.returncode == 2 and "backup generate" in none.stderr

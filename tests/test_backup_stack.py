@@ -408,3 +408,11 @@ def test_a_held_lock_skips_the_run_and_a_stale_one_is_taken(stack):
         assert "stale lock" in stale.stderr
     finally:
         stack.compose("exec", "-T", "db-backup", "rm", "-rf", "/backups/.lock")
+
+
+def test_a_run_under_busybox_ash(stack):
+    """The dump path (fifo, snapshot session, restore-verify) under busybox ash, the shell of alpine."""
+    result = stack.sidecar("now", entry="export BACKUP_SHELL='/opt/busybox ash'",
+                           extra=("-v", f"{shutil.which('busybox')}:/opt/busybox:ro"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("OK\t") or "\nOK\t" in result.stdout

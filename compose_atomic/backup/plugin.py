@@ -60,6 +60,21 @@ def offsite_targets() -> dict:
     return targets
 
 
+def _before_backup(project, service: str) -> None:
+    """Call before_backup; a plugin that raises stops the backup with its reason, not a traceback."""
+    from ..errors import ComposeAtomicError
+    from ..plugins import pm
+    from .host import BackupFailed
+
+    try:
+        pm.hook.before_backup(project=project, service=service)
+    except ComposeAtomicError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any plugin error stops the backup, explained
+        raise BackupFailed(f"a before_backup hook stopped the backup of {service}: "
+                           f"{type(error).__name__}: {error}") from None
+
+
 def _project(ctx: click.Context):
     from ..project import load_project
     from .host import with_override
@@ -118,7 +133,7 @@ def register_commands(cli):
 
         project = _project(ctx)
         sidecar = pick(project, service)
-        pm.hook.before_backup(project=project, service=sidecar.service)
+        _before_backup(project, sidecar.service)
         proc = run_sidecar(project, sidecar, "now")
         if proc.returncode != 0:
             error = failure(proc.stdout or "", proc.returncode)

@@ -72,7 +72,7 @@ workdir() {
 
 json_escape() {
     # Escape a string for a JSON value: backslash, quote, control characters as spaces.
-    printf '%s' "$1" | tr '\n\r\t' '   ' | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g'
+    printf '%s' "$1" | tr '\n\r\t' '   ' | tr -d '\000-\010\013\014\016-\037' | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g'
 }
 
 file_size() { wc -c <"$1" | tr -d ' '; }
@@ -635,8 +635,8 @@ drop_privileges() {
     for tool in setpriv gosu su-exec; do
         command -v "$tool" >/dev/null 2>&1 || continue
         case "$tool" in
-            setpriv) exec setpriv --reuid=postgres --regid=postgres --init-groups sh "$0" "$@" ;;
-            *) exec "$tool" postgres sh "$0" "$@" ;;
+            setpriv) exec setpriv --reuid=postgres --regid=postgres --init-groups ${BACKUP_SHELL:-sh} "$0" "$@" ;;
+            *) exec "$tool" postgres ${BACKUP_SHELL:-sh} "$0" "$@" ;;
         esac
     done
     echo "cannot drop privileges to postgres: no setpriv, gosu or su-exec in this image" >&2

@@ -32,6 +32,7 @@ SCRIPT_PATH = "/usr/local/bin/compose-atomic-backup"
 BACKUP_DIR = "/backups"
 LABEL = "com.compose-atomic.backup.for"
 ROLE_LABEL = "com.compose-atomic.backup.role"
+SCRIPT_LABEL = "com.compose-atomic.backup.script"
 DEFAULT_RCLONE_IMAGE = "rclone/rclone:1.68"
 DEFAULT_KEEP = {"last": 3, "daily": 7, "weekly": 4, "monthly": 6}
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -60,6 +61,14 @@ OffsiteBuilder = Callable[[OffsiteContext], dict[str, dict[str, Any]]]
 def script_text() -> str:
     """The POSIX sh script every sidecar runs."""
     return resources.files("compose_atomic.backup").joinpath("sidecar.sh").read_text()
+
+
+def script_digest() -> str:
+    """Short sha256 of the script: a label, so `up -d` recreates sidecars when it changes
+    (Compose does not compare the content of configs)."""
+    import hashlib
+
+    return hashlib.sha256(script_text().encode()).hexdigest()[:16]
 
 
 def raw_value(project: Project, *path: str) -> Any:
@@ -213,7 +222,7 @@ def build(project: Project, offsite_builders: dict[str, OffsiteBuilder] | None =
             "configs": [{"source": SCRIPT_CONFIG, "target": SCRIPT_PATH}],
             "healthcheck": {"test": ["CMD", "sh", SCRIPT_PATH, "health"], "interval": "1m",
                             "timeout": "30s", "retries": 1, "start_period": "1m"},
-            "labels": {LABEL: service, ROLE_LABEL: "dump"},
+            "labels": {LABEL: service, ROLE_LABEL: "dump", SCRIPT_LABEL: script_digest()},
             "networks": networks,
         }
         if pw_secret:
@@ -227,7 +236,8 @@ def build(project: Project, offsite_builders: dict[str, OffsiteBuilder] | None =
             context = OffsiteContext(project=project, service=service, backup_service=name, volume=volume,
                                      config=config, environment=dict(shared))
             for extra_name, extra in builder(context).items():
-                extra.setdefault("labels", {}).update({LABEL: service, ROLE_LABEL: f"offsite-{target}"})
+                extra.setdefault("labels", {}).update({LABEL: service, ROLE_LABEL: f"offsite-{target}",
+                                                       SCRIPT_LABEL: script_digest()})
                 services[extra_name] = extra
             secrets.update(context.extra_secrets)
     if not services:

@@ -175,8 +175,16 @@ client_major() {
 
 check_versions() {
     # pg_dump reads servers of its own major version or older, never newer.
-    server=$(psql -X -At -d "$1" -c 'show server_version_num' 2>"$W/version.err") ||
-        fail "cannot connect to database $1: $(head -n 3 "$W/version.err")"
+    # A server that is restarting (or a resolver hiccup) gets a few seconds; a refused
+    # password or a missing database fails at once.
+    tries=0
+    until server=$(psql -X -At -d "$1" -c 'show server_version_num' 2>"$W/version.err"); do
+        tries=$((tries + 1))
+        if [ "$tries" -ge "${BACKUP_CONNECT_TRIES:-5}" ] || grep -qiE 'authentication|does not exist|permission denied' "$W/version.err"; then
+            fail "cannot connect to database $1: $(head -n 3 "$W/version.err" | tr '\n' ' ')"
+        fi
+        sleep 2
+    done
     client=$(client_major)
     smajor=$((server / 10000))
     if [ -z "$client" ] || [ "$smajor" -gt "$client" ]; then

@@ -110,6 +110,23 @@ UNION ALL SELECT 'invoice', count(*), md5(string_agg(i::text, ',' ORDER BY id)) 
 """
 
 
+# compose.pin.yml pins names to addresses in /etc/hosts. Docker 20.10's embedded DNS drops
+# compose service names after a minute or so while swarm mode is active on the engine
+# (another user of the shared engine turns it on); the generated file stays as it is.
+FILES = ("-f", "compose.yaml", "-f", "compose.backup.yml", "-f", "compose.pin.yml")
+PINNED = {"db": 10, "alerts": 11, "remote": 12}
+
+
+def pin_file(prefix: str) -> str:
+    hosts = [f"{name}:{prefix}.{last}" for name, last in PINNED.items()]
+    lines = ["networks:", "  default:", "    ipam:", "      config:", f"        - subnet: {prefix}.0/24", "services:"]
+    for name, last in PINNED.items():
+        lines += [f"  {name}:", "    networks:", "      default:", f"        ipv4_address: {prefix}.{last}"]
+    for name in ("db-backup", "db-backup-offsite"):
+        lines += [f"  {name}:", "    extra_hosts:"] + [f'      - "{h}"' for h in hosts]
+    return "\n".join(lines) + "\n"
+
+
 class Stack:
     def __init__(self, root: Path, name: str):
         self.root, self.name = root, name
@@ -118,14 +135,15 @@ class Stack:
                     "BACKUP_ALERT_WEBHOOK": "http://alerts:8080/cgi-bin/alert", "NO_COLOR": "1"}
 
     def compose(self, *args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
-        cmd = ["docker", "compose", "-p", self.name, "-f", "compose.yaml", "-f", "compose.backup.yml", *args]
+        cmd = ["docker", "compose", "-p", self.name, *FILES, *args]
         proc = subprocess.run(cmd, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"{cmd} failed: {proc.stderr}")
         return proc
 
     def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-        return run_cli("-p", self.name, *args, cwd=self.root, env=self.env, timeout=timeout)
+        files = FILES if (self.root / "compose.backup.yml").exists() else ()
+        return run_cli("-p", self.name, *files, *args, cwd=self.root, env=self.env, timeout=timeout)
 
     def sidecar(self, *args: str, entry: str | None = None, extra: tuple[str, ...] = (),
                 timeout: float = 180) -> subprocess.CompletedProcess:
@@ -184,7 +202,15 @@ def stack(docker_engine, tmp_path_factory):
     generated = s.cli("backup", "generate")
     assert generated.returncode == 0, generated.stderr
     try:
-        s.compose("up", "-d", "db", "alerts", "remote")
+        import random
+
+        for _ in range(8):  # a free /24 for the pinned addresses
+            (root / "compose.pin.yml").write_text(pin_file(f"10.{random.randint(100, 250)}.{random.randint(0, 255)}"))
+            if s.compose("up", "-d", "db", "alerts", "remote", check=False).returncode == 0:
+                break
+            s.compose("down", "-t", "0", check=False)
+        else:
+            raise AssertionError("no free subnet for the test stack")
         s.wait_db()
         s.psql(SEED)
         s.compose("up", "-d", "db-backup", "db-backup-offsite")
@@ -344,14 +370,14 @@ def test_database_stopped_mid_dump(stack):
     stack.clear_alerts()
     # Hold a lock so pg_dump is connected and mid-dump, waiting, when the server goes away.
     holder = subprocess.Popen(
-        ["docker", "compose", "-p", stack.name, "-f", "compose.yaml", "-f", "compose.backup.yml", "exec", "-T",
+        ["docker", "compose", "-p", stack.name, *FILES, "exec", "-T",
          "db", "psql", "-U", "postgres", "-d", "app", "-c",
          "BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60);"],
         cwd=stack.root, env=stack.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(2)
         run = subprocess.Popen(
-            [*["docker", "compose", "-p", stack.name, "-f", "compose.yaml", "-f", "compose.backup.yml"],
+            ["docker", "compose", "-p", stack.name, *FILES,
              "run", "--rm", "-T", "db-backup", "now"],
             cwd=stack.root, env=stack.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60

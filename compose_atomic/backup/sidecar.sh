@@ -120,8 +120,21 @@ fail() {
     log "FAILED: $*"
     # Scheduled runs and `now` record the failure for the health check; verify alerts
     # too; a refused restore is reported to the person at the terminal only.
-    case "$MODE" in run) set_status failed "$*" ;; esac
-    case "$MODE" in run|verify) alert failure "$*" ;; esac
+    repeat=""
+    if [ "$MODE" = run ] && [ -f "$STATUS" ]; then
+        # A sidecar that cannot start is restarted by Docker every minute: alert once an
+        # hour for the same failure, not each time.
+        IFS=$(printf '\t') read -r p_when p_result p_message <"$STATUS"
+        if [ "$p_result" = failed ] && [ "$p_message" = "$*" ] && [ $(( $(date -u +%s) - ${p_when:-0} )) -lt 3600 ]; then
+            repeat=1
+        fi
+    fi
+    if [ -z "$repeat" ]; then case "$MODE" in run) set_status failed "$*" ;; esac; fi
+    if [ -n "$repeat" ]; then
+        log "same failure as less than an hour ago: alert not repeated"
+    else
+        case "$MODE" in run|verify) alert failure "$*" ;; esac
+    fi
     printf 'FAILED\t%s\n' "$(printf '%s' "$*" | tr '\n\t' '  ')"
     cleanup
     release_lock

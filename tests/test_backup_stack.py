@@ -248,8 +248,10 @@ def test_backup_now_is_verified_private_and_restores_equal(stack):
     modes = dict(reversed(line.split(" ", 1)) for line in mode.splitlines())
     assert modes.pop("/backups") == "700"
     assert set(modes.values()) == {"600"}, modes
-    result = backup_now(stack)
-    path, size, checksum, verified, _ = result.stdout.strip().splitlines()[-1].split("\t")
+    result = stack.cli("backup", "now", "--json")
+    assert result.returncode == 0, result.stderr
+    written = json.loads(result.stdout)["backups"][-1]
+    path, size, checksum, verified = written["path"], written["size"], written["sha256"], written["verified"]
     assert verified == "restore" and int(size) > 10000 and len(checksum) == 64
     listing = json.loads(stack.cli("backup", "list", "--json").stdout)
     assert [b["name"] for b in listing["backups"]][-1] == path.rsplit("/", 1)[-1]
@@ -442,3 +444,49 @@ def test_a_run_under_busybox_ash(stack):
                            extra=("-v", f"{shutil.which('busybox')}:/opt/busybox:ro"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("OK\t") or "\nOK\t" in result.stdout
+
+
+def test_hooks_see_each_backup_and_can_stop_one(stack, monkeypatch):
+    from click.testing import CliRunner
+
+    from compose_atomic import hookimpl
+    from compose_atomic.cli import cli
+    from compose_atomic.plugins import pm
+
+    seen: dict = {}
+
+    class Recorder:
+        @hookimpl
+        def before_backup(self, service):
+            seen["before"] = service
+
+        @hookimpl
+        def after_backup(self, service, path, size, checksum, verified):
+            seen["after"] = (service, path, size, checksum, verified)
+
+    class Veto:
+        @hookimpl
+        def before_backup(self, service):
+            raise RuntimeError("maintenance window")
+
+    monkeypatch.chdir(stack.root)
+    for key in ("POSTGRES_IMAGE", "BUSYBOX_IMAGE", "RCLONE_IMAGE", "BACKUP_ALERT_WEBHOOK"):
+        monkeypatch.setenv(key, stack.env[key])
+    pm.register(Recorder(), name="test-backup-recorder")
+    try:
+        result = CliRunner().invoke(cli, ["-p", stack.name, *FILES, "backup", "now"])
+        assert result.exit_code == 0, result.output
+        service, path, size, checksum, verified = seen["after"]
+        assert seen["before"] == service == "db" and verified == "restore"
+        assert stack.files()[path.rsplit("/", 1)[-1]] == checksum and size > 0
+        before = stack.files()
+        veto = Veto()
+        pm.register(veto, name="test-backup-veto")
+        try:
+            stopped = CliRunner().invoke(cli, ["-p", stack.name, *FILES, "backup", "now"])
+        finally:
+            pm.unregister(veto)
+        assert stopped.exit_code == 1 and "maintenance window" in stopped.output
+        assert stack.files() == before
+    finally:
+        pm.unregister(name="test-backup-recorder")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -84,6 +85,7 @@ class Bench:
         rc, ms = proc.stdout.strip().splitlines()[-1].split()
         if rc != "0":
             raise SystemExit(f"{cmd!r} exited {rc}: {proc.stdout} {proc.stderr}")
+        self.phases = re.findall(r"(pg_dump|restore-verification) of \S+ took ([0-9.]+)s", proc.stderr)
         return int(ms) / 1000
 
 
@@ -124,6 +126,7 @@ def main() -> None:
                   "umask 077; printf '*:*:*:*:%s\\n' \"$(cat /run/secrets/db_password)\" > /tmp/pgpass")
         raw_env = "export PGPASSFILE=/tmp/pgpass; "
         script = "sh /usr/local/bin/compose-atomic-backup now >/dev/null"
+        b.phases = []
         for _ in range(args.repeat):
             run: dict = {}
             run["raw_pg_dump_s"] = b.timed("db-backup", raw_env + "pg_dump -Fc -d app -f /backups/.raw.dump")
@@ -135,6 +138,8 @@ def main() -> None:
             b.timed("db-backup", raw_env + "dropdb raw1 && dropdb raw2 && rm -f /backups/.raw.dump")
             run["sidecar_verify_list_s"] = b.timed("db-backup", "BACKUP_VERIFY=list " + script)
             run["sidecar_verify_restore_s"] = b.timed("db-backup", "BACKUP_VERIFY=restore " + script)
+            for phase, seconds in b.phases:
+                run[f"sidecar_phase_{phase.replace('-', '_')}_s"] = float(seconds)
             t = time.monotonic()
             restored = subprocess.run([sys.executable, "-m", "compose_atomic", "-p", name, *FILES, "backup", "restore", "--latest",
                             "--target-db", "rto"], cwd=root, env=b.env, check=False, capture_output=True, text=True)

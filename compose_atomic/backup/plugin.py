@@ -125,8 +125,9 @@ def register_commands(cli):
 
     @backup.command()
     @service_option
+    @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
     @click.pass_context
-    def now(ctx, service):
+    def now(ctx, service, as_json):
         """Take a backup now, with the sidecar's checks and verification."""
         from ..plugins import pm
         from .host import BackupFailed, failure, pick, result_lines, run_sidecar
@@ -140,10 +141,16 @@ def register_commands(cli):
             pm.hook.on_backup_failure(project=project, service=sidecar.service, error=error)
             raise BackupFailed(f"backup of {sidecar.service} failed: {error}",
                                hint="Existing backups are untouched.")
+        written = []
         for path, size, checksum, verified, seconds in result_lines(proc.stdout, "OK"):
             pm.hook.after_backup(project=project, service=sidecar.service, path=path, size=int(size),
                                  checksum=checksum, verified=verified)
-            click.echo(f"{path}\t{size}\t{checksum}\t{verified}\t{seconds}s")
+            written.append({"path": path, "size": int(size), "sha256": checksum, "verified": verified,
+                            "seconds": int(seconds)})
+            if not as_json:
+                click.echo(f"{path}\t{size}\t{checksum}\t{verified}\t{seconds}s")
+        if as_json:
+            click.echo(json.dumps({"service": sidecar.service, "backups": written}, indent=2))
 
     @backup.command(name="list")
     @service_option

@@ -75,6 +75,14 @@ json_escape() {
     printf '%s' "$1" | tr '\n\r\t' '   ' | tr -d '\000-\010\013\014\016-\037' | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g'
 }
 
+now_ms() {
+    # Milliseconds since the epoch where date knows %N (GNU, busybox), else whole seconds.
+    t=$(date -u +%s%N 2>/dev/null)
+    case "$t" in *N|'') echo $(( $(date -u +%s) * 1000 )) ;; *) echo $((t / 1000000)) ;; esac
+}
+
+secs() { printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)); }
+
 file_size() { wc -c <"$1" | tr -d ' '; }
 
 sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
@@ -362,6 +370,7 @@ backup_db() {
     SNAP=""
     if [ "$BACKUP_VERIFY" = restore ]; then start_snapshot "$db"; fi
     log "dumping $db"
+    t0=$(now_ms)
     if [ -n "$SNAP" ]; then
         pg_dump -Fc -d "$db" --snapshot="$SNAP" -f "$tmp" 2>"$W/dump.err"; rc=$?
     else
@@ -372,11 +381,14 @@ backup_db() {
         fail "pg_dump of $db exited with status $rc: $(head -n 3 "$W/dump.err" | tr '\n' ' ')"
     fi
     if [ -n "$SNAP" ]; then finish_snapshot "$db"; fi
+    log "pg_dump of $db took $(secs $(( $(now_ms) - t0 )))s"
     [ -s "$tmp" ] || { rm -f "$tmp"; fail "pg_dump of $db wrote an empty file"; }
     pg_restore --list "$tmp" >"$W/toc" 2>"$W/list.err" ||
         { rm -f "$tmp"; fail "pg_restore --list rejects the dump of $db: $(head -n 3 "$W/list.err")"; }
     if [ "$BACKUP_VERIFY" = restore ]; then
+        t1=$(now_ms)
         verify_restore "$tmp" "$W/counts.src"
+        log "restore-verification of $db took $(secs $(( $(now_ms) - t1 )))s (this is the restore time to expect: RTO)"
     fi
     size=$(file_size "$tmp")
     sum=$(sha256_of "$tmp")

@@ -315,3 +315,22 @@ def test_generate_command_is_idempotent_and_checks_targets(tmp_path):
     (tmp_path / "compose.backup.yml").unlink()
     none = run_cli("backup", "list", cwd=tmp_path)
     assert none.returncode == 2 and "backup generate" in none.stderr
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=SHELL_IDS)
+def test_health_means_freshness_not_liveness(shell, tmp_path):
+    now = int(time.time())
+    env = {"BACKUP_DIR": str(tmp_path), "BACKUP_MAX_AGE": "5400"}
+    assert sh(shell, "health", env=env).returncode == 1  # no status at all
+    (tmp_path / ".started").write_text(f"{now - 60}\n")
+    (tmp_path / ".status").write_text(f"{now - 60}\tok\tstarted; no run yet\n")
+    assert sh(shell, "health", env=env).returncode == 0  # waiting for the first run
+    (tmp_path / ".started").write_text(f"{now - 6000}\n")
+    assert "no verified backup" in sh(shell, "health", env=env).stdout  # the first run never came
+    (tmp_path / "manifest.tsv").write_text(f"app-x.dump\tapp\t{now - 3600}\t1\tx\trestore\t1\n")
+    assert sh(shell, "health", env=env).returncode == 0
+    stale = sh(shell, "health", env={**env, "BACKUP_MAX_AGE": "1800"})
+    assert stale.returncode == 1 and "old" in stale.stdout
+    (tmp_path / ".status").write_text(f"{now}\tfailed\tpg_dump of app exited with status 1\n")
+    failed = sh(shell, "health", env=env)
+    assert failed.returncode == 1 and "last run failed" in failed.stdout

@@ -225,6 +225,9 @@ def build(project: Project, offsite_builders: dict[str, OffsiteBuilder] | None =
             "labels": {LABEL: service, ROLE_LABEL: "dump", SCRIPT_LABEL: script_digest()},
             "networks": networks,
         }
+        if env.get("TZ"):
+            # The schedule is read in the sidecar's time zone: the database's, when it sets one.
+            sidecar["environment"]["TZ"] = _keep_raw(project, service, str(env["TZ"]), "environment", "TZ")
         if pw_secret:
             sidecar["secrets"] = [pw_secret]
         services[name] = sidecar

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 import subprocess
 import time
 import uuid
@@ -355,7 +354,7 @@ def test_missed_days_keep_the_floor_and_foreign_files(stack):
     listed = stack.cli("backup", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     count_before = len(json.loads(listed.stdout)["backups"])
-    assert count_before >= 8
+    assert count_before >= 6
     stack.clear_alerts()
     keep1 = ("export BACKUP_KEEP_LAST=1 BACKUP_KEEP_DAILY=0 BACKUP_KEEP_WEEKLY=0 BACKUP_KEEP_MONTHLY=0")
     result = stack.sidecar("now", entry=keep1)

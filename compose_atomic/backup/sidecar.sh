@@ -336,7 +336,8 @@ gfs() {
 
 prune_local() {
     db=$1
-    manifest_for "$db" | cut -f1 >"$W/all.$db"
+    # Only names this tool gives its archives are candidates; anything else is never pruned.
+    manifest_for "$db" | cut -f1 | grep -E "^$db-[0-9]{8}T[0-9]{6}Z\.dump\$" >"$W/all.$db" || true
     gfs "$BACKUP_KEEP_LAST" "$BACKUP_KEEP_DAILY" "$BACKUP_KEEP_WEEKLY" "$BACKUP_KEEP_MONTHLY" <"$W/all.$db" >"$W/keep.$db"
     kept=$(wc -l <"$W/keep.$db")
     [ "$kept" -ge "$FLOOR" ] || [ "$kept" -eq "$(wc -l <"$W/all.$db")" ] || return 0

@@ -439,7 +439,11 @@ def test_a_held_lock_skips_the_run_and_a_stale_one_is_taken(stack):
 
 def test_a_run_under_busybox_ash(stack):
     """The dump path (fifo, snapshot session, restore-verify) under busybox ash, the shell of alpine."""
-    result = stack.sidecar("now", entry="export BACKUP_SHELL='/opt/busybox ash'",
+    # busybox's applets first on PATH (awk, sed, sort, find, df, sha256sum, date...), as on
+    # alpine; pg_* and setpriv (not in busybox) stay the image's.
+    applets = ("mkdir -p /tmp/bb && /opt/busybox --install -s /tmp/bb && rm -f /tmp/bb/setpriv && "
+               "export PATH=/tmp/bb:$PATH BACKUP_SHELL='/opt/busybox ash'")
+    result = stack.sidecar("now", entry=applets,
                            extra=("-v", f"{shutil.which('busybox')}:/opt/busybox:ro"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("OK\t") or "\nOK\t" in result.stdout

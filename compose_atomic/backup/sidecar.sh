@@ -666,10 +666,15 @@ drop_privileges() {
         cp "$BACKUP_PASSWORD_FILE" /tmp/.compose-atomic-pw 2>/dev/null && chown postgres /tmp/.compose-atomic-pw &&
             chmod 600 /tmp/.compose-atomic-pw && BACKUP_PASSWORD_FILE=/tmp/.compose-atomic-pw && export BACKUP_PASSWORD_FILE
     fi
-    for tool in setpriv gosu su-exec; do
-        command -v "$tool" >/dev/null 2>&1 || continue
+    # gosu (Debian postgres images), su-exec (Alpine ones), util-linux setpriv (others).
+    # Absolute paths: busybox's own setpriv applet lacks --reuid.
+    for tool in $(command -v gosu su-exec 2>/dev/null) /usr/local/bin/gosu /usr/sbin/gosu /sbin/su-exec \
+                /usr/bin/su-exec /usr/local/bin/su-exec /usr/bin/setpriv /bin/setpriv; do
+        [ -x "$tool" ] || continue
         case "$tool" in
-            setpriv) exec setpriv --reuid=postgres --regid=postgres --init-groups ${BACKUP_SHELL:-sh} "$0" "$@" ;;
+            */setpriv)
+                "$tool" --help 2>&1 | grep -q -- --reuid || continue
+                exec "$tool" --reuid=postgres --regid=postgres --init-groups ${BACKUP_SHELL:-sh} "$0" "$@" ;;
             *) exec "$tool" postgres ${BACKUP_SHELL:-sh} "$0" "$@" ;;
         esac
     done

@@ -80,9 +80,9 @@ def raw_value(project: Project, *path: str) -> Any:
         except (OSError, yaml.YAMLError):
             continue
         for key in path:
-            if isinstance(node, dict) and key in node:
-                node = node[key]
-            elif isinstance(node, list) and key not in ("",):
+            if isinstance(node, dict):
+                node = node.get(key)
+            elif isinstance(node, list):  # environment: ["KEY=value", ...]
                 node = _env_list_lookup(node, key)
             else:
                 node = None
@@ -103,7 +103,7 @@ def _env_list_lookup(items: list, key: str) -> Any:
 def _keep_raw(project: Project, service: str, value: Any, *path: str) -> Any:
     """Prefer the un-interpolated spelling when the user wrote a ${VAR} reference."""
     raw = raw_value(project, "services", service, *path)
-    if isinstance(raw, str) and "${" in raw or isinstance(raw, str) and raw.startswith("$"):
+    if isinstance(raw, str) and "$" in raw:
         return raw
     return value
 

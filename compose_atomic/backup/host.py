@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,8 @@ class BackupFailed(OperationFailed):
 
 @dataclass
 class Sidecar:
+    """A database service and the sidecar service that backs it up."""
+
     service: str  # the database service
     name: str  # the dump sidecar service
 
@@ -43,6 +44,7 @@ def with_override(project: Project) -> Project:
 
 
 def sidecars(project: Project) -> list[Sidecar]:
+    """The dump sidecars in the project, found by the labels ``backup generate`` sets."""
     found = []
     for name, svc in project.services.items():
         labels = svc.get("labels") or {}
@@ -82,10 +84,12 @@ def run_sidecar(project: Project, sidecar: Sidecar, *args: str, timeout: float |
 
 
 def result_lines(stdout: str, tag: str) -> list[list[str]]:
+    """The sidecar's tab-separated result lines (OK, FAILED, VERIFIED, RESTORED) for ``tag``."""
     return [line.split("\t")[1:] for line in stdout.splitlines() if line.startswith(tag + "\t")]
 
 
 def failure(stdout: str, code: int) -> str:
+    """The sidecar's one-line reason for a failure."""
     failed = result_lines(stdout, "FAILED")
     return failed[-1][0] if failed and failed[-1] else f"the backup sidecar exited with status {code}"
 
@@ -107,11 +111,3 @@ def parse_manifest(stdout: str) -> tuple[list[dict], dict]:
             backups.append(row)
     backups.sort(key=lambda b: b["epoch"])
     return backups, status
-
-
-def stdout_of(proc: subprocess.CompletedProcess) -> str:
-    return proc.stdout or ""
-
-
-def echo_err(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)

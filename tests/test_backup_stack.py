@@ -493,3 +493,33 @@ def test_hooks_see_each_backup_and_can_stop_one(stack, monkeypatch):
         assert stack.files() == before
     finally:
         pm.unregister(name="test-backup-recorder")
+
+
+def test_the_schedule_loop_runs_at_the_cron_time_and_stops_promptly(stack):
+    """`serve` with a clock that says 03:00 (the configured "0 3 * * *"): one run, then SIGTERM."""
+    def names() -> set:
+        return {b["name"] for b in json.loads(stack.cli("backup", "list", "--json").stdout)["backups"]}
+
+    before = names()
+    clock = ("mkdir -p /tmp/clock; printf '%s\\n' '#!/bin/sh' "
+             "'case \"$*\" in *\"%M %H\"*) echo \"00 03 26 11 4 58\"; exit 0 ;; esac' "
+             "'exec /usr/bin/date \"$@\"' > /tmp/clock/date; chmod 755 /tmp/clock/date; "
+             "export PATH=/tmp/clock:$PATH")
+    name = f"{stack.name}-serve"
+    stack.compose("run", "-d", "--name", name, "--entrypoint", "sh", "db-backup", "-c",
+                  f"{clock}; exec sh {SCRIPT} serve")
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if names() - before:
+                break
+            time.sleep(1)
+        else:
+            raise AssertionError("the schedule loop did not run at 03:00: " + docker("logs", name, check=False).stderr)
+        time.sleep(3)  # the same minute again: no second run
+        assert len(names() - before) == 1
+        started = time.monotonic()
+        docker("stop", "-t", "20", name)
+        assert time.monotonic() - started < 10, "serve ignored SIGTERM"
+    finally:
+        docker("rm", "-f", name, check=False)

@@ -310,6 +310,22 @@ def test_corrupted_byte_is_caught(stack):
     assert stack.cli("backup", "verify", name).returncode == 0
 
 
+def test_a_byte_corrupted_during_the_run_never_becomes_a_backup(stack):
+    """A pg_dump whose output gets one byte flipped before verification (disk, RAM, bug)."""
+    backup_now(stack)
+    before = stack.files()
+    stack.clear_alerts()
+    flipper = ("mkdir -p /tmp/shim; printf '%s\\n' '#!/bin/sh' "
+               "'/usr/lib/postgresql/15/bin/pg_dump \"$@\" || exit $?' "
+               "'for a in \"$@\"; do [ \"$prev\" = -f ] && f=$a; prev=$a; done' "
+               "'[ -n \"$f\" ] || exit 0' "
+               "'size=$(wc -c < \"$f\"); printf Z | dd of=\"$f\" bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null' "
+               "> /tmp/shim/pg_dump; chmod 755 /tmp/shim/pg_dump; export PATH=/tmp/shim:$PATH")
+    result = stack.sidecar("now", entry=flipper)
+    assert_failed_safely(stack, result, before, "failed")
+    assert "restore-verification of" in result.stderr or "pg_restore --list rejects" in result.stderr, result.stderr
+
+
 def test_full_disk_and_shrink_alert(stack):
     volume = f"{stack.name}_tiny"
     docker("volume", "create", "--driver", "local", "--opt", "type=tmpfs", "--opt", "device=tmpfs",

@@ -386,15 +386,16 @@ backup_db() {
     [ -s "$tmp" ] || { rm -f "$tmp"; fail "pg_dump of $db wrote an empty file"; }
     pg_restore --list "$tmp" >"$W/toc" 2>"$W/list.err" ||
         { rm -f "$tmp"; fail "pg_restore --list rejects the dump of $db: $(head -n 3 "$W/list.err")"; }
+    # Checksum first: the bytes the restore-verification reads are the bytes recorded.
+    chmod 600 "$tmp"
+    fsync_path "$tmp" || fail "fsync of the dump of $db failed"
+    size=$(file_size "$tmp")
+    sum=$(sha256_of "$tmp")
     if [ "$BACKUP_VERIFY" = restore ]; then
         t1=$(now_ms)
         verify_restore "$tmp" "$W/counts.src"
         log "restore-verification of $db took $(secs $(( $(now_ms) - t1 )))s (this is the restore time to expect: RTO)"
     fi
-    size=$(file_size "$tmp")
-    sum=$(sha256_of "$tmp")
-    chmod 600 "$tmp"
-    fsync_path "$tmp" || { rm -f "$tmp"; fail "fsync of the dump of $db failed"; }
     if [ "$BACKUP_VERIFY" = restore ]; then
         cp "$W/counts.src" "$tmp.counts" && chmod 600 "$tmp.counts" && fsync_path "$tmp.counts" &&
             mv -f "$tmp.counts" "$BACKUP_DIR/$name.counts" || fail "cannot write the row counts of $db"

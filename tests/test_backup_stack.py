@@ -539,3 +539,22 @@ def test_the_schedule_loop_runs_at_the_cron_time_and_stops_promptly(stack):
         assert time.monotonic() - started < 10, "serve ignored SIGTERM"
     finally:
         docker("rm", "-f", name, check=False)
+
+
+def test_a_table_lock_held_too_long_fails_the_run_instead_of_hanging(stack):
+    before = stack.files()
+    stack.clear_alerts()
+    holder = subprocess.Popen(
+        ["docker", "compose", "-p", stack.name, *FILES, "exec", "-T", "db", "psql", "-U", "postgres", "-d", "app",
+         "-c", "BEGIN; LOCK TABLE customers IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(30);"],
+        cwd=stack.root, env=stack.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(2)
+        result = stack.sidecar("now", entry="export BACKUP_LOCK_TIMEOUT=2s", timeout=60)
+    finally:
+        holder.kill()
+        holder.wait()
+        stack.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                   "WHERE query LIKE '%LOCK TABLE customers%' AND pid <> pg_backend_pid()")
+    assert_failed_safely(stack, result, before, "lock")
+    backup_now(stack)

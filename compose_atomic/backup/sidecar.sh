@@ -41,6 +41,8 @@ BACKUP_VERIFY_JOBS=${BACKUP_VERIFY_JOBS:-2}
 BACKUP_ALERT_WEBHOOK=${BACKUP_ALERT_WEBHOOK:-}
 BACKUP_LABEL=${BACKUP_LABEL:-backup}
 BACKUP_OFFSITE_INTERVAL=${BACKUP_OFFSITE_INTERVAL:-300}
+# A table lock held longer than this fails the run (pg_dump would otherwise wait forever).
+BACKUP_LOCK_TIMEOUT=${BACKUP_LOCK_TIMEOUT:-10min}
 BACKUP_OFFSITE_MAX_DELETE=${BACKUP_OFFSITE_MAX_DELETE:-20}
 BACKUP_OFFSITE_STATE=${BACKUP_OFFSITE_STATE:-/tmp/compose-atomic-offsite}
 FLOOR=3
@@ -229,7 +231,8 @@ start_snapshot() {
     psql -X -q -At -v ON_ERROR_STOP=1 -d "$1" <"$W/ctl" >"$W/session.out" 2>"$W/session.err" &
     SESS_PID=$!
     exec 3>"$W/ctl"
-    printf '%s\n' "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;" "SELECT pg_export_snapshot();" >&3
+    printf '%s\n' "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;" "SET LOCAL lock_timeout = '$BACKUP_LOCK_TIMEOUT';" \
+        "SELECT pg_export_snapshot();" >&3
     i=0
     while [ ! -s "$W/session.out" ]; do
         kill -0 "$SESS_PID" 2>/dev/null || fail "cannot open a snapshot on $1: $(head -n 3 "$W/session.err")"
@@ -373,9 +376,9 @@ backup_db() {
     log "dumping $db"
     t0=$(now_ms)
     if [ -n "$SNAP" ]; then
-        pg_dump -Fc -d "$db" --snapshot="$SNAP" -f "$tmp" 2>"$W/dump.err"; rc=$?
+        pg_dump -Fc -d "$db" --lock-wait-timeout="$BACKUP_LOCK_TIMEOUT" --snapshot="$SNAP" -f "$tmp" 2>"$W/dump.err"; rc=$?
     else
-        pg_dump -Fc -d "$db" -f "$tmp" 2>"$W/dump.err"; rc=$?
+        pg_dump -Fc -d "$db" --lock-wait-timeout="$BACKUP_LOCK_TIMEOUT" -f "$tmp" 2>"$W/dump.err"; rc=$?
     fi
     if [ "$rc" -ne 0 ] || grep -qiE 'error|fatal|could not' "$W/dump.err"; then
         rm -f "$tmp"
@@ -480,7 +483,9 @@ serve() {
     pgpass_setup
     tries=0
     for db in ${BACKUP_DATABASES:-${PGDATABASE:-postgres}}; do
-        until psql -X -At -d "$db" -c 'select 1' >/dev/null 2>&1; do
+        until psql -X -At -d "$db" -c 'select 1' >/dev/null 2>"$W/wait.err"; do
+            # Wait for a starting server (up to 2 min), not for a refused password.
+            grep -qiE 'authentication|does not exist|permission denied' "$W/wait.err" && break
             tries=$((tries + 1)); [ "$tries" -lt 60 ] || break
             sleep 2
         done

@@ -105,3 +105,24 @@ def before_restore(project, database, path, target_db):
 @hookspec
 def after_restore(project, database, path, target_db):
     """Run once a restore into target_db is verified and live."""
+# ---- backup --------------------------------------------------------------------
+
+
+@hookspec
+def register_offsite_targets(register):
+    """Add offsite backup targets: call register(name, build), build(context) returns sidecar services."""
+
+
+@hookspec
+def before_backup(project, service):
+    """Run before a backup that compose-atomic starts from the host; raise to stop it."""
+
+
+@hookspec
+def after_backup(project, service, path, size, checksum, verified):
+    """Run after a backup was written, checksummed and verified."""
+
+
+@hookspec
+def on_backup_failure(project, service, error):
+    """Run when a backup, verification or restore started from the host fails."""

@@ -18,6 +18,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "compose_atomic.lint.plugin",
     "compose_atomic.swarm.plugin",
     "compose_atomic.migrate.plugin",
+    "compose_atomic.backup.plugin",
 )
 ENTRY_POINT_GROUP = "compose_atomic"
 

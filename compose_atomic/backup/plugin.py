@@ -1,0 +1,235 @@
+"""The backup capability as a built-in plugin: ``compose-atomic backup ...`` commands,
+the rclone offsite target, and configuration checks. Heavy work lives in the
+sibling modules, imported inside the commands to keep ``--help`` fast.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from compose_atomic import hookimpl
+
+
+@hookimpl
+def register_offsite_targets(register):
+    from .generate import rclone_builder
+
+    register("rclone", rclone_builder)
+
+
+@hookimpl
+def validate_config(project):
+    from ..config import ConfigProblem, did_you_mean
+    from . import cron
+
+    problems = []
+    for name in project.atomic_services:
+        backup = project.service_x_atomic(name).get("backup")
+        if not isinstance(backup, dict):
+            continue
+        schedule = backup.get("schedule")
+        if isinstance(schedule, str):
+            try:
+                cron.normalize(schedule)
+            except cron.CronError as error:
+                problems.append(ConfigProblem(("backup", "schedule"), str(error), name))
+        known = offsite_targets()
+        for target in backup.get("offsite") or {}:
+            if target not in known:
+                problems.append(ConfigProblem(
+                    ("backup", "offsite", target),
+                    f"unknown offsite target; installed: {', '.join(sorted(known))}."
+                    + did_you_mean(target, list(known)), name))
+    return problems
+
+
+def offsite_targets() -> dict:
+    """Offsite targets from every plugin (``register_offsite_targets``)."""
+    from ..plugins import load_plugins, pm
+
+    load_plugins()
+    targets: dict = {}
+
+    def register(name: str, build) -> None:
+        targets[name] = build
+
+    pm.hook.register_offsite_targets(register=register)
+    return targets
+
+
+def _before_backup(project, service: str) -> None:
+    """Call before_backup; a plugin that raises stops the backup with its reason, not a traceback."""
+    from ..errors import ComposeAtomicError
+    from ..plugins import pm
+    from .host import BackupFailed
+
+    try:
+        pm.hook.before_backup(project=project, service=service)
+    except ComposeAtomicError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any plugin error stops the backup, explained
+        raise BackupFailed(f"a before_backup hook stopped the backup of {service}: "
+                           f"{type(error).__name__}: {error}") from None
+
+
+def _project(ctx: click.Context):
+    from ..project import load_project
+    from .host import with_override
+
+    return with_override(load_project(ctx.obj))
+
+
+service_option = click.option("--service", metavar="NAME", help="The database service (when several have backups).")
+
+
+@hookimpl
+def register_commands(cli):
+    @cli.group()
+    def backup():
+        """Verified, rotated, offsite PostgreSQL backups (x-atomic.backup)."""
+
+    @backup.command()
+    @click.option("-o", "--output", default="compose.backup.yml", show_default=True, metavar="FILE",
+                  help="Where to write the Compose override file ('-' for stdout).")
+    @click.pass_context
+    def generate(ctx, output):
+        """Write the Compose override file with the backup sidecars."""
+        from pathlib import Path
+
+        from ..config import validate_project
+        from ..project import load_project
+        from .generate import build, render
+
+        project = load_project(ctx.obj)
+        validate_project(project)
+        document = build(project, offsite_targets())
+        text = render(project, document, output if output != "-" else "compose.backup.yml")
+        if output == "-":
+            click.echo(text, nl=False)
+            return
+        path = Path(output)
+        if not path.is_absolute():
+            path = project.working_dir / path
+        if path.exists() and path.read_text() == text:
+            click.echo(f"{path} is up to date", err=True)
+            return
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+        names = ", ".join(document["services"])
+        click.echo(f"wrote {path} ({names}); start it with: compose-atomic "
+                   + " ".join(f"-f {Path(f).name}" for f in project.files) + f" -f {path.name} up -d", err=True)
+
+    @backup.command()
+    @service_option
+    @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+    @click.pass_context
+    def now(ctx, service, as_json):
+        """Take a backup now, with the sidecar's checks and verification."""
+        from ..plugins import pm
+        from .host import BackupFailed, failure, pick, result_lines, run_sidecar
+
+        project = _project(ctx)
+        sidecar = pick(project, service)
+        _before_backup(project, sidecar.service)
+        proc = run_sidecar(project, sidecar, "now")
+        if proc.returncode != 0:
+            error = failure(proc.stdout or "", proc.returncode)
+            pm.hook.on_backup_failure(project=project, service=sidecar.service, error=error)
+            raise BackupFailed(f"backup of {sidecar.service} failed: {error}",
+                               hint="Existing backups are untouched.")
+        written = []
+        for path, size, checksum, verified, seconds in result_lines(proc.stdout, "OK"):
+            pm.hook.after_backup(project=project, service=sidecar.service, path=path, size=int(size),
+                                 checksum=checksum, verified=verified)
+            written.append({"path": path, "size": int(size), "sha256": checksum, "verified": verified,
+                            "seconds": int(seconds)})
+            if not as_json:
+                click.echo(f"{path}\t{size}\t{checksum}\t{verified}\t{seconds}s")
+        if as_json:
+            click.echo(json.dumps({"service": sidecar.service, "backups": written}, indent=2))
+
+    @backup.command(name="list")
+    @service_option
+    @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+    @click.pass_context
+    def list_(ctx, service, as_json):
+        """List the verified backups (newest last) and the last run's result."""
+        from .host import BackupFailed, parse_manifest, pick, run_sidecar
+
+        project = _project(ctx)
+        sidecar = pick(project, service)
+        proc = run_sidecar(project, sidecar, "list")
+        if proc.returncode != 0:
+            raise BackupFailed(f"cannot read the backups of {sidecar.service} (exit {proc.returncode})")
+        backups, status = parse_manifest(proc.stdout)
+        if as_json:
+            click.echo(json.dumps({"service": sidecar.service, "backups": backups, "status": status}, indent=2))
+            return
+        for b in backups:
+            when = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(b["epoch"]))
+            click.echo(f"{b['name']}\t{when}\t{b['size']}\t{b['verified']}\t{b['sha256'][:12]}")
+        if status:
+            click.echo(f"last run: {status['result']}: {status['message']}", err=True)
+
+    def _target(latest, file):
+        if latest and file:
+            raise click.UsageError("give either --latest or FILE, not both")
+        return "" if latest or not file else file
+
+    @backup.command()
+    @service_option
+    @click.option("--latest", is_flag=True, help="The newest backup (the default).")
+    @click.argument("file", required=False)
+    @click.pass_context
+    def verify(ctx, service, latest, file):
+        """Check a backup: checksum, archive listing, restore into a throwaway server."""
+        from ..plugins import pm
+        from .host import BackupFailed, failure, pick, run_sidecar
+
+        project = _project(ctx)
+        sidecar = pick(project, service)
+        proc = run_sidecar(project, sidecar, "verify", _target(latest, file))
+        if proc.returncode != 0:
+            error = failure(proc.stdout or "", proc.returncode)
+            pm.hook.on_backup_failure(project=project, service=sidecar.service, error=error)
+            raise BackupFailed(f"verification failed: {error}")
+        for line in proc.stdout.splitlines():
+            if line.startswith("VERIFIED\t"):
+                click.echo(f"verified {line.split(chr(9))[1]}")
+
+    @backup.command()
+    @service_option
+    @click.option("--latest", is_flag=True, help="The newest backup (the default).")
+    @click.option("--target-db", metavar="NAME",
+                  help="The new database to restore into (default: <db>_restore_<time>); never an existing one.")
+    @click.argument("file", required=False)
+    @click.pass_context
+    def restore(ctx, service, latest, target_db, file):
+        """Restore a backup into a new database on the database server."""
+        from ..errors import UsageError
+        from ..plugins import pm
+        from .host import BackupFailed, failure, parse_manifest, pick, run_sidecar
+
+        project = _project(ctx)
+        sidecar = pick(project, service)
+        chosen = _target(latest, file)
+        if not target_db:
+            listing = run_sidecar(project, sidecar, "list")
+            backups, _ = parse_manifest(listing.stdout or "")
+            match = [b for b in backups if not chosen or b["name"] == chosen.rsplit("/", 1)[-1]]
+            if not match:
+                raise UsageError(f"no backup named {chosen!r}" if chosen else "there is no backup to restore",
+                                 hint="compose-atomic backup list shows them.")
+            target_db = f"{match[-1]['database']}_restore_{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"
+        proc = run_sidecar(project, sidecar, "restore", chosen, target_db)
+        if proc.returncode != 0:
+            error = failure(proc.stdout or "", proc.returncode)
+            pm.hook.on_backup_failure(project=project, service=sidecar.service, error=error)
+            raise BackupFailed(f"restore failed: {error}", hint="Production was not touched.")
+        click.echo(target_db)
+        click.echo(f"restored into the new database {target_db}; row counts match the source at dump time",
+                   err=True)

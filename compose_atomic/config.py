@@ -16,8 +16,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
-import yaml
-
 from .errors import ConfigError
 from .project import Project
 
@@ -194,6 +192,8 @@ def locate(files: list[Path], key_path: list[str | int]) -> str | None:
     Later files override earlier ones in Compose, so the last file that sets a
     key is the one to edit.
     """
+    import yaml
+
     best: tuple[int, str] | None = None
     for path in files:
         try:
@@ -207,6 +207,8 @@ def locate(files: list[Path], key_path: list[str | int]) -> str | None:
 
 
 def _walk(node: Any, key_path: list[str | int]) -> tuple[int, int]:
+    import yaml
+
     depth, line = 0, 0
     for key in key_path:
         if isinstance(node, yaml.MappingNode):

@@ -11,7 +11,8 @@ import pluggy
 
 from . import hookspecs
 
-DEFAULT_PLUGINS: tuple[str, ...] = ("compose_atomic.default_plugins.core",)
+DEFAULT_PLUGINS: tuple[str, ...] = ("compose_atomic.default_plugins.core", "compose_atomic.deploy.plugin",
+                                    "compose_atomic.deploy.alert")
 ENTRY_POINT_GROUP = "compose_atomic"
 
 pm = pluggy.PluginManager("compose_atomic")

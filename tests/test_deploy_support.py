@@ -93,3 +93,84 @@ def history(run_cli, cwd, project_name, service=None) -> list[dict]:
     proc = run_cli(*args, cwd=cwd)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
+
+
+class Hammer:
+    """Steady load through the proxy in threads: GETs, POSTs and one long request at a time."""
+
+    def __init__(self, port: int, clients: int = 4, long_requests: int = 1) -> None:
+        import threading
+
+        self.port = port
+        self.stop = threading.Event()
+        self.failures: list[str] = []
+        self.ok = 0
+        self.long_done = 0
+        self.versions: list[str] = []
+        self.threads = [threading.Thread(target=self._client, args=(i % 2 == 1,), daemon=True) for i in range(clients)]
+        self.threads += [threading.Thread(target=self._long, daemon=True) for _ in range(long_requests)]
+
+    def _client(self, post: bool) -> None:
+        url = f"http://127.0.0.1:{self.port}/cgi-bin/v"
+        with httpx.Client(timeout=15) as client:
+            while not self.stop.is_set():
+                try:
+                    r = client.post(url, content=b"x=1") if post else client.get(url)
+                    if r.status_code != 200:
+                        self.failures.append(f"{'POST' if post else 'GET'} {r.status_code}")
+                    else:
+                        self.ok += 1
+                        self.versions.append(r.text.strip())
+                except httpx.HTTPError as exc:
+                    self.failures.append(f"{'POST' if post else 'GET'} {type(exc).__name__}")
+                time.sleep(0.04)
+
+    def _long(self) -> None:
+        url = f"http://127.0.0.1:{self.port}/cgi-bin/slow"
+        with httpx.Client(timeout=30) as client:
+            while not self.stop.is_set():
+                try:
+                    r = client.get(url)
+                    if r.status_code == 200:
+                        self.long_done += 1
+                    else:
+                        self.failures.append(f"long {r.status_code}")
+                except httpx.HTTPError as exc:
+                    self.failures.append(f"long {type(exc).__name__}")
+
+    def __enter__(self) -> "Hammer":
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=40)
+
+
+class WebhookSink:
+    """A local HTTP endpoint that records the JSON bodies posted to it."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        received = self.received = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.append(json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()

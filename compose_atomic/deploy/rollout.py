@@ -196,7 +196,8 @@ class Replacement:
     def run(self) -> str:
         """Replace the service; return the outcome or raise with the right exit code."""
         progress = self.ctx.progress
-        progress.event(self.service, "Replacing", self.plan.describe(), state="working")
+        if self.plan.strategy != STOP_FIRST:
+            progress.event(self.service, "Replacing", f"start-first ({self.plan.reason})", state="working")
         if self.plan.needs_pull:
             self.pull()
         try:
@@ -367,8 +368,9 @@ class Replacement:
 
     def stop_first(self) -> str:
         """Services that cannot run twice: Compose recreates them; no old version to return to."""
+        changed, _, why = self.plan.reason.partition("; ")
         self.ctx.progress.event(self.service, "Stop-first",
-                                self.plan.reason.split("; ")[-1] + ": the service is down while it restarts",
+                                f"{why}: replaced stop-first ({changed}); it is down while it restarts",
                                 state="warning")
         self.record("stop-first")
         proc = compose_run(self.project, "up", "-d", "--no-deps", self.service)

@@ -95,8 +95,8 @@ def sync_proxy(project: Project, proxy, networks: list[str]) -> None:
     for service, route in proxy.routes.items():
         running = engine.service_containers(project.name, service, running_only=True)
         dials = [dial(c, route.port) for c in running]
-        kept = [d for d in saved.get(service, []) if d in dials]
-        route.upstreams = kept or dials
+        kept = [d for d in saved.get(service, []) if d in dials]  # order kept: the first serves
+        route.upstreams = kept + [d for d in dials if d not in kept]
     proxy.ensure(networks)
 
 

@@ -260,9 +260,10 @@ class Replacement:
         for info in new:
             set_aliases(self.project, self.service, info, with_service=True)
         if self.proxied:
+            # New first, old as the fallback the proxy itself fails over to (policy "first").
             port = self.route["port"]
-            self.ctx.proxy.set_upstreams(self.service, [dial(engine.inspect_one(i["Id"]) or i, port) for i in new],
-                                         self.ctx.networks)
+            dials = [dial(i, port) for i in new] + [dial(i, port) for i in self.old]
+            self.ctx.proxy.set_upstreams(self.service, dials, self.ctx.networks)
         else:
             for info in self.old:
                 set_aliases(self.project, self.service, info, with_service=False)

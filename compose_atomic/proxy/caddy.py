@@ -63,10 +63,15 @@ class Route:
             "@id": self.handler_id,
             "upstreams": [{"dial": d} for d in self.upstreams],
             "load_balancing": {
+                # The first upstream that is up takes every request: during a switch the list is
+                # [new, old], so a dial or transport error on the new container sends the retry
+                # (and, for 1 s, everything) to the old one, before compose-atomic even notices.
+                "selection_policy": {"policy": "first"},
                 "try_duration": self.try_duration,
                 "try_interval": "100ms",
                 "retry_match": [{"method": RETRY_METHODS}],
             },
+            "health_checks": {"passive": {"fail_duration": "1s", "max_fails": 1}},
         }
         route: dict[str, Any] = {"@id": f"ca_route_{self.service}", "handle": [handler], "terminal": True}
         if match:

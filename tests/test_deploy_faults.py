@@ -172,3 +172,17 @@ def test_two_ups_at_once_one_waits_one_fails(project_name, tmp_path):
     assert waiting.returncode == 0, err
     assert "Replacing" not in err  # it ran after the first finished: nothing left to replace
     assert get_version(port) == "v2"
+
+
+def test_sigint_inside_the_monitor_window_switches_back(project_name, tmp_path):
+    port, _ = start_v1(tmp_path, project_name)
+    write_project(tmp_path, {"web": app_service("v2", x_atomic={"route": {"port": 8080}, "monitor": "30s"})},
+                  proxy_port=port)
+    proc = subprocess.Popen([sys.executable, "-m", "compose_atomic", "-p", project_name, "up"], cwd=tmp_path,
+                            env={**os.environ, "NO_COLOR": "1"}, stderr=subprocess.PIPE, text=True)
+    wait_for_version(port, "v2", timeout=60)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert get_version(port) == "v1"
+    assert names(project_name) == [f"{project_name}-web-1"]

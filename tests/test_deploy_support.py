@@ -70,11 +70,11 @@ def write_project(directory: Path, services: dict, *, proxy_port: int | None = N
     return path
 
 
-def get_version(port: int, path: str = "/cgi-bin/v", timeout: float = 5) -> str:
+def get_version(port: int, path: str = "/cgi-bin/v", timeout: float = 10) -> str:
     return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=timeout).text.strip()
 
 
-def wait_for_version(port: int, expected: str, timeout: float = 30) -> str:
+def wait_for_version(port: int, expected: str, timeout: float = 60) -> str:
     deadline = time.monotonic() + timeout
     seen = ""
     while time.monotonic() < deadline:
@@ -85,7 +85,14 @@ def wait_for_version(port: int, expected: str, timeout: float = 30) -> str:
         except httpx.HTTPError as exc:
             seen = repr(exc)
         time.sleep(0.2)
-    raise AssertionError(f"expected version {expected!r} on port {port}, saw {seen!r}")
+    import subprocess
+
+    ps = subprocess.run(["docker", "ps", "-a", "--format", "{{.Names}} {{.Status}} {{.Ports}}"],
+                        capture_output=True, text=True).stdout
+    mine = "\n".join(line for line in ps.splitlines() if str(port) in line)
+    proxy = mine.split()[0] if mine else ""
+    logs = subprocess.run(["docker", "logs", "--tail", "5", proxy], capture_output=True, text=True).stderr if proxy else ""
+    raise AssertionError(f"expected version {expected!r} on port {port}, saw {seen!r}\n{mine}\n{logs}")
 
 
 def history(run_cli, cwd, project_name, service=None) -> list[dict]:

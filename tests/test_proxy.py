@@ -33,3 +33,11 @@ def test_saved_upstreams_are_read_back():
     config = build_config([Route("web", 3000, upstreams=["a:3000", "b:3000"]), Route("api", 1, upstreams=[])])
     assert routes_from_config(config) == {"web": ["a:3000", "b:3000"], "api": []}
     assert routes_from_config({}) == {}
+
+
+def test_passive_health_only_while_there_is_a_fallback():
+    single = Route("web", 3000, upstreams=["new:3000"]).to_caddy()["handle"][0]
+    assert "health_checks" not in single
+    pair = Route("web", 3000, upstreams=["new:3000", "old:3000"]).to_caddy()["handle"][0]
+    assert pair["health_checks"] == {"passive": {"fail_duration": "1s", "max_fails": 1}}
+    assert pair["load_balancing"]["selection_policy"] == {"policy": "first"}

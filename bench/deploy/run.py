@@ -232,8 +232,11 @@ def run_one(tool: str, scenario: str) -> dict:
     finally:
         if events and events.poll() is None:
             events.kill()
-        subprocess.run([sys.executable, "-m", "compose_atomic", "-p", project, "down", "-v", "-t", "0"],
-                       cwd=directory, capture_output=True, env=env)
+        if os.environ.get("BENCH_KEEP"):
+            print(f"kept: {project} in {directory} on port {port}", file=sys.stderr)
+        else:
+            subprocess.run([sys.executable, "-m", "compose_atomic", "-p", project, "down", "-v", "-t", "0"],
+                           cwd=directory, capture_output=True, env=env)
     return result
 
 

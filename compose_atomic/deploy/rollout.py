@@ -247,6 +247,11 @@ class Replacement:
 
     def gate(self) -> None:
         self.record("gating")
+        first = engine.inspect_one(self.new_ids[0]) or {}
+        test = ((first.get("Config") or {}).get("Healthcheck") or {}).get("Test") or ["NONE"]
+        if test[0] == "NONE" and self.health.path is None:
+            self.ctx.progress.warn(self.service, "no healthcheck and no x-atomic.health: the gate only "
+                                                 "checks that the container keeps running")
         for cid in self.new_ids:
             def custom(cid=cid):
                 return call_hook("check_health", project=self.project, service=self.service,
@@ -308,6 +313,10 @@ class Replacement:
 
     def retire_old(self) -> None:
         self.record("committed")
+        if self.proxied and self.new_ids:
+            # The window closed: the old container stops being the fallback before it stops.
+            new = engine.inspect(*self.new_ids)
+            self.ctx.proxy.set_upstreams(self.service, [dial(i, self.route["port"]) for i in new], self.ctx.networks)
         grace = grace_period(self.project, self.service)
         for info in self.old:
             engine.stop(info["Id"], grace)

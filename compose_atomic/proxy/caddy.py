@@ -71,8 +71,11 @@ class Route:
                 "try_interval": "100ms",
                 "retry_match": [{"method": RETRY_METHODS}],
             },
-            "health_checks": {"passive": {"fail_duration": "1s", "max_fails": 1}},
         }
+        if len(self.upstreams) > 1:
+            # Only while a fallback exists: with one upstream, marking it down would turn a
+            # transient error into 503s for everyone; retrying it (try_duration) is better.
+            handler["health_checks"] = {"passive": {"fail_duration": "1s", "max_fails": 1}}
         route: dict[str, Any] = {"@id": f"ca_route_{self.service}", "handle": [handler], "terminal": True}
         if match:
             route["match"] = [match]

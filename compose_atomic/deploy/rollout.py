@@ -213,6 +213,11 @@ class Replacement:
                 return self.stop_first()
             return self.start_first()
         except KeyboardInterrupt:
+            if self.plan.strategy == STOP_FIRST:
+                # Compose already removed the old container: keep whatever it started.
+                self.finish("failed", "interrupted during a stop-first replacement")
+                raise Interrupted(f"{self.service}: interrupted during a stop-first replacement",
+                                  hint="Run `compose-atomic up` again to finish it.") from None
             with shielded():
                 self.undo("interrupted")
             raise Interrupted(f"{self.service}: interrupted; the previous version serves again") from None

@@ -142,6 +142,25 @@ def docker_time(value: str) -> float | None:
     return datetime.fromisoformat(value).timestamp()
 
 
+def diagnose(project: str) -> dict:
+    """When the site is down at the end: can a container on the network reach the app, and what did Caddy say?"""
+    ids = subprocess.run(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={project}",
+                          "--filter", "label=com.docker.compose.service=web"], capture_output=True, text=True).stdout.split()
+    found: dict = {"web_running": len(ids)}
+    if ids:
+        info = json.loads(subprocess.run(["docker", "inspect", ids[0]], capture_output=True, text=True).stdout)[0]
+        net = next(iter(info["NetworkSettings"]["Networks"]))
+        probe = subprocess.run(["docker", "run", "--rm", "--network", net, BUSYBOX, "wget", "-T", "3", "-qO-",
+                                f"http://{info['Name'].lstrip('/')}:8080/cgi-bin/v"], capture_output=True, text=True)
+        found["probe_from_network"] = (probe.stdout or probe.stderr).strip()[:120]
+    proxies = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}",
+                              "--filter", "ancestor=" + CADDY], capture_output=True, text=True).stdout.split()
+    if proxies:
+        logs = subprocess.run(["docker", "logs", "--tail", "3", proxies[0]], capture_output=True, text=True)
+        found["proxy_log"] = [line[:300] for line in (logs.stderr or logs.stdout).splitlines()[-3:]]
+    return found
+
+
 def run_one(tool: str, scenario: str) -> dict:
     project = f"cabench-{tool.replace('-', '')}-{scenario}-{uuid.uuid4().hex[:4]}"
     port = free_port()
@@ -210,6 +229,8 @@ def run_one(tool: str, scenario: str) -> dict:
         except httpx.HTTPError as exc:
             final = f"down ({type(exc).__name__})"
         result["serving_at_end"] = final if final in ("v1", "v2") else ("down" if "down" in final else final[:20])
+        if result["serving_at_end"] == "down":
+            result["down_diagnosis"] = diagnose(project)
         # Healthy -> answering, from the new container's health log (when it still exists).
         events.terminate()
         seen = [line.split("|") for line in events.communicate(timeout=10)[0].splitlines() if line.count("|") == 2]

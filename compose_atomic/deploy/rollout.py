@@ -321,7 +321,11 @@ class Replacement:
         if self.proxied and self.new_ids:
             # The window closed: the old container stops being the fallback before it stops.
             new = engine.inspect(*self.new_ids)
-            self.ctx.proxy.set_upstreams(self.service, [dial(i, self.route["port"]) for i in new], self.ctx.networks)
+            try:
+                self.ctx.proxy.set_upstreams(self.service, [dial(i, self.route["port"]) for i in new],
+                                             self.ctx.networks)
+            except ComposeAtomicError as exc:  # [new, old] still routes to new first; the next up tidies
+                self.ctx.progress.warn(self.service, f"could not drop the old upstream: {exc.message}")
         grace = grace_period(self.project, self.service)
         for info in self.old:
             engine.stop(info["Id"], grace)

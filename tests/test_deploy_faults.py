@@ -113,13 +113,14 @@ def test_old_container_already_dead(project_name, tmp_path):
     assert len([n for n in names(project_name)]) == 1
 
 
-def test_sigint_mid_deploy_leaves_the_old_version(project_name, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_mid_deploy_leaves_the_old_version(project_name, tmp_path, sig):
     port, _ = start_v1(tmp_path, project_name)
     write_project(tmp_path, {"web": app_service("v2", "slow", start_period="10s")}, proxy_port=port)
     proc = popen_up(tmp_path, project_name)
     wait_for_container(f"{project_name}-web-2")
     time.sleep(1)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err

@@ -41,3 +41,24 @@ def test_passive_health_only_while_there_is_a_fallback():
     pair = Route("web", 3000, upstreams=["new:3000", "old:3000"]).to_caddy()["handle"][0]
     assert pair["health_checks"] == {"passive": {"fail_duration": "1s", "max_fails": 1}}
     assert pair["load_balancing"]["selection_policy"] == {"policy": "first"}
+
+
+def test_a_change_to_the_proxy_recreates_it_and_keeps_the_routes(project_name, tmp_path):
+    import httpx
+    import pytest
+
+    from conftest import run_cli
+    from test_deploy_support import app_service, free_port, wait_for_version, write_project
+
+    first, second = free_port(), free_port()
+    write_project(tmp_path, {"web": app_service("v1")}, proxy_port=first)
+    assert run_cli("-p", project_name, "up", cwd=tmp_path).returncode == 0
+    wait_for_version(first, "v1")
+    write_project(tmp_path, {"web": app_service("v1")}, proxy_port=second)
+    proc = run_cli("-p", project_name, "up", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "image or ports changed: recreating the proxy" in proc.stderr
+    assert "Replacing" not in proc.stderr  # the app itself did not change
+    wait_for_version(second, "v1")
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{first}/cgi-bin/v", timeout=2)

@@ -89,7 +89,7 @@ def proxy_networks(project: Project) -> list[str]:
     return found
 
 
-def sync_proxy(project: Project, proxy, networks: list[str]) -> None:
+def sync_proxy(project: Project, proxy, networks: list[str], progress: Progress | None = None) -> None:
     """Point each route at the running containers, keeping what the saved config routes to."""
     saved = proxy.saved_upstreams()
     for service, route in proxy.routes.items():
@@ -97,7 +97,13 @@ def sync_proxy(project: Project, proxy, networks: list[str]) -> None:
         dials = [dial(c, route.port) for c in running]
         kept = [d for d in saved.get(service, []) if d in dials]  # order kept: the first serves
         route.upstreams = kept + [d for d in dials if d not in kept]
-    proxy.ensure(networks)
+
+    def warn():
+        if progress is not None:
+            progress.warn(f"Proxy {proxy.container_name}", "x-atomic.proxy image or ports changed: recreating "
+                                                          "the proxy; requests fail for about a second")
+
+    proxy.ensure(networks, on_recreate=warn)
 
 
 def print_plan(progress: Progress, plans: list[ServicePlan], rest: list[str], project: Project,
@@ -174,7 +180,7 @@ def _locked_up(project: Project, progress: Progress, services: list[str], closur
 
     if proxy is not None:
         ctx.networks = proxy_networks(project)
-        sync_proxy(project, proxy, ctx.networks)
+        sync_proxy(project, proxy, ctx.networks, progress)
         progress.event(f"Proxy {proxy.container_name}", "Ready",
                        ", ".join(f"{s} -> {' '.join(r.upstreams) or 'nothing'}" for s, r in proxy.routes.items()))
 

@@ -27,6 +27,7 @@ from ..errors import OperationFailed
 ADMIN_PORT = 2019
 CONFIG_DIR_IN_CONTAINER = "/etc/compose-atomic"
 LABEL_PROXY = "dev.compose-atomic.proxy"
+LABEL_SPEC = "dev.compose-atomic.proxy-spec"
 #: Methods Caddy may replay on another upstream after the request reached one.
 #: POST and PATCH are never replayed: the first upstream may have acted on them.
 RETRY_METHODS = ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"]
@@ -158,10 +159,24 @@ class CaddyProxy:
             return None
         return json.loads(proc.stdout)[0]
 
-    def ensure(self, networks: list[str]) -> None:
+    @property
+    def spec(self) -> str:
+        """What the container was created with; a change needs a new container."""
+        import hashlib
+
+        return hashlib.sha256(json.dumps([self.image, sorted(self.ports)]).encode()).hexdigest()[:16]
+
+    def ensure(self, networks: list[str], on_recreate=None) -> None:
         """Create or start the proxy, join ``networks`` and push the saved configuration."""
         self._save()
         info = self.state()
+        if info is not None and (info["Config"].get("Labels") or {}).get(LABEL_SPEC) != self.spec:
+            # A new image or new ports: the published ports cannot be held by two containers,
+            # so this is a short gap (about a second); said out loud by the caller.
+            if on_recreate:
+                on_recreate()
+            self.remove()
+            info = None
         if info is None:
             self._create(networks)
             info = self.state()
@@ -184,6 +199,7 @@ class CaddyProxy:
         args = ["run", "-d", "--name", self.container_name,
                 "--label", f"com.docker.compose.project={self.project_name}",
                 "--label", f"{LABEL_PROXY}={self.project_name}",
+                "--label", f"{LABEL_SPEC}={self.spec}",
                 "--restart", "unless-stopped",
                 "-p", f"127.0.0.1::{ADMIN_PORT}",
                 "-v", f"{self.config_dir}:{CONFIG_DIR_IN_CONTAINER}:ro",

@@ -19,7 +19,7 @@ from ..progress import Progress
 from ..project import Project
 from . import engine
 from .plan import ServicePlan, plan_services, with_dependencies
-from .rollout import Context, Replacement, dial, network_keys
+from .rollout import Context, Replacement, dials, network_keys
 from .state import History, Journal, project_lock, state_dir
 
 DEFAULT_PROXY_IMAGE = "caddy:2.8-alpine"
@@ -94,9 +94,9 @@ def sync_proxy(project: Project, proxy, networks: list[str], progress: Progress 
     saved = proxy.saved_upstreams()
     for service, route in proxy.routes.items():
         running = engine.service_containers(project.name, service, running_only=True)
-        dials = [dial(c, route.port) for c in running]
-        kept = [d for d in saved.get(service, []) if d in dials]  # order kept: the first serves
-        route.upstreams = kept + [d for d in dials if d not in kept]
+        current = [d for c in running for d in dials(c, route.port, networks)]
+        kept = [d for d in saved.get(service, []) if d in current]  # order kept: the first serves
+        route.upstreams = kept + [d for d in current if d not in kept]
 
     def warn():
         if progress is not None:

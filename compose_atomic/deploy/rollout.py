@@ -77,8 +77,22 @@ def grace_period(project: Project, service: str) -> float:
         return 10.0
 
 
-def dial(info: dict[str, Any], port: int) -> str:
-    return f"{engine.name_of(info)}:{port}"
+def dials(info: dict[str, Any], port: int, networks: list[str]) -> list[str]:
+    """Where the proxy reaches a container: its address on a network the proxy shares, then its name.
+
+    The address first: no DNS lookup per connection (Docker's embedded DNS was seen timing out
+    on a busy engine, which turned into 502s); the name second, as the fallback that follows the
+    container if a restart gave it another address.
+    """
+    found = []
+    joined = (info.get("NetworkSettings") or {}).get("Networks") or {}
+    for net in networks:
+        ip = (joined.get(net) or {}).get("IPAddress")
+        if ip:
+            found.append(f"{ip}:{port}")
+            break
+    found.append(f"{engine.name_of(info)}:{port}")
+    return found
 
 
 def compose_run(project: Project, *args: str) -> subprocess.CompletedProcess:
@@ -266,14 +280,15 @@ class Replacement:
             self.ctx.progress.event(f"Container {name}", "Healthy", elapsed=waited)
 
     def switch_to_new(self) -> None:
-        new = engine.inspect(*self.new_ids)
-        for info in new:
+        for info in engine.inspect(*self.new_ids):
             set_aliases(self.project, self.service, info, with_service=True)
+        new = engine.inspect(*self.new_ids)  # after the reconnect: addresses may have changed
         if self.proxied:
             # New first, old as the fallback the proxy itself fails over to (policy "first").
-            port = self.route["port"]
-            dials = [dial(i, port) for i in new] + [dial(i, port) for i in self.old]
-            self.ctx.proxy.set_upstreams(self.service, dials, self.ctx.networks)
+            nets, port = self.ctx.networks, self.route["port"]
+            upstreams = [d for i in new for d in dials(i, port, nets)] + \
+                [d for i in self.old for d in dials(i, port, nets)]
+            self.ctx.proxy.set_upstreams(self.service, upstreams, nets)
         else:
             for info in self.old:
                 set_aliases(self.project, self.service, info, with_service=False)
@@ -290,7 +305,8 @@ class Replacement:
             engine.docker("start", *[c["Id"] for c in self.old])
         old_now = engine.inspect(*[c["Id"] for c in self.old])
         if self.proxied:
-            self.ctx.proxy.set_upstreams(self.service, [dial(i, self.route["port"]) for i in old_now], self.ctx.networks)
+            self.ctx.proxy.set_upstreams(self.service, [d for i in old_now for d in dials(i, self.route["port"], self.ctx.networks)],
+                                         self.ctx.networks)
         else:
             for info in old_now:
                 set_aliases(self.project, self.service, info, with_service=True)
@@ -300,7 +316,8 @@ class Replacement:
         window = parse_duration(self.annotation.get("monitor", DEFAULT_MONITOR))
         drain = parse_duration(self.annotation.get("drain", DEFAULT_DRAIN))
         start = time.monotonic()
-        old_dials = [dial(c, self.route["port"]) for c in self.old] if self.proxied else []
+        old_dials = [d for c in self.old for d in dials(c, self.route["port"], self.ctx.networks)] \
+            if self.proxied else []
         drained = not old_dials
         restarts = {i: (engine.inspect_one(i) or {}).get("RestartCount", 0) for i in self.new_ids}
         self.ctx.progress.event(self.service, "Monitoring", f"for {format_duration(window)}", state="working")
@@ -322,7 +339,7 @@ class Replacement:
             # The window closed: the old container stops being the fallback before it stops.
             new = engine.inspect(*self.new_ids)
             try:
-                self.ctx.proxy.set_upstreams(self.service, [dial(i, self.route["port"]) for i in new],
+                self.ctx.proxy.set_upstreams(self.service, [d for i in new for d in dials(i, self.route["port"], self.ctx.networks)],
                                              self.ctx.networks)
             except ComposeAtomicError as exc:  # [new, old] still routes to new first; the next up tidies
                 self.ctx.progress.warn(self.service, f"could not drop the old upstream: {exc.message}")
@@ -403,8 +420,8 @@ class Replacement:
             print(exc.report, file=self.ctx.progress.stream, flush=True)
             return self.stop_first_failed(str(exc.message))
         if self.proxied:
-            self.ctx.proxy.set_upstreams(self.service, [dial(engine.inspect_one(i) or {"Name": i}, self.route["port"])
-                                                        for i in self.new_ids], self.ctx.networks)
+            self.ctx.proxy.set_upstreams(self.service, [d for i in self.new_ids for d in dials(
+                engine.inspect_one(i) or {"Name": i}, self.route["port"], self.ctx.networks)], self.ctx.networks)
         self.finish("deployed")
         quiet_hook("after_deploy", self.ctx.progress, **self.hook_args(), outcome="deployed")
         self.ctx.progress.event(self.service, "Deployed", "stop-first", elapsed=time.monotonic() - self.started)

@@ -44,6 +44,7 @@ from test_deploy_support import APP_SCRIPT, free_port  # noqa: E402
 
 BUSYBOX = os.environ.get("IMAGE_BUSYBOX", "compose-atomic-testbed/busybox:1")
 CADDY = os.environ.get("IMAGE_CADDY", "compose-atomic-testbed/caddy:2")
+POSTGRES = os.environ.get("IMAGE_POSTGRES", "compose-atomic-testbed/postgres:15")
 ROLLOUT = os.environ.get("DOCKER_ROLLOUT", "/tmp/docker-rollout")
 SCENARIOS = {
     "upgrade": {"MODE": "ok"},
@@ -143,16 +144,20 @@ def docker_time(value: str) -> float | None:
 
 
 def diagnose(project: str) -> dict:
-    """When the site is down at the end: can a container on the network reach the app, and what did Caddy say?"""
+    """When the site is down at the end: is a web container running, does its name resolve, what did Caddy say?"""
     ids = subprocess.run(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={project}",
                           "--filter", "label=com.docker.compose.service=web"], capture_output=True, text=True).stdout.split()
     found: dict = {"web_running": len(ids)}
     if ids:
         info = json.loads(subprocess.run(["docker", "inspect", ids[0]], capture_output=True, text=True).stdout)[0]
         net = next(iter(info["NetworkSettings"]["Networks"]))
-        probe = subprocess.run(["docker", "run", "--rm", "--network", net, BUSYBOX, "wget", "-T", "3", "-qO-",
-                                f"http://{info['Name'].lstrip('/')}:8080/cgi-bin/v"], capture_output=True, text=True)
-        found["probe_from_network"] = (probe.stdout or probe.stderr).strip()[:120]
+        # Name resolution as a glibc program on that network sees it (the static busybox's wget
+        # cannot resolve names on this engine; the PostgreSQL test image has getent).
+        for name in (info["Name"].lstrip("/"), "web"):
+            probe = subprocess.run(["docker", "run", "--rm", "--network", net, "--entrypoint", "getent", POSTGRES,
+                                    "hosts", name], capture_output=True, text=True)
+            found[f"dns_{name}"] = (probe.stdout or probe.stderr).strip()[:120] or f"not found (exit {probe.returncode})"
+        found["ip"] = info["NetworkSettings"]["Networks"][net].get("IPAddress")
     proxies = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}",
                               "--filter", "ancestor=" + CADDY], capture_output=True, text=True).stdout.split()
     if proxies:

@@ -13,6 +13,8 @@ from . import hookspecs
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "compose_atomic.default_plugins.core",
+    "compose_atomic.deploy.alert",
+    "compose_atomic.deploy.plugin",
     "compose_atomic.init.plugin",
     "compose_atomic.completion.plugin",
     "compose_atomic.lint.plugin",

@@ -1,17 +1,189 @@
-"""Health-gated rolling replacement of x-atomic services (see docs/deploy.md)."""
+"""Health-gated rolling replacement of x-atomic services (see docs/deploy.md).
+
+``up`` decides first (see :mod:`.plan`), then, under the project's deploy lock:
+finishes or undoes a deploy that was interrupted (the journal), lets Compose
+bring up everything that needs no replacement exactly as ``docker compose up -d``
+would, starts or updates the managed proxy, and replaces each changed x-atomic
+service one at a time (see :mod:`.rollout`).
+"""
 
 from __future__ import annotations
 
+import signal
 import subprocess
+from typing import Any
 
+from ..durations import parse_duration
+from ..errors import OperationFailed, UsageError
+from ..progress import Progress
 from ..project import Project
+from . import engine
+from .plan import ServicePlan, plan_services, with_dependencies
+from .rollout import Context, Replacement, dials, network_keys
+from .state import History, Journal, project_lock, state_dir
+
+DEFAULT_PROXY_IMAGE = "caddy:2.8-alpine"
+DEFAULT_PROXY_PORTS = ["80:80", "443:443"]
+
+# `up` flags that still make sense when compose-atomic runs Compose detached.
+_PASS_FLAGS = ["always-recreate-deps", "build", "force-recreate", "no-build", "no-deps", "no-recreate",
+               "no-start", "quiet-build", "quiet-pull", "remove-orphans", "wait", "renew-anon-volumes", "yes"]
+
+
+def compose_up_args(flags: dict[str, Any]) -> list[str]:
+    """``up`` flags for Compose, always detached: the deploy needs the terminal back."""
+    args = ["up", "-d"]
+    for flag in _PASS_FLAGS:
+        if flags.get(flag.replace("-", "_")):
+            args.append(f"--{flag}")
+    if flags.get("pull"):
+        args += ["--pull", flags["pull"]]
+    for scale in flags.get("scale") or ():
+        args += ["--scale", scale]
+    if flags.get("timeout") is not None:
+        args += ["--timeout", str(flags["timeout"])]
+    if flags.get("wait_timeout"):
+        args += ["--wait-timeout", flags["wait_timeout"]]
+    return args
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def make_proxy(project: Project):
+    """The project's CaddyProxy with a route per routed service, or None without x-atomic.proxy."""
+    settings = project.x_atomic.get("proxy")
+    if settings is None:
+        return None
+    from ..proxy import CaddyProxy, Route
+
+    routes = []
+    for service in project.atomic_services:
+        route = project.service_x_atomic(service).get("route")
+        if route:
+            hosts = route.get("host") or []
+            routes.append(Route(service, route["port"], hosts=[hosts] if isinstance(hosts, str) else list(hosts),
+                                path=route.get("path")))
+    return CaddyProxy(project.name, state_dir(project), image=settings.get("image", DEFAULT_PROXY_IMAGE),
+                      ports=settings.get("ports", DEFAULT_PROXY_PORTS), routes=routes)
+
+
+def proxy_networks(project: Project) -> list[str]:
+    """The compose networks routed services are on, plus ``x-atomic.proxy.networks``."""
+    keys = network_keys(project)
+    found: list[str] = []
+    for service in project.atomic_services:
+        if not project.service_x_atomic(service).get("route"):
+            continue
+        for info in engine.service_containers(project.name, service):
+            for net in info["NetworkSettings"].get("Networks") or {}:
+                if net in keys and net not in found:
+                    found.append(net)
+    for extra in (project.x_atomic.get("proxy") or {}).get("networks") or []:
+        name = (project.config.get("networks") or {}).get(extra, {}).get("name") or extra
+        if name not in found:
+            found.append(name)
+    if not found and keys:
+        found.append(next(iter(keys)))
+    return found
+
+
+def sync_proxy(project: Project, proxy, networks: list[str], progress: Progress | None = None) -> None:
+    """Point each route at the running containers, keeping what the saved config routes to."""
+    saved = proxy.saved_upstreams()
+    for service, route in proxy.routes.items():
+        running = engine.service_containers(project.name, service, running_only=True)
+        current = [d for c in running for d in dials(c, route.port, networks)]
+        kept = [d for d in saved.get(service, []) if d in current]  # order kept: the first serves
+        route.upstreams = kept + [d for d in current if d not in kept]
+
+    def warn():
+        if progress is not None:
+            progress.warn(f"Proxy {proxy.container_name}", "x-atomic.proxy image or ports changed: recreating "
+                                                          "the proxy; requests fail for about a second")
+
+    proxy.ensure(networks, on_recreate=warn)
+
+
+def print_plan(progress: Progress, plans: list[ServicePlan], rest: list[str], project: Project,
+               compose_args: list[str]) -> None:
+    progress.step("Plan")
+    for plan in plans:
+        progress.event(plan.service, "Would " + plan.describe(), state="info")
+    if rest:
+        progress.event("compose", "Would run", "docker compose " + " ".join(compose_args + rest), state="info")
+    if project.x_atomic.get("proxy") is not None:
+        progress.event(f"{project.name}-atomic-proxy", "Would start or update the proxy", state="info")
 
 
 def up(project: Project, *, services: list[str], flags: dict, raw_args: list[str],
        lock_wait: str | None) -> int:
-    """Bring the project up; x-atomic services are replaced without downtime.
+    """Bring the project up; changed x-atomic services are replaced without downtime.
 
-    Placeholder until the rolling replacement lands: a validated project is
-    started with Compose exactly as `docker compose up` would.
+    Returns the exit code; failures raise a ComposeAtomicError with theirs.
     """
-    return subprocess.run(project.compose("up", *raw_args), check=False).returncode
+    progress = Progress(project.options.progress, dry_run=project.options.dry_run)
+    unknown = [s for s in services if s not in project.services]
+    if unknown:
+        raise UsageError(f"no such service: {', '.join(unknown)}; services are: {', '.join(project.services)}")
+    selected = list(services) or list(project.services)
+    closure = selected if flags.get("no_deps") else with_dependencies(project, selected)
+    atomic = [s for s in closure if s in project.atomic_services]
+    compose_args = compose_up_args(flags)
+    force = bool(flags.get("force_recreate"))
+
+    if project.options.dry_run:
+        plans = plan_services(project, atomic, force=force)
+        replace = {p.service for p in plans if p.action == "replace"}
+        print_plan(progress, plans, [s for s in closure if s not in replace], project, compose_args)
+        return 0
+
+    wait = lock_wait or project.x_atomic.get("lock_wait") or "0s"
+    try:
+        wait_seconds = parse_duration(wait)
+    except ValueError as exc:
+        raise UsageError(f"--lock-wait: {exc}") from None
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with project_lock(project, wait_seconds):
+            return _locked_up(project, progress, services, closure, atomic, compose_args, force)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _locked_up(project: Project, progress: Progress, services: list[str], closure: list[str],
+               atomic: list[str], compose_args: list[str], force: bool) -> int:
+    journal, history = Journal(project), History(project)
+    proxy = make_proxy(project)
+    ctx = Context(project, progress, journal, history, proxy)
+    from .reconcile import reconcile
+
+    reconcile(ctx)
+    plans = plan_services(project, atomic, force=force)
+    replace = [p for p in plans if p.action == "replace"]
+    names = {p.service for p in replace}
+    for plan in plans:
+        if plan.action == "restart-dead":
+            progress.event(plan.service, "Recreating", plan.reason, state="warning")
+
+    rest = [s for s in closure if s not in names]
+    if not replace:
+        argv = compose_args + list(services)
+    else:
+        argv = compose_args + ["--no-deps"] + rest if rest else []
+    if argv:
+        cmd = [a for a in project.compose(*argv) if a != "--dry-run"]
+        code = subprocess.run(cmd, check=False).returncode
+        if code != 0:
+            raise OperationFailed(f"docker compose up failed (exit {code}); x-atomic services were not replaced")
+
+    if proxy is not None:
+        ctx.networks = proxy_networks(project)
+        sync_proxy(project, proxy, ctx.networks, progress)
+        progress.event(f"Proxy {proxy.container_name}", "Ready",
+                       ", ".join(f"{s} -> {' '.join(r.upstreams) or 'nothing'}" for s, r in proxy.routes.items()))
+
+    for plan in replace:
+        Replacement(ctx, plan).run()
+    return 0

@@ -1,0 +1,104 @@
+"""Default plugin of the deploy capability: ``history``, ``rollback`` and a proxy-aware ``down``.
+
+Top-level imports stay light (click only): the commands import the deploy
+machinery when they run.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..hookspecs import hookimpl
+
+
+def _project(ctx: click.Context):
+    from ..config import validate_project
+    from ..project import load_project
+
+    project = load_project(ctx.obj)
+    validate_project(project)
+    return project
+
+
+def _short(image_id: str | None) -> str:
+    if not image_id:
+        return "-"
+    return image_id[7:19] if image_id.startswith("sha256:") else image_id
+
+
+@hookimpl
+def register_commands(cli):
+    @cli.command()
+    @click.argument("service", required=False)
+    @click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON.")
+    @click.pass_context
+    def history(ctx: click.Context, service: str | None, as_json: bool) -> None:
+        """Show past deploys: time, service, outcome, image digests (newest last)."""
+        from .state import History
+
+        project = _project(ctx)
+        if service and service not in project.services:
+            from ..errors import UsageError
+
+            raise UsageError(f"no such service: {service}; services are: {', '.join(project.services)}")
+        entries = History(project).entries(service)
+        if as_json:
+            click.echo(json.dumps(entries, indent=2))
+            return
+        if not entries:
+            click.echo("no deploys recorded yet", err=True)
+            return
+        click.echo(f"{'TIME':<25} {'SERVICE':<14} {'OUTCOME':<16} {'FROM':<13} {'TO':<13} REASON")
+        for e in entries:
+            click.echo(f"{e.get('time', ''):<25} {e.get('service', ''):<14} {e.get('outcome', ''):<16} "
+                       f"{_short(e.get('old_image_id')):<13} {_short(e.get('new_image_id')):<13} "
+                       f"{e.get('reason', '')}")
+
+    @cli.command()
+    @click.argument("service", required=False)
+    @click.option("--to", "to", metavar="DIGEST", help="Image id (or prefix) from `history`; default: the previous one.")
+    @click.option("--lock-wait", metavar="DURATION", help="Wait this long for another deploy to finish.")
+    @click.pass_context
+    def rollback(ctx: click.Context, service: str | None, to: str | None, lock_wait: str | None) -> None:
+        """Deploy a previous image of a service again, health-gated like any deploy."""
+        from .rollback import rollback as do_rollback
+
+        code = do_rollback(_project(ctx), ctx.obj, service=service, to=to, lock_wait=lock_wait)
+        ctx.exit(code)
+
+    @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    @click.pass_context
+    def down(ctx: click.Context) -> None:
+        """Stop and remove the project (and compose-atomic's proxy); arguments as `docker compose down`."""
+        from ..cli import exec_compose
+        from .engine import docker
+
+        try:
+            from ..project import load_project
+
+            name = load_project(ctx.obj).name
+        except Exception:  # noqa: BLE001 - Compose will explain a broken project itself
+            name = None
+        if name:
+            ids = docker("ps", "-aq", "--filter", f"label=dev.compose-atomic.proxy={name}").stdout.split()
+            if ids:
+                docker("rm", "-f", *ids)
+                click.echo(f" Container {name}-atomic-proxy  Removed", err=True)
+        exec_compose(ctx.obj, "down", *ctx.args)
+
+
+@hookimpl
+def validate_config(project):
+    """A health probe needs a port: health.port or route.port."""
+    from ..config import ConfigProblem
+
+    problems = []
+    for service in project.atomic_services:
+        annotation = project.service_x_atomic(service)
+        health = annotation.get("health")
+        if health is not None and not health.get("port") and not (annotation.get("route") or {}).get("port"):
+            problems.append(ConfigProblem(("health", "port"), "the HTTP probe needs a port: set health.port, "
+                                          "or route.port when the service is routed", service))
+    return problems

@@ -1,0 +1,55 @@
+"""Finish or undo a deploy that a previous process left half done.
+
+The journal says which step the deploy had reached. Holding the project lock
+means that process is gone (flock dies with it), so its containers are ours to
+settle: before the switch the new container is removed and the old one keeps
+serving; after the switch the old one serves again if it still runs; once the
+deploy was committed (the old container was being stopped) it is completed.
+"""
+
+from __future__ import annotations
+
+from . import engine
+from .plan import ServicePlan
+from .rollout import Context, Replacement
+
+
+def reconcile(ctx: Context) -> str | None:
+    """Settle the journal's deploy, if any; return its outcome."""
+    record = ctx.journal.read()
+    if not record:
+        return None
+    service = record.get("service")
+    if service not in ctx.project.services:
+        ctx.journal.clear()
+        return None
+    old = engine.inspect(*record.get("old", []))
+    plan = ServicePlan(service, "replace", old=old, image=record.get("image", ""))
+    replacement = Replacement(ctx, plan)
+    phase = record.get("phase", "planned")
+    new_ids = list(record.get("new") or [])
+    if phase in ("planned", "creating"):
+        known = {c["Id"] for c in old}
+        new_ids = [c["Id"] for c in engine.service_containers(ctx.project.name, service) if c["Id"] not in known]
+    replacement.new_ids = new_ids
+    replacement.phase = phase
+    if replacement.proxied:
+        from . import proxy_networks, sync_proxy
+
+        ctx.networks = proxy_networks(ctx.project)
+        replacement.proxied = True
+    old_running = any(c["State"]["Status"] == "running" for c in old)
+    ctx.progress.event(service, "Reconciling", f"a deploy was interrupted at step {phase!r}", state="warning")
+    if phase == "committed" or (phase == "switched" and not old_running):
+        replacement.retire_old()
+        replacement.finish("deployed", "completed after an interruption")
+        outcome = "deployed"
+    elif phase == "stop-first":
+        replacement.finish("failed", "interrupted during a stop-first replacement")
+        outcome = "failed"
+    else:
+        outcome = replacement.undo("the deploy was interrupted; the previous version was put back")
+    if ctx.proxy is not None:
+        sync_proxy(ctx.project, ctx.proxy, ctx.networks)
+    ctx.progress.event(service, "Reconciled", outcome)
+    return outcome

@@ -54,6 +54,14 @@ def build_app(version: str, env: dict, workdir: Path) -> str:
     return tag
 
 
+def _describe_backup(listing) -> str:
+    if not isinstance(listing, dict):
+        return str(listing)
+    name = listing.get("file") or listing.get("name") or listing.get("path")
+    details = ", ".join(f"{k} {listing[k]}" for k in ("size", "verified", "created", "time") if k in listing)
+    return f"{name} ({details})" if details else str(name or listing)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="compose-atomic demo")
     parser.add_argument("--keep", action="store_true", help="leave the demo stack running")
@@ -68,7 +76,8 @@ def main() -> int:
     for f in secrets.iterdir():
         f.chmod(0o600)
     port = free_port()
-    env = {**os.environ, **IMAGES, "HTTP_PORT": f"127.0.0.1:{port}"}
+    env = {**os.environ, **IMAGES, "HTTP_PORT": f"127.0.0.1:{port}",
+           "COMPOSE_FILE": "docker-compose.yml:compose.backup.yml"}
     url = f"http://127.0.0.1:{port}/cgi-bin/version"
     cli = [sys.executable, "-m", "compose_atomic", "-p", PROJECT]
     report: dict = {"url": url, "workdir": str(workdir)}
@@ -77,7 +86,11 @@ def main() -> int:
         for version in ("1", "2", "3"):
             build_app(version, env, workdir)
 
-        say("Version 1: first deploy of the stack (app, PostgreSQL, Caddy proxy)")
+        say("Backups: generating the sidecar that takes verified, rotated backups of db")
+        run([*cli, "-f", "docker-compose.yml", "backup", "generate", "-o", "compose.backup.yml"],
+            {**env, "APP_IMAGE": "solo-saas-app:1"}, workdir)
+
+        say("Version 1: first deploy of the stack (app, PostgreSQL, backup sidecar, Caddy proxy)")
         env1 = {**env, "APP_IMAGE": "solo-saas-app:1"}
         report["deploy_v1"] = run([*cli, "up", "-d"], env1, workdir)
 
@@ -104,7 +117,7 @@ def main() -> int:
         listing = subprocess.run([*cli, "backup", "list", "--json"], env=backup_env, cwd=workdir,
                                  capture_output=True, text=True)
         try:
-            backups = json.loads(listing.stdout)
+            backups = json.loads(listing.stdout).get("backups") or []
             report["newest_backup"] = backups[-1] if backups else None
         except json.JSONDecodeError:
             report["newest_backup"] = None
@@ -113,12 +126,12 @@ def main() -> int:
             say("Cleaning up: removing the demo stack and its volumes")
             run([*cli, "down", "-v", "-t", "1", "--remove-orphans"], {**env, "APP_IMAGE": "solo-saas-app:2"},
                 workdir, check=False, quiet=True)
-            run(["docker", "rm", "-f", f"{PROJECT}-proxy"], env, workdir, check=False, quiet=True)
             shutil.rmtree(workdir, ignore_errors=True)
 
     load = report.get("load", {})
     ok = (report.get("deploy_v1") == 0 and report.get("deploy_v2") == 0 and report.get("deploy_v3") == 3
-          and load.get("failed") == 0 and load.get("last_version") == "2")
+          and load.get("failed") == 0 and load.get("last_version") == "2" and report.get("backup") == 0
+          and bool(report.get("newest_backup")))
     print(json.dumps(report, indent=2))
     print("\ncompose-atomic demo report", file=sys.stderr)
     print(f"  requests served      {load.get('requests', 0)} ({load.get('by_kind', {})})", file=sys.stderr)
@@ -132,7 +145,7 @@ def main() -> int:
     print(f"  v3 (broken) rollout  exit {report.get('deploy_v3')} (3 = rolled back, old version kept)",
           file=sys.stderr)
     newest = report.get("newest_backup")
-    print(f"  newest verified backup {newest.get('file') if isinstance(newest, dict) else newest}", file=sys.stderr)
+    print(f"  newest verified backup {_describe_backup(newest)}", file=sys.stderr)
     print(f"  left running         {'the demo stack (--keep)' if args.keep else 'nothing'}", file=sys.stderr)
     print(f"\n{'DEMO OK' if ok else 'DEMO FAILED'}", file=sys.stderr)
     return 0 if ok else 1

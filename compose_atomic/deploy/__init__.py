@@ -19,7 +19,7 @@ from ..progress import Progress
 from ..project import Project
 from . import engine
 from .plan import ServicePlan, plan_services, with_dependencies
-from .rollout import Context, Replacement, dials, network_keys
+from .rollout import Context, Replacement, call_hook, dials, network_keys, quiet_hook
 from .state import History, Journal, project_lock, state_dir
 
 DEFAULT_PROXY_IMAGE = "caddy:2.8-alpine"
@@ -106,6 +106,18 @@ def sync_proxy(project: Project, proxy, networks: list[str], progress: Progress 
     proxy.ensure(networks, on_recreate=warn)
 
 
+DEPLOY_KEYS = frozenset({"route", "health", "monitor", "drain", "strategy", "migrate"})
+
+
+def deployable_services(project: Project) -> list[str]:
+    """Services compose-atomic replaces itself: those with a deploy key in x-atomic.
+
+    A service annotated only for backups (a database) is left to Compose: running
+    two copies of it side by side on one data volume would be a disaster.
+    """
+    return [s for s in project.atomic_services if DEPLOY_KEYS & set(project.service_x_atomic(s))]
+
+
 def print_plan(progress: Progress, plans: list[ServicePlan], rest: list[str], project: Project,
                compose_args: list[str]) -> None:
     progress.step("Plan")
@@ -129,7 +141,7 @@ def up(project: Project, *, services: list[str], flags: dict, raw_args: list[str
         raise UsageError(f"no such service: {', '.join(unknown)}; services are: {', '.join(project.services)}")
     selected = list(services) or list(project.services)
     closure = selected if flags.get("no_deps") else with_dependencies(project, selected)
-    atomic = [s for s in closure if s in project.atomic_services]
+    atomic = [s for s in closure if s in deployable_services(project)]
     compose_args = compose_up_args(flags)
     force = bool(flags.get("force_recreate"))
 
@@ -172,9 +184,18 @@ def _locked_up(project: Project, progress: Progress, services: list[str], closur
         argv = compose_args + list(services)
     else:
         argv = compose_args + ["--no-deps"] + rest if rest else []
+    # A service Compose creates (first deploy, or nothing left running) still goes
+    # through before_deploy, so that its migrations run before it starts.
+    created = [p for p in plans if p.action in ("create", "restart-dead") and p.service in rest]
+    for plan in created:
+        call_hook("before_deploy", project=project, service=plan.service, old_container=None,
+                  new_image=plan.image)
     if argv:
         cmd = [a for a in project.compose(*argv) if a != "--dry-run"]
         code = subprocess.run(cmd, check=False).returncode
+        for plan in created:
+            quiet_hook("after_deploy", progress, project=project, service=plan.service, old_container=None,
+                       new_container=None, outcome="deployed" if code == 0 else "failed")
         if code != 0:
             raise OperationFailed(f"docker compose up failed (exit {code}); x-atomic services were not replaced")
 

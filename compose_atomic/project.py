@@ -104,6 +104,17 @@ class Project:
         """Whether anything in the project asks for compose-atomic's behaviour."""
         return bool(self.x_atomic) or bool(self.atomic_services)
 
+    @property
+    def state_dir(self) -> Path:
+        """Where compose-atomic keeps journals, history, snapshots and rendered files.
+
+        ``x-atomic.state_dir`` (relative to the project directory), or
+        ``.compose-atomic/`` beside the compose file.
+        """
+        configured = self.x_atomic.get("state_dir")
+        path = Path(configured) if configured else Path(".compose-atomic")
+        return path if path.is_absolute() else self.working_dir / path
+
     def compose(self, *args: str) -> list[str]:
         return compose_command(self.options, *args)
 

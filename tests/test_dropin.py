@@ -94,7 +94,7 @@ def test_up_keeps_composes_exit_code_and_message(plain_project, project_name):
 
 
 def test_global_options_and_environment_reach_compose(plain_project, project_name, tmp_path):
-    (plain_project / "override.yaml").write_text(f"services:\n  web:\n    labels: {{tier: front}}\n")
+    (plain_project / "override.yaml").write_text("services:\n  web:\n    labels: {tier: front}\n")
     (plain_project / "alt.env").write_text("GREETING=bonjour\n")
     result = run_cli("-f", "compose.yaml", "-f", "override.yaml", "--env-file", "alt.env",
                      "--profile", "extra", "-p", project_name, "up", "-d", cwd=plain_project)

@@ -20,7 +20,7 @@ from ..project import Project
 from . import engine
 from .plan import ServicePlan, plan_services, with_dependencies
 from .rollout import Context, Replacement, call_hook, dials, network_keys, quiet_hook
-from .state import History, Journal, project_lock, state_dir
+from .state import History, Journal, project_lock
 
 DEFAULT_PROXY_IMAGE = "caddy:2.8-alpine"
 DEFAULT_PROXY_PORTS = ["80:80", "443:443"]
@@ -65,7 +65,7 @@ def make_proxy(project: Project):
             hosts = route.get("host") or []
             routes.append(Route(service, route["port"], hosts=[hosts] if isinstance(hosts, str) else list(hosts),
                                 path=route.get("path")))
-    return CaddyProxy(project.name, state_dir(project), image=settings.get("image", DEFAULT_PROXY_IMAGE),
+    return CaddyProxy(project.name, project.state_dir, image=settings.get("image", DEFAULT_PROXY_IMAGE),
                       ports=settings.get("ports", DEFAULT_PROXY_PORTS), routes=routes)
 
 

@@ -23,17 +23,8 @@ class LockBusy(OperationFailed):
     """Another compose-atomic command holds the project's deploy lock."""
 
 
-def state_dir(project: Project) -> Path:
-    """``x-atomic.state_dir`` (relative to the compose file) or ``.compose-atomic/`` beside it."""
-    configured = project.x_atomic.get("state_dir")
-    base = Path(configured) if configured else Path(".compose-atomic")
-    if not base.is_absolute():
-        base = project.working_dir / base
-    return base
-
-
 def deploy_dir(project: Project) -> Path:
-    path = state_dir(project) / "deploy" / (project.name or "default")
+    path = project.state_dir / "deploy" / (project.name or "default")
     path.mkdir(parents=True, exist_ok=True)
     return path
 

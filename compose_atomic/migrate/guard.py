@@ -23,12 +23,12 @@ from .database import Database
 from .errors import (ComposeAtomicError, MigrationFailed, OperationFailed, RestoreRefused,
                      RollbackFailed, RolledBack)
 from .restore import restore
-from .settings import MigrateSettings, migrate_settings, snapshot_dir, state_dir
+from .settings import MigrateSettings, migrate_settings, snapshot_dir
 from .snapshot import PRE_MIGRATE, Snapshot, find_snapshot, prune, take_snapshot, write_json_atomic
 
 
 def _state_path(project: Project, service: str) -> Path:
-    path = state_dir(project) / "migrate"
+    path = project.state_dir / "migrate"
     path.mkdir(parents=True, exist_ok=True)
     return path / f"{service}.json"
 

@@ -63,18 +63,9 @@ def migrate_settings(project: Project, service: str) -> MigrateSettings | None:
     )
 
 
-def state_dir(project: Project) -> Path:
-    """``x-atomic.state_dir`` (relative to the project directory) or ``.compose-atomic/``."""
-    configured = project.x_atomic.get("state_dir")
-    path = Path(configured) if configured else Path(".compose-atomic")
-    if not path.is_absolute():
-        path = project.working_dir / path
-    return path
-
-
 def snapshot_dir(project: Project) -> Path:
     """Where snapshots live; created with mode 0700 (dumps hold all the data)."""
-    path = state_dir(project) / "snapshots"
+    path = project.state_dir / "snapshots"
     path.mkdir(parents=True, exist_ok=True)
     os.chmod(path, 0o700)
     return path

@@ -109,11 +109,7 @@ def swarm_manager_node() -> str:
 
 def state_directory(project: Project, stack_name: str) -> Path:
     """Where the rendered stack lives: ``<state_dir>/swarm/<stack>/``."""
-    base = project.x_atomic.get("state_dir") or ".compose-atomic"
-    path = Path(base)
-    if not path.is_absolute():
-        path = project.working_dir / path
-    return path / "swarm" / stack_name
+    return project.state_dir / "swarm" / stack_name
 
 
 def write_private(path: Path, text: str) -> None:

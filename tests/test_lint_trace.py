@@ -89,3 +89,28 @@ def test_trace_with_a_missing_image_fails_cleanly(tmp_path, project_name):
     assert proc.returncode == 1 and "could not start a container" in proc.stderr and "Traceback" not in proc.stderr
     left = docker("ps", "-a", "--filter", f"name={project_name}-lint-trace", "--format", "{{.Names}}").stdout
     assert left.strip() == ""
+
+
+def test_trace_from_the_latest_snapshot_sees_the_real_schema(tmp_path, project_name):
+    (tmp_path / "compose.yaml").write_text(
+        f"services:\n  db:\n    image: {IMAGE_POSTGRES}\n"
+        "    environment: {POSTGRES_PASSWORD: pw-for-tests, POSTGRES_DB: app}\n"
+        "    healthcheck: {test: [CMD, pg_isready, -U, postgres], interval: 1s, retries: 30}\n")
+    (tmp_path / "m.sql").write_text("ALTER TABLE accounts ALTER COLUMN id TYPE bigint;\n")
+    missing = run_cli("-p", project_name, "lint", "--trace", "--service", "db", "--from-snapshot", "latest",
+                      "m.sql", cwd=tmp_path)
+    assert missing.returncode == 2 and "no snapshot of service 'db'" in missing.stderr
+
+    assert run_cli("-p", project_name, "up", "-d", "--wait", cwd=tmp_path).returncode == 0
+    docker("exec", f"{project_name}-db-1", "psql", "-U", "postgres", "-d", "app", "-c",
+           "CREATE TABLE accounts (id int PRIMARY KEY); INSERT INTO accounts SELECT generate_series(1, 100);")
+    snap = run_cli("-p", project_name, "db", "snapshot", "--service", "db", cwd=tmp_path)
+    assert snap.returncode == 0, snap.stderr
+
+    proc = run_cli("-p", project_name, "lint", "--trace", "--service", "db", "--from-snapshot", "latest",
+                   "--format", "json", "m.sql", cwd=tmp_path, timeout=180)
+    assert "Traceback" not in proc.stderr
+    findings = json.loads(proc.stdout)
+    traced = [f for f in findings if f.get("trace")]
+    assert traced, findings
+    assert traced[0]["trace"].get("rewrote") or "rewr" in json.dumps(traced[0]["trace"]), traced[0]["trace"]

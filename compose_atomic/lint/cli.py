@@ -50,7 +50,7 @@ def list_rules_text(rules, config: LintConfig) -> str:
 
 
 def run_lint(options, *, paths, fmt, pg_version, excludes, severities, assume_in_transaction, list_rules,
-             plan, lock_timeout, trace, service, setups, expand) -> int:
+             plan, lock_timeout, trace, service, setups, expand, from_snapshot=None) -> int:
     rules = get_rules()
     config = build_config(options, pg_version, excludes, severities, assume_in_transaction, rules)
     if list_rules:
@@ -63,6 +63,8 @@ def run_lint(options, *, paths, fmt, pg_version, excludes, severities, assume_in
         raise LintUsageError(f"--format {fmt} writes a migration: use it with --plan")
     if trace and not service:
         raise LintUsageError("--trace needs --service NAME: the database service whose image runs the trace")
+    if from_snapshot and not trace:
+        raise LintUsageError("--from-snapshot goes with --trace --service NAME")
     files = expand(paths)
     texts: dict[str, str] = {}
     for path in files:
@@ -88,7 +90,8 @@ def run_lint(options, *, paths, fmt, pg_version, excludes, severities, assume_in
     if trace:
         from .trace import trace_files
 
-        findings = trace_files(options, service, files, texts, findings, setups, fmt, config)
+        findings = trace_files(options, service, files, texts, findings, setups, fmt, config,
+                               from_snapshot=from_snapshot)
     if fmt == "json":
         click.echo(format_json(findings))
     elif fmt == "sarif":

@@ -48,9 +48,12 @@ def register_commands(cli):
     @click.option("--service", metavar="NAME", help="With --trace: the PostgreSQL service whose image to use.")
     @click.option("--setup", "setups", multiple=True, metavar="FILE",
                   help="With --trace: SQL applied and committed first (the schema the migration expects).")
+    @click.option("--from-snapshot", "from_snapshot", metavar="NAME|latest",
+                  help="With --trace: start from a compose-atomic db snapshot of the service (real schema "
+                       "and data) instead of an empty database.")
     @click.pass_context
     def lint(ctx, paths, fmt, pg_version, excludes, severities, assume_in_transaction, list_rules, plan,
-             lock_timeout, trace, service, setups):
+             lock_timeout, trace, service, setups, from_snapshot):
         """Check SQL migrations for locks, rewrites and transaction mistakes.
 
         PATHS are files, directories (every *.sql below) or globs. Exit 0 when
@@ -63,6 +66,7 @@ def register_commands(cli):
         code = run_lint(ctx.obj, paths=paths, fmt=fmt, pg_version=pg_version, excludes=_split(excludes),
                         severities=_split(severities), assume_in_transaction=assume_in_transaction,
                         list_rules=list_rules, plan=plan, lock_timeout=lock_timeout, trace=trace,
-                        service=service, setups=list(setups), expand=expand_paths)
+                        service=service, setups=list(setups), expand=expand_paths,
+                        from_snapshot=from_snapshot)
         sys.stdout.flush()
         ctx.exit(code)

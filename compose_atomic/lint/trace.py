@@ -22,6 +22,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from compose_atomic.errors import DockerUnavailable, OperationFailed
 
@@ -122,12 +123,40 @@ class ThrowawayPostgres:
             time.sleep(0.5)
         raise TraceFailed(f"the trace database ({self.image}) was not ready after {self.start_timeout:.0f}s: {last}")
 
+    def restore(self, dump: Path) -> None:
+        """Load a ``pg_dump -Fc`` file (a snapshot) into the trace database, streamed over stdin."""
+        with open(dump, "rb") as fh:
+            proc = subprocess.run(["docker", "exec", "-i", self.name, "pg_restore", "--no-owner",
+                                   "--no-privileges", "--exit-on-error", "-U", "postgres", "-d", "trace"],
+                                  stdin=fh, capture_output=True, text=False, timeout=1800, check=False)
+        if proc.returncode != 0:
+            detail = proc.stderr.decode(errors="replace").strip().splitlines()
+            raise TraceFailed(f"--from-snapshot: restoring {dump.name} into the trace database failed: "
+                              f"{detail[-1] if detail else 'exit ' + str(proc.returncode)}")
+
     def conninfo(self) -> dict:
         return {"host": "127.0.0.1", "port": self.port, "user": "postgres", "password": self.password,
                 "dbname": "trace"}
 
     def __exit__(self, *exc) -> None:
         _docker("rm", "-f", "-v", self.name, timeout=60)
+
+
+def _find_snapshot(project, service: str, name: str) -> Path:
+    """The dump of a ``compose-atomic db snapshot`` of ``service``: by name, or the newest."""
+    from compose_atomic.migrate.snapshot import list_snapshots
+
+    found = list_snapshots(project.state_dir / "snapshots", service)
+    if not found:
+        raise LintUsageError(f"--from-snapshot: no snapshot of service {service!r} in {project.state_dir}",
+                             hint=f"Take one with: compose-atomic db snapshot (the {service} service must run).")
+    if name == "latest":
+        return found[-1].path
+    for snap in found:
+        if name in (snap.name, snap.path.name):
+            return snap.path
+    raise LintUsageError(f"--from-snapshot: no snapshot named {name!r}; there are: "
+                         + ", ".join(s.name for s in found[-5:]) + " (or use latest)")
 
 
 def _relations(cur) -> dict[int, tuple[str, str, int]]:
@@ -284,7 +313,7 @@ def format_trace(records: list[TracedStatement], image: str) -> str:
 
 
 def trace_files(options, service: str, files: list[str], texts: dict[str, str], findings: list[Finding],
-                setups: list[str], fmt: str, config) -> list[Finding]:
+                setups: list[str], fmt: str, config, from_snapshot: str | None = None) -> list[Finding]:
     """Trace every file on one throwaway container of ``service``'s image; merge into ``findings``."""
     import psycopg
 
@@ -306,8 +335,11 @@ def trace_files(options, service: str, files: list[str], texts: dict[str, str], 
                 setup_texts[path] = fh.read()
         except OSError as exc:
             raise LintUsageError(f"--setup {path}: cannot read: {exc.strerror}") from None
+    snapshot = _find_snapshot(project, service, from_snapshot) if from_snapshot else None
     records: list[TracedStatement] = []
     with ThrowawayPostgres(image, project.name or "compose-atomic") as pg:
+        if snapshot is not None:
+            pg.restore(snapshot)
         with psycopg.connect(**pg.conninfo(), autocommit=True) as conn:
             for path, text in setup_texts.items():
                 apply_setup(conn, path, text)

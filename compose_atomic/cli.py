@@ -172,11 +172,9 @@ def up(ctx: click.Context, services: tuple[str, ...], lock_wait: str | None, **f
 @click.pass_context
 def check(ctx: click.Context, as_json: bool) -> None:
     """Validate the project's x-atomic annotations (exit 2 when invalid)."""
-    from .config import validate_project
-    from .project import load_project
+    from .config import load_valid_project
 
-    project = load_project(ctx.obj)
-    validate_project(project)
+    project = load_valid_project(ctx.obj)
     summary = {"project": project.name, "valid": True,
                "services": {s: sorted(project.service_x_atomic(s)) for s in project.atomic_services},
                "project_keys": sorted(project.x_atomic)}

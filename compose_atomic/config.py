@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .errors import ConfigError
-from .project import Project
+from .project import ComposeOptions, Project
 
 SCOPES = ("project", "service")
 
@@ -78,6 +78,15 @@ def validate_project(project: Project) -> None:
             hint="The keys are documented in docs/configuration.md; "
                  "the JSON Schema is docs/x-atomic.schema.json.",
         )
+
+
+def load_valid_project(options: ComposeOptions) -> Project:
+    """The resolved project, or ConfigError: what every command that acts on a project starts with."""
+    from .project import load_project
+
+    project = load_project(options)
+    validate_project(project)
+    return project
 
 
 def schema_problems(config: dict[str, Any], schema: dict[str, Any]) -> Iterable[ConfigProblem]:

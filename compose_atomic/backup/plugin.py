@@ -99,12 +99,10 @@ def register_commands(cli):
         """Write the Compose override file with the backup sidecars."""
         from pathlib import Path
 
-        from ..config import validate_project
-        from ..project import load_project
+        from ..config import load_valid_project
         from .generate import build, render
 
-        project = load_project(ctx.obj)
-        validate_project(project)
+        project = load_valid_project(ctx.obj)
         document = build(project, offsite_targets())
         text = render(project, document, output if output != "-" else "compose.backup.yml")
         if output == "-":

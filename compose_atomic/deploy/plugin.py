@@ -14,12 +14,9 @@ from ..hookspecs import hookimpl
 
 
 def _project(ctx: click.Context):
-    from ..config import validate_project
-    from ..project import load_project
+    from ..config import load_valid_project
 
-    project = load_project(ctx.obj)
-    validate_project(project)
-    return project
+    return load_valid_project(ctx.obj)
 
 
 def _short(image_id: str | None) -> str:

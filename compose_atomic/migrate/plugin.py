@@ -53,12 +53,9 @@ def after_deploy(project, service, old_container, new_container, outcome):
 
 
 def _load(ctx: click.Context):
-    from ..config import validate_project
-    from ..project import load_project
+    from ..config import load_valid_project
 
-    project = load_project(ctx.find_root().obj)
-    validate_project(project)
-    return project
+    return load_valid_project(ctx.find_root().obj)
 
 
 @hookimpl

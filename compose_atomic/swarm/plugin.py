@@ -16,12 +16,10 @@ RESOLVE_IMAGE = ["auto", "always", "changed", "never"]
 
 
 def _load(ctx: click.Context):
-    from compose_atomic.config import validate_project
-    from compose_atomic.project import ComposeOptions, load_project
+    from compose_atomic.config import load_valid_project
+    from compose_atomic.project import ComposeOptions
 
-    project = load_project(ctx.find_object(ComposeOptions))
-    validate_project(project)
-    return project
+    return load_valid_project(ctx.find_object(ComposeOptions))
 
 
 def _report(rendered, progress, *, infos: bool = True) -> None:

@@ -144,13 +144,14 @@ def test_killed_deploy_is_reconciled_by_the_next_up(project_name, tmp_path):
     assert get_version(port) == "v1"
 
 
-def test_proxy_killed_mid_deploy_comes_back_with_the_new_route(project_name, tmp_path):
+@pytest.mark.parametrize("part", ["", "-switch", "-ports"], ids=["edge", "switch", "namespace"])
+def test_proxy_killed_mid_deploy_comes_back_with_the_new_route(project_name, tmp_path, part):
     port, _ = start_v1(tmp_path, project_name)
     write_project(tmp_path, {"web": app_service("v2", "slow", start_period="10s", env={"SLOW_FOR": "3"})},
                   proxy_port=port)
     proc = popen_up(tmp_path, project_name)
     wait_for_container(f"{project_name}-web-2")
-    docker("kill", f"{project_name}-atomic-proxy")
+    docker("kill", f"{project_name}-atomic-proxy{part}")
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     wait_for_version(port, "v2")

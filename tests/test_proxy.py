@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from compose_atomic.proxy.caddy import RETRY_METHODS, Route, build_config, routes_from_config
+from compose_atomic.proxy.caddy import (RETRY_METHODS, SWITCH_LISTEN, Route, build_config, build_edge_config,
+                                        routes_from_config)
 
 
 def test_one_catch_all_route_on_plain_http_with_retries_that_never_replay_posts():
     config = build_config([Route("web", 3000, upstreams=["p-web-1:3000"])])
     assert config["admin"]["listen"] == "0.0.0.0:2019"
     server = config["apps"]["http"]["servers"]["atomic"]
-    assert server["listen"] == [":80"] and server["automatic_https"] == {"disable": True}
+    # The switch listens on the loopback of the proxy's namespace; only the edge reaches it.
+    assert server["listen"] == [SWITCH_LISTEN] and server["automatic_https"] == {"disable": True}
     (route,) = server["routes"]
     assert "match" not in route
     handler = route["handle"][0]
@@ -19,14 +21,30 @@ def test_one_catch_all_route_on_plain_http_with_retries_that_never_replay_posts(
     assert lb["retry_match"] == [{"method": RETRY_METHODS}] and "POST" not in RETRY_METHODS
 
 
-def test_host_and_path_routes_come_before_the_catch_all_and_enable_https():
+def test_host_and_path_routes_come_before_the_catch_all_and_the_edge_enables_https():
     routes = [Route("web", 80), Route("api", 8000, hosts=["api.example.com"]),
               Route("docs", 8080, path="/docs/")]
     server = build_config(routes)["apps"]["http"]["servers"]["atomic"]
-    assert server["listen"] == [":80", ":443"] and "automatic_https" not in server
     assert [r["@id"] for r in server["routes"]] == ["ca_route_api", "ca_route_docs", "ca_route_web"]
     assert server["routes"][0]["match"] == [{"host": ["api.example.com"]}]
     assert server["routes"][1]["match"] == [{"path": ["/docs", "/docs/*"]}]
+    edge = build_edge_config(routes)
+    assert edge["admin"] == {"disabled": True}
+    front = edge["apps"]["http"]["servers"]["edge"]
+    assert front["listen"] == [":80", ":443"] and "automatic_https" not in front
+    assert front["routes"][0]["match"] == [{"host": ["api.example.com"]}]  # certificates for these hosts
+    assert "match" not in front["routes"][1]
+
+
+def test_the_edge_never_keeps_an_idle_connection_to_the_switch():
+    (route,) = build_edge_config([Route("web", 80)])["apps"]["http"]["servers"]["edge"]["routes"]
+    forward = route["handle"][0]
+    assert forward["upstreams"] == [{"dial": SWITCH_LISTEN}]
+    assert forward["transport"]["keep_alive"] == {"enabled": False}
+    assert "retry_match" not in forward["load_balancing"]  # only dial errors: nothing was sent yet
+    # The switch keeps the client's address and scheme as the edge saw them.
+    handler = Route("web", 80).to_caddy()["handle"][0]
+    assert handler["headers"]["request"]["set"]["X-Forwarded-For"] == ["{http.request.header.X-Forwarded-For}"]
 
 
 def test_saved_upstreams_are_read_back():
@@ -57,8 +75,34 @@ def test_a_change_to_the_proxy_recreates_it_and_keeps_the_routes(project_name, t
     write_project(tmp_path, {"web": app_service("v1")}, proxy_port=second)
     proc = run_cli("-p", project_name, "up", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "image or ports changed: recreating the proxy" in proc.stderr
+    assert "ports changed: recreating the proxy" in proc.stderr
     assert "Replacing" not in proc.stderr  # the app itself did not change
     wait_for_version(second, "v1")
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{first}/cgi-bin/v", timeout=2)
+
+
+def test_a_new_proxy_image_takes_over_the_sockets_without_a_failed_request(project_name, tmp_path, request):
+    from conftest import IMAGE_CADDY, docker, run_cli
+    from test_deploy_support import Hammer, app_service, free_port, wait_for_version, write_project
+
+    port = free_port()
+    tag = f"compose-atomic-testbed/caddy:{project_name}"  # another name for the same Caddy: a new image to Compose
+    docker("tag", IMAGE_CADDY, tag)
+    request.addfinalizer(lambda: docker("rmi", tag, check=False))
+
+    def proxy(image: str) -> dict:
+        return {"proxy": {"image": image, "ports": [f"127.0.0.1:{port}:80"]}}
+
+    write_project(tmp_path, {"web": app_service("v1")}, x_atomic=proxy(IMAGE_CADDY))
+    assert run_cli("-p", project_name, "up", cwd=tmp_path).returncode == 0
+    wait_for_version(port, "v1")
+    write_project(tmp_path, {"web": app_service("v1")}, x_atomic=proxy(tag))
+    with Hammer(port) as load:
+        proc = run_cli("-p", project_name, "up", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "handed over to" in proc.stderr and "Replacing" not in proc.stderr
+    assert load.failures == [], load.failures
+    assert load.long_done >= 1 and load.ok > 20
+    edge = docker("inspect", "--format", "{{.Config.Image}}", f"{project_name}-atomic-proxy").stdout.strip()
+    assert edge == tag

@@ -98,12 +98,15 @@ def sync_proxy(project: Project, proxy, networks: list[str], progress: Progress 
         kept = [d for d in saved.get(service, []) if d in current]  # order kept: the first serves
         route.upstreams = kept + [d for d in current if d not in kept]
 
-    def warn():
-        if progress is not None:
-            progress.warn(f"Proxy {proxy.container_name}", "x-atomic.proxy image or ports changed: recreating "
-                                                          "the proxy; requests fail for about a second")
+    def report(message: str, warning: bool) -> None:
+        if progress is None:
+            return
+        if warning:
+            progress.warn(f"Proxy {proxy.container_name}", message)
+        else:
+            progress.event(f"Proxy {proxy.container_name}", "Updated", message)
 
-    proxy.ensure(networks, on_recreate=warn)
+    proxy.ensure(networks, report)
 
 
 DEPLOY_KEYS = frozenset({"route", "health", "monitor", "drain", "strategy", "migrate"})

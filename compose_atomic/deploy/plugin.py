@@ -79,10 +79,12 @@ def register_commands(cli):
         except Exception:  # noqa: BLE001 - Compose will explain a broken project itself
             name = None
         if name:
-            ids = docker("ps", "-aq", "--filter", f"label=dev.compose-atomic.proxy={name}").stdout.split()
-            if ids:
-                docker("rm", "-f", *ids)
-                click.echo(f" Container {name}-atomic-proxy  Removed", err=True)
+            found = docker("ps", "-a", "--format", "{{.Names}}",
+                           "--filter", f"label=dev.compose-atomic.proxy={name}").stdout.split()
+            if found:
+                docker("rm", "-f", *found)
+                for container in sorted(found):
+                    click.echo(f" Container {container}  Removed", err=True)
         exec_compose(ctx.obj, "down", *ctx.args)
 
 

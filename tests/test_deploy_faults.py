@@ -144,7 +144,7 @@ def test_killed_deploy_is_reconciled_by_the_next_up(project_name, tmp_path):
     assert get_version(port) == "v1"
 
 
-@pytest.mark.parametrize("part", ["", "-switch", "-ports"], ids=["edge", "switch", "namespace"])
+@pytest.mark.parametrize("part", ["", "-switch"], ids=["edge", "switch"])
 def test_proxy_killed_mid_deploy_comes_back_with_the_new_route(project_name, tmp_path, part):
     port, _ = start_v1(tmp_path, project_name)
     write_project(tmp_path, {"web": app_service("v2", "slow", start_period="10s", env={"SLOW_FOR": "3"})},

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from compose_atomic.proxy.caddy import (RETRY_METHODS, SWITCH_LISTEN, Route, build_config, build_edge_config,
-                                        routes_from_config)
+from compose_atomic.proxy.caddy import (RETRY_METHODS, SWITCH_SOCKET, Route, build_config, build_edge_config,
+                                        edge_listeners, routes_from_config)
 
 
 def test_one_catch_all_route_on_plain_http_with_retries_that_never_replay_posts():
     config = build_config([Route("web", 3000, upstreams=["p-web-1:3000"])])
     assert config["admin"]["listen"] == "0.0.0.0:2019"
     server = config["apps"]["http"]["servers"]["atomic"]
-    # The switch listens on the loopback of the proxy's namespace; only the edge reaches it.
-    assert server["listen"] == [SWITCH_LISTEN] and server["automatic_https"] == {"disable": True}
+    # The switch listens on a unix socket that only the edge reaches.
+    assert server["listen"] == ["unix//run/compose-atomic/switch-a.sock"]
+    assert server["automatic_https"] == {"disable": True}
     (route,) = server["routes"]
     assert "match" not in route
     handler = route["handle"][0]
@@ -28,10 +29,11 @@ def test_host_and_path_routes_come_before_the_catch_all_and_the_edge_enables_htt
     assert [r["@id"] for r in server["routes"]] == ["ca_route_api", "ca_route_docs", "ca_route_web"]
     assert server["routes"][0]["match"] == [{"host": ["api.example.com"]}]
     assert server["routes"][1]["match"] == [{"path": ["/docs", "/docs/*"]}]
-    edge = build_edge_config(routes)
+    edge = build_edge_config(routes, ["80:80", "443:443"])
     assert edge["admin"] == {"disabled": True}
     front = edge["apps"]["http"]["servers"]["edge"]
     assert front["listen"] == [":80", ":443"] and "automatic_https" not in front
+    assert "http_port" not in edge["apps"]["http"]
     assert front["routes"][0]["match"] == [{"host": ["api.example.com"]}]  # certificates for these hosts
     assert "match" not in front["routes"][1]
 
@@ -39,12 +41,20 @@ def test_host_and_path_routes_come_before_the_catch_all_and_the_edge_enables_htt
 def test_the_edge_never_keeps_an_idle_connection_to_the_switch():
     (route,) = build_edge_config([Route("web", 80)])["apps"]["http"]["servers"]["edge"]["routes"]
     forward = route["handle"][0]
-    assert forward["upstreams"] == [{"dial": SWITCH_LISTEN}]
+    assert forward["upstreams"] == [{"dial": f"unix/{SWITCH_SOCKET}"}]
     assert forward["transport"]["keep_alive"] == {"enabled": False}
     assert "retry_match" not in forward["load_balancing"]  # only dial errors: nothing was sent yet
     # The switch keeps the client's address and scheme as the edge saw them.
     handler = Route("web", 80).to_caddy()["handle"][0]
     assert handler["headers"]["request"]["set"]["X-Forwarded-For"] == ["{http.request.header.X-Forwarded-For}"]
+
+
+def test_compose_port_syntax_becomes_the_edges_listen_addresses():
+    assert edge_listeners(["80:80", "127.0.0.1:8080:80", "[::1]:8443:443", "443:443/udp", 9000,
+                           {"target": 443, "published": "4443", "host_ip": "127.0.0.1"}]) == [
+        (":80", 80), ("127.0.0.1:8080", 80), ("[::1]:8443", 443), (":9000", 9000), ("127.0.0.1:4443", 443)]
+    edge = build_edge_config([Route("api", 80, hosts=["api.example.com"])], ["8080:80", "8443:443"])
+    assert edge["apps"]["http"]["http_port"] == 8080 and edge["apps"]["http"]["https_port"] == 8443
 
 
 def test_saved_upstreams_are_read_back():
@@ -61,7 +71,7 @@ def test_passive_health_only_while_there_is_a_fallback():
     assert pair["load_balancing"]["selection_policy"] == {"policy": "first"}
 
 
-def test_a_change_to_the_proxy_recreates_it_and_keeps_the_routes(project_name, tmp_path):
+def test_new_proxy_ports_take_over_and_keep_the_routes(project_name, tmp_path):
     import httpx
     import pytest
 
@@ -75,7 +85,7 @@ def test_a_change_to_the_proxy_recreates_it_and_keeps_the_routes(project_name, t
     write_project(tmp_path, {"web": app_service("v1")}, proxy_port=second)
     proc = run_cli("-p", project_name, "up", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "ports changed: recreating the proxy" in proc.stderr
+    assert "took over beside the old one" in proc.stderr
     assert "Replacing" not in proc.stderr  # the app itself did not change
     wait_for_version(second, "v1")
     with pytest.raises(httpx.HTTPError):
@@ -101,7 +111,7 @@ def test_a_new_proxy_image_takes_over_the_sockets_without_a_failed_request(proje
     with Hammer(port) as load:
         proc = run_cli("-p", project_name, "up", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "handed over to" in proc.stderr and "Replacing" not in proc.stderr
+    assert "took over beside the old one" in proc.stderr and "Replacing" not in proc.stderr
     assert load.failures == [], load.failures
     assert load.long_done >= 1 and load.ok > 20
     edge = docker("inspect", "--format", "{{.Config.Image}}", f"{project_name}-atomic-proxy").stdout.strip()

@@ -1,25 +1,29 @@
-"""The project's Caddy 2 proxy, driven only through its admin API and JSON files.
+"""The project's Caddy 2 proxy: an edge and a switch, driven through files and the admin API.
 
-Three small containers share one network namespace:
+- ``<project>-atomic-proxy`` (the edge) is what clients talk to: it listens on
+  ``x-atomic.proxy.ports`` in the host's network namespace, does TLS for the
+  routes' hosts and forwards every request to the switch through a unix socket.
+  Its configuration changes only with the image or the routes' hosts.
+- ``<project>-atomic-proxy-switch`` holds the routes and their upstreams, on the
+  project's networks. A deploy changes only this one, with one ``PATCH``
+  through its admin API.
 
-- ``<project>-atomic-proxy-ports`` owns the namespace: the published ports, the
-  admin port and the networks. It runs an idle Caddy and never needs replacing
-  unless the ports change.
-- ``<project>-atomic-proxy`` (the edge) is what clients talk to: TLS and the
-  listening sockets. Its configuration only changes when the routes' hosts or
-  the image change, and then a new edge starts beside the old one on the same
-  sockets (Caddy listens with ``SO_REUSEPORT``) before the old one stops.
-- ``<project>-atomic-proxy-switch`` holds the upstreams. A deploy changes only
-  this one, with one ``PATCH`` through the admin API.
+Why two Caddy processes: every configuration change restarts Caddy's HTTP
+servers, and a restarting server closes idle keep-alive connections. A client
+that sent a POST on such a connection at that instant gets EOF, and nobody may
+replay a POST: measured here, about one POST in four reloads under load. The
+edge is never reloaded during a deploy, and it opens a new connection to the
+switch per request, so a reload of the switch has no idle connection to close.
 
-Why two Caddy processes instead of one: every configuration change restarts
-Caddy's HTTP servers, and a restarting server closes idle keep-alive
-connections. A client that sent a POST on such a connection at that instant
-gets EOF, and nobody may replay a POST: measured here, about one POST in four
-reloads under load. The edge is never reloaded during a deploy, and it talks to
-the switch without keep-alive, so a reload of the switch has no idle
-connection to close. ``net.ipv4.tcp_migrate_req`` (set on the namespace)
-hands connections still queued on a closing listener to the new one.
+Why these two containers stay independent (no shared network namespace): at
+boot Docker starts containers in parallel and does not retry one whose
+namespace owner is not up yet; two independent containers come back by their
+restart policy alone, and the edge retries its dial until the switch listens.
+
+Why the host's namespace for the edge: a new edge (new image, new hosts) then
+binds the same ports beside the old one (Caddy listens with ``SO_REUSEPORT``)
+before the old one stops, so a change to the proxy itself drops nothing. A new
+switch listens on the other of two sockets, and a symlink flips to it.
 
 Why files: any Caddy 2 image must work, including one that holds only the
 caddy binary (no shell). Each container reads its whole configuration from
@@ -42,12 +46,16 @@ from typing import Any, Callable
 from ..errors import OperationFailed
 
 ADMIN_PORT = 2019
-#: Where the switch listens, inside the proxy's own network namespace only.
-SWITCH_LISTEN = "127.0.0.1:2020"
 CONFIG_DIR_IN_CONTAINER = "/etc/compose-atomic"
+#: The edge and the switch share this directory (``<state_dir>/proxy/run`` on the host).
+SOCKET_DIR_IN_CONTAINER = "/run/compose-atomic"
+#: A symlink to the socket of the switch that serves (``switch-a.sock`` or ``switch-b.sock``).
+SWITCH_SOCKET = f"{SOCKET_DIR_IN_CONTAINER}/switch.sock"
+SLOTS = ("a", "b")
 LABEL_PROXY = "dev.compose-atomic.proxy"
 LABEL_ROLE = "dev.compose-atomic.proxy-role"
 LABEL_SPEC = "dev.compose-atomic.proxy-spec"
+LABEL_SLOT = "dev.compose-atomic.proxy-slot"
 READY_LINE = "serving initial configuration"
 #: Methods Caddy may replay on another upstream after the request reached one.
 #: POST and PATCH are never replayed: the first upstream may have acted on them.
@@ -111,10 +119,10 @@ class Route:
         return (0 if self.hosts else 1, -len(self.path or ""), self.service)
 
 
-def build_config(routes: list[Route]) -> dict[str, Any]:
-    """The switch's configuration: every route and its upstreams, plain HTTP on the loopback."""
+def build_config(routes: list[Route], slot: str = "a") -> dict[str, Any]:
+    """The switch's configuration: every route and its upstreams, plain HTTP on a unix socket."""
     server: dict[str, Any] = {
-        "listen": [SWITCH_LISTEN],
+        "listen": [f"unix/{SOCKET_DIR_IN_CONTAINER}/switch-{slot}.sock"],
         "automatic_https": {"disable": True},
         "routes": [r.to_caddy() for r in sorted(routes, key=Route.sort_key)],
     }
@@ -124,29 +132,56 @@ def build_config(routes: list[Route]) -> dict[str, Any]:
     }
 
 
-def build_edge_config(routes: list[Route]) -> dict[str, Any]:
+def edge_listeners(ports: list[str | int | dict]) -> list[tuple[str, int]]:
+    """``x-atomic.proxy.ports`` (Compose's syntax) as (host address to listen on, container port)."""
+    found = []
+    for port in ports:
+        if isinstance(port, dict):
+            target = int(port["target"])
+            published, ip = port.get("published") or target, port.get("host_ip") or ""
+        else:
+            text, _, protocol = str(port).partition("/")
+            if protocol == "udp":
+                continue
+            ip = ""
+            if text.startswith("["):  # [::1]:8080:80
+                ip, _, text = text[1:].partition("]:")
+                ip = f"[{ip}]"
+            parts = text.split(":")
+            if len(parts) == 3:
+                ip, parts = parts[0], parts[1:]
+            published, target = (parts[0], parts[-1]) if len(parts) == 2 else (parts[0], parts[0])
+            target = int(target)
+        found.append((f"{ip}:{int(published)}", target))
+    return found
+
+
+def build_edge_config(routes: list[Route], ports: list[str | int | dict] | None = None) -> dict[str, Any]:
     """The edge's configuration: the public sockets, TLS for the routes' hosts, everything to the switch."""
+    listeners = edge_listeners(ports if ports is not None else ["80:80", "443:443"])
     hosts = sorted({h for r in routes for h in r.hosts})
     forward = {
         "handler": "reverse_proxy",
-        "upstreams": [{"dial": SWITCH_LISTEN}],
+        "upstreams": [{"dial": f"unix/{SWITCH_SOCKET}"}],
         # A new connection per request: a reload of the switch then never meets an idle one.
         "transport": {"protocol": "http", "keep_alive": {"enabled": False}},
         # Only dial errors are retried (whatever the method): nothing was sent yet.
         "load_balancing": {"try_duration": "10s", "try_interval": "50ms"},
     }
-    server: dict[str, Any] = {"listen": [":80", ":443"] if hosts else [":80"], "routes": []}
+    server: dict[str, Any] = {"listen": [address for address, _ in listeners], "routes": []}
+    app: dict[str, Any] = {"servers": {"edge": server}}
     if hosts:
-        # The host matcher is what tells Caddy which certificates to obtain.
+        # The host matcher is what tells Caddy which certificates to obtain; the ports that
+        # stand for the container's 80 and 443 are where it redirects and serves TLS.
         server["routes"].append({"match": [{"host": hosts}], "handle": [forward], "terminal": True})
+        for target, key in ((80, "http_port"), (443, "https_port")):
+            mapped = [int(address.rsplit(":", 1)[1]) for address, t in listeners if t == target]
+            if mapped and mapped[0] != target:
+                app[key] = mapped[0]
     else:
         server["automatic_https"] = {"disable": True}
     server["routes"].append({"handle": [forward], "terminal": True})
-    return {"admin": {"disabled": True}, "apps": {"http": {"servers": {"edge": server}}}}
-
-
-#: The namespace holder runs Caddy with nothing to do: any Caddy image can hold the ports.
-HOLDER_CONFIG = {"admin": {"disabled": True}}
+    return {"admin": {"disabled": True}, "apps": {"http": app}}
 
 
 def routes_from_config(config: dict[str, Any]) -> dict[str, list[str]]:
@@ -176,44 +211,56 @@ def _digest(value: Any) -> str:
 
 
 class CaddyProxy:
-    """The project's proxy containers and the switch's admin API."""
+    """The project's edge and switch containers and the switch's admin API."""
 
     def __init__(self, project_name: str, state_dir: Path, *, image: str, ports: list[str | int],
                  routes: list[Route]) -> None:
         self.project_name = project_name
         self.container_name = f"{project_name}-atomic-proxy"  # the edge: what clients talk to
         self.switch_name = f"{project_name}-atomic-proxy-switch"
-        self.holder_name = f"{project_name}-atomic-proxy-ports"
         self.config_dir = (state_dir / "proxy").resolve()
-        self.config_path = self.config_dir / "caddy.json"
+        self.run_dir = self.config_dir / "run"
+        self.config_path = self.config_dir / "switch-a.json"
         self.image = image
-        self.ports = [str(p) for p in ports]
+        self.ports = list(ports)
         self.routes = {r.service: r for r in routes}
+        self.slot = SLOTS[0]  # the socket the serving switch listens on
         self._admin: str | None = None
 
     # ---- saved state -------------------------------------------------------
 
     def saved_upstreams(self) -> dict[str, list[str]]:
         """What the proxy routes to according to the saved configuration."""
-        try:
-            return routes_from_config(json.loads(self.config_path.read_text()))
-        except (OSError, ValueError):
-            return {}
+        for path in (self.config_path, self.config_dir / "caddy.json"):  # caddy.json: before the edge/switch pair
+            try:
+                return routes_from_config(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                continue
+        return {}
 
-    def config(self) -> dict[str, Any]:
-        return build_config(list(self.routes.values()))
+    def config(self, slot: str | None = None) -> dict[str, Any]:
+        return build_config(list(self.routes.values()), slot or self.slot)
 
-    def _files(self) -> dict[str, dict[str, Any]]:
-        return {"caddy.json": self.config(), "edge.json": build_edge_config(list(self.routes.values())),
-                "ports.json": HOLDER_CONFIG}
+    def edge_config(self) -> dict[str, Any]:
+        return build_edge_config(list(self.routes.values()), self.ports)
 
     def _save(self) -> None:
-        self.config_dir.mkdir(parents=True, exist_ok=True)
-        for name, content in self._files().items():
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        files = {f"switch-{slot}.json": self.config(slot) for slot in SLOTS}
+        files["edge.json"] = self.edge_config()
+        for name, content in files.items():
             path = self.config_dir / name
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(content, indent=2))
             os.replace(tmp, path)
+
+    def _point_socket(self, slot: str) -> None:
+        """Send the edge's next connections to the switch on ``slot`` (one atomic rename)."""
+        link, tmp = self.run_dir / "switch.sock", self.run_dir / f".switch.sock.{slot}"
+        tmp.unlink(missing_ok=True)
+        os.symlink(f"switch-{slot}.sock", tmp)
+        os.replace(tmp, link)
+        self.slot = slot
 
     # ---- the containers ----------------------------------------------------
 
@@ -222,130 +269,156 @@ class CaddyProxy:
         proc = _docker("inspect", "--type", "container", name)
         return json.loads(proc.stdout)[0] if proc.returncode == 0 else None
 
-    def _specs(self) -> dict[str, str]:
-        """What each container was created with; a difference needs a new container."""
-        return {"ports": _digest(sorted(self.ports)), "switch": _digest(self.image),
-                "edge": _digest([self.image, build_edge_config(list(self.routes.values()))])}
-
     def ensure(self, networks: list[str], report: Callable[[str, bool], None] | None = None) -> None:
         """Create, repair or update the proxy, join ``networks`` and push the saved configuration.
 
         ``report(message, warning)`` hears about anything clients may notice.
         """
         self._save()
-        specs = self._specs()
-        holder = self._inspect(self.holder_name)
-        if holder is not None and (holder["Config"].get("Labels") or {}).get(LABEL_SPEC) != specs["ports"]:
-            # The published ports belong to the namespace: new ports need a new one. Said out loud.
-            if report:
-                report("x-atomic.proxy ports changed: recreating the proxy; requests fail for about a second",
-                       True)
-            holder = None
-        if holder is None:
-            self.remove()  # an edge or switch left in a namespace that is gone cannot be restarted into a new one
-            self._create_holder(networks, specs["ports"])
-        elif holder["State"]["Status"] != "running":
-            proc = _docker("start", self.holder_name)
-            if proc.returncode != 0:
-                raise ProxyError(f"proxy {self.holder_name}: could not start: {_last_line(proc.stderr)}")
-        holder = self._inspect(self.holder_name) or {}
-        joined = set((holder.get("NetworkSettings") or {}).get("Networks") or {})
-        for net in networks:
-            if net not in joined:
-                proc = _docker("network", "connect", net, self.holder_name)
-                if proc.returncode != 0 and "already exists" not in proc.stderr:
-                    raise ProxyError(f"proxy {self.holder_name}: could not join network {net}: "
-                                     f"{_last_line(proc.stderr)}")
-        started = holder.get("State", {}).get("StartedAt", "")
-        self._ensure_caddy(self.switch_name, "switch", "caddy.json", specs["switch"], started, report)
-        self._ensure_caddy(self.container_name, "edge", "edge.json", specs["edge"], started, report)
+        self._ensure_switch(networks, report)
+        self._ensure_edge(report)
         self._admin = None
         self.wait_ready()
         self.load()
 
-    def _run(self, name: str, role: str, spec: str, extra: list[str], command: list[str]) -> None:
-        args = ["run", "-d", "--name", name,
-                "--label", f"com.docker.compose.project={self.project_name}",
-                "--label", f"{LABEL_PROXY}={self.project_name}",
-                "--label", f"{LABEL_ROLE}={role}", "--label", f"{LABEL_SPEC}={spec}",
-                "--restart", "unless-stopped",
+    def _labels(self, role: str, spec: str, slot: str = "") -> list[str]:
+        labels = {"com.docker.compose.project": self.project_name, LABEL_PROXY: self.project_name,
+                  LABEL_ROLE: role, LABEL_SPEC: spec}
+        if slot:
+            labels[LABEL_SLOT] = slot
+        return [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
+
+    def _run(self, name: str, labels: list[str], extra: list[str], config_file: str,
+             hint: str = "Check x-atomic.proxy.image.") -> None:
+        """``docker run`` one Caddy and wait until it serves; on failure nothing is left behind."""
+        args = ["run", "-d", "--name", name, *labels, "--restart", "unless-stopped",
                 "-v", f"{self.config_dir}:{CONFIG_DIR_IN_CONTAINER}:ro",
-                "--entrypoint", "caddy", *extra, self.image, "run", *command]
+                "-v", f"{self.run_dir}:{SOCKET_DIR_IN_CONTAINER}",
+                "--entrypoint", "caddy", *extra, self.image,
+                "run", "--config", f"{CONFIG_DIR_IN_CONTAINER}/{config_file}"]
         proc = _docker(*args, timeout=300)
-        if proc.returncode != 0:
-            _docker("rm", "-f", name)
-            raise ProxyError(f"proxy {name}: could not start {self.image}: {_last_line(proc.stderr)}",
-                             hint="Check x-atomic.proxy.image and that x-atomic.proxy.ports are free.")
-
-    def _create_holder(self, networks: list[str], spec: str) -> None:
-        extra = ["-p", f"127.0.0.1::{ADMIN_PORT}"]
-        for port in self.ports:
-            extra += ["-p", port]
-        if networks:
-            extra += ["--network", networks[0]]
-        command = ["--config", f"{CONFIG_DIR_IN_CONTAINER}/ports.json"]
         try:
-            self._run(self.holder_name, "ports", spec, ["--sysctl", "net.ipv4.tcp_migrate_req=1", *extra], command)
-        except ProxyError as exc:
-            if "sysctl" not in str(exc.message):
-                raise
-            self._run(self.holder_name, "ports", spec, extra, command)  # a kernel before 5.14
-
-    def _create_caddy(self, name: str, role: str, config_file: str, spec: str) -> None:
-        extra = ["--network", f"container:{self.holder_name}",
-                 "-e", "XDG_DATA_HOME=/data", "-v", f"{self.project_name}-atomic-proxy-data:/data"]
-        self._run(name, role, spec, extra, ["--config", f"{CONFIG_DIR_IN_CONTAINER}/{config_file}"])
-
-    def _ensure_caddy(self, name: str, role: str, config_file: str, spec: str, holder_started: str,
-                      report: Callable[[str, bool], None] | None) -> None:
-        info = self._inspect(name)
-        if info is None:
-            self._create_caddy(name, role, config_file, spec)
-            self._wait_serving(name)
-        elif (info["Config"].get("Labels") or {}).get(LABEL_SPEC) != spec:
-            self._hand_over(name, role, config_file, spec, report)
-        elif info["State"]["Status"] != "running" or info["State"].get("StartedAt", "") < holder_started:
-            # Stopped, or started before the namespace it joined was recreated: start it again.
-            proc = _docker("restart", "-t", "5", name)
             if proc.returncode != 0:
-                raise ProxyError(f"proxy {name}: could not start: {_last_line(proc.stderr)}")
-            self._wait_serving(name)
-
-    def _hand_over(self, name: str, role: str, config_file: str, spec: str,
-                   report: Callable[[str, bool], None] | None) -> None:
-        """Start the new Caddy on the same sockets, then let the old one finish its requests and go."""
-        fresh, retired = f"{name}-next", f"{name}-old"
-        _docker("rm", "-f", fresh, retired)
-        self._create_caddy(fresh, role, config_file, spec)
-        try:
-            self._wait_serving(fresh, timeout=30)
+                raise ProxyError(f"proxy {name}: could not start {self.image}: {_last_line(proc.stderr)}",
+                                 hint=hint)
+            self._wait_serving(name, hint=hint)
         except ProxyError:
-            # A Caddy that cannot share its sockets (before 2.6): the gap cannot be avoided.
-            _docker("rm", "-f", fresh)
-            if report:
-                report(f"proxy {name}: the new Caddy could not listen beside the old one; replacing it, "
-                       "requests fail for about a second", True)
             _docker("rm", "-f", name)
-            self._create_caddy(name, role, config_file, spec)
-            self._wait_serving(name)
+            raise
+
+    # -- the switch --
+
+    def _ensure_switch(self, networks: list[str], report: Callable[[str, bool], None] | None) -> None:
+        spec = _digest(self.image)
+        info = self._inspect(self.switch_name)
+        if info is None:
+            self._create_switch(self.switch_name, SLOTS[0], spec, networks)
+            self._point_socket(SLOTS[0])
             return
+        slot = (info["Config"].get("Labels") or {}).get(LABEL_SLOT, SLOTS[0])
+        if (info["Config"].get("Labels") or {}).get(LABEL_SPEC) != spec:
+            self._hand_over_switch(slot, spec, networks, report)
+            return
+        if info["State"]["Status"] != "running":
+            self._start(self.switch_name)
+        self._join(self.switch_name, info, networks)
+        self._point_socket(slot)
+
+    def _create_switch(self, name: str, slot: str, spec: str, networks: list[str]) -> None:
+        extra = ["-p", f"127.0.0.1::{ADMIN_PORT}"] + (["--network", networks[0]] if networks else [])
+        self._run(name, self._labels("switch", spec, slot), extra, f"switch-{slot}.json")
+        self._join(name, self._inspect(name) or {}, networks)
+
+    def _join(self, name: str, info: dict[str, Any], networks: list[str]) -> None:
+        joined = set((info.get("NetworkSettings") or {}).get("Networks") or {})
+        for net in networks:
+            if net not in joined:
+                proc = _docker("network", "connect", net, name)
+                if proc.returncode != 0 and "already exists" not in proc.stderr:
+                    raise ProxyError(f"proxy {name}: could not join network {net}: {_last_line(proc.stderr)}")
+
+    def _hand_over_switch(self, slot: str, spec: str, networks: list[str],
+                          report: Callable[[str, bool], None] | None) -> None:
+        """The new switch listens on the other socket; the symlink flips; the old one finishes and goes."""
+        fresh, retired = f"{self.switch_name}-next", f"{self.switch_name}-old"
+        _docker("rm", "-f", fresh, retired)
+        other = SLOTS[1] if slot == SLOTS[0] else SLOTS[0]
+        self._create_switch(fresh, other, spec, networks)
+        self._point_socket(other)
+        self._retire(self.switch_name, fresh, retired)
+        if report:
+            report(f"proxy {self.switch_name}: a new Caddy ({self.image}) took over beside the old one, "
+                   "which finished its requests and stopped", False)
+
+    # -- the edge --
+
+    def _ensure_edge(self, report: Callable[[str, bool], None] | None) -> None:
+        spec = _digest([self.image, self.edge_config()])
+        info = self._inspect(self.container_name)
+        if info is None:
+            self._create_edge(self.container_name, spec)
+        elif (info["Config"].get("Labels") or {}).get(LABEL_SPEC) != spec:
+            self._hand_over_edge(spec, report)
+        elif info["State"]["Status"] != "running":
+            self._start(self.container_name)
+
+    def _create_edge(self, name: str, spec: str) -> None:
+        extra = ["--network", "host", "-e", "XDG_DATA_HOME=/data",
+                 "-v", f"{self.project_name}-atomic-proxy-data:/data"]
+        self._run(name, self._labels("edge", spec), extra, "edge.json",
+                  hint="Check x-atomic.proxy.image, and that x-atomic.proxy.ports are free on this host.")
+
+    def _hand_over_edge(self, spec: str, report: Callable[[str, bool], None] | None) -> None:
+        """Start the new edge on the same ports, then let the old one finish its requests and go."""
+        fresh, retired = f"{self.container_name}-next", f"{self.container_name}-old"
+        _docker("rm", "-f", fresh, retired)
+        try:
+            self._create_edge(fresh, spec)
+        except ProxyError:
+            # The old edge holds the ports without SO_REUSEPORT (a Caddy before 2.6, or a proxy
+            # from an older compose-atomic that published them through Docker): a short gap.
+            if report:
+                report(f"proxy {self.container_name}: the new Caddy could not listen beside the old one; "
+                       "replacing it, requests fail for about a second", True)
+            _docker("rm", "-f", self.container_name)
+            self._create_edge(self.container_name, spec)
+            return
+        self._retire(self.container_name, fresh, retired)
+        if report:
+            report(f"proxy {self.container_name}: a new Caddy ({self.image}) took over beside the old one, "
+                   "which finished its requests and stopped", False)
+
+    # -- both --
+
+    def _retire(self, name: str, fresh: str, retired: str) -> None:
         _docker("rename", name, retired)
         _docker("rename", fresh, name)
         _docker("stop", "-t", "30", retired, timeout=90)  # Caddy finishes requests in flight on SIGTERM
         _docker("rm", "-f", retired)
-        if report:
-            report(f"proxy {name}: handed over to {self.image} without closing the listening sockets", False)
 
-    def _wait_serving(self, name: str, timeout: float = 30) -> None:
+    def _start(self, name: str) -> None:
+        proc = _docker("start", name)
+        if proc.returncode != 0 and ((self._inspect(name) or {}).get("State") or {}).get("Status") != "running":
+            # (Docker's restart policy may have started it meanwhile: that is fine too.)
+            raise ProxyError(f"proxy {name}: could not start: {_last_line(proc.stderr)}")
+        self._wait_serving(name, since_start=True)
+
+    def _wait_serving(self, name: str, timeout: float = 30, hint: str | None = None,
+                      since_start: bool = False) -> None:
         """Until Caddy says it serves its configuration (its own log line; no shell, no curl)."""
+        since: list[str] = []
+        if since_start:
+            started = ((self._inspect(name) or {}).get("State") or {}).get("StartedAt", "")
+            since = ["--since", started] if started else []
         deadline = time.monotonic() + timeout
         while True:
-            proc = _docker("logs", name)
+            proc = _docker("logs", *since, name)
             if READY_LINE in proc.stderr or READY_LINE in proc.stdout:
                 return
             info = self._inspect(name)
             if info is None or info["State"]["Status"] in ("exited", "dead") or time.monotonic() > deadline:
-                raise ProxyError(f"proxy {name} did not start: {_last_line(proc.stderr + proc.stdout)}")
+                raise ProxyError(f"proxy {name} did not start: {_last_line(proc.stderr + proc.stdout)}",
+                                 hint=hint)
             time.sleep(0.1)
 
     def remove(self) -> None:
@@ -357,10 +430,10 @@ class CaddyProxy:
 
     def admin_url(self) -> str:
         if self._admin is None:
-            proc = _docker("port", self.holder_name, f"{ADMIN_PORT}/tcp")
+            proc = _docker("port", self.switch_name, f"{ADMIN_PORT}/tcp")
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("127.0.0.1:")), "")
             if proc.returncode != 0 or not line:
-                raise ProxyError(f"proxy {self.holder_name} is not running")
+                raise ProxyError(f"proxy {self.switch_name} is not running")
             self._admin = f"http://{line.strip()}"
         return self._admin
 

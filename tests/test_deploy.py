@@ -84,23 +84,6 @@ def test_upgrade_under_load_then_history_dry_run_proxy_restart_and_rollback(proj
     assert docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project_name}").stdout.strip() == ""
 
 
-def test_stop_first_for_a_host_port_says_so_in_one_line(project_name, tmp_path):
-    port = free_port()
-    web = app_service("v1", x_atomic={"health": {"path": "/healthz", "port": 8080}, "monitor": "1s"},
-                      ports=[f"127.0.0.1:{port}:8080"])
-    write_project(tmp_path, {"web": web})
-    assert run_cli("-p", project_name, "up", cwd=tmp_path).returncode == 0
-    wait_for_version(port, "v1")
-    write_project(tmp_path, {"web": {**web, "environment": {"VERSION": "v2", "MODE": "ok"}}})
-    proc = run_cli("-p", project_name, "up", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if "Stop-first" in ln]
-    assert len(lines) == 1 and f"publishes host port {port}" in lines[0]
-    assert "Error response from daemon" not in proc.stderr
-    wait_for_version(port, "v2")
-    assert containers(project_name, all_=True) == [f"{project_name}-web-2"]  # the old one was removed
-
-
 def test_without_proxy_the_service_name_moves_only_once_healthy(project_name, tmp_path):
     services = {"web": app_service("v1", x_atomic={"monitor": "1s", "health": {"path": "/healthz", "port": 8080}})}
     write_project(tmp_path, services)
@@ -120,7 +103,7 @@ def test_without_proxy_the_service_name_moves_only_once_healthy(project_name, tm
 
 def test_two_replicas_upgrade_under_load_then_broken_rolls_back_to_both(project_name, tmp_path):
     port = free_port()
-    web = {"deploy": {"replicas": 2}}
+    web = {"deploy": {"replicas": 2}, "init": True}  # init: the old ones stop at once
     write_project(tmp_path, {"web": app_service("v1", **web)}, proxy_port=port)
     first = run_cli("-p", project_name, "up", cwd=tmp_path)
     assert first.returncode == 0, first.stderr

@@ -15,16 +15,17 @@ from test_deploy_support import app_service, free_port, get_version, history, wa
 pytestmark = pytest.mark.docker
 
 
-def host_port_web(version: str, mode: str, port: int) -> dict:
+def host_port_web(version: str, mode: str, port: int, **extra) -> dict:
+    # init: the app then stops at once on SIGTERM instead of after its whole grace period.
     return app_service(version, mode, x_atomic={"health": {"path": "/healthz", "port": 8080}, "monitor": "1s"},
-                       ports=[f"127.0.0.1:{port}:8080"])
+                       ports=[f"127.0.0.1:{port}:8080"], init=True, **extra)
 
 
 def running(name: str) -> bool:
     return json.loads(docker("inspect", name).stdout)[0]["State"]["Status"] == "running"
 
 
-def test_host_port_v2_never_healthy_rolls_back_to_v1_on_the_host_port(project_name, tmp_path):
+def test_host_port_broken_v2_rolls_back_to_v1_then_v2_replaces_it(project_name, tmp_path):
     port = free_port()
     write_project(tmp_path, {"web": host_port_web("v1", "ok", port)})
     assert run_cli("-p", project_name, "up", cwd=tmp_path).returncode == 0
@@ -40,14 +41,22 @@ def test_host_port_v2_never_healthy_rolls_back_to_v1_on_the_host_port(project_na
     assert names(project_name) == [f"{project_name}-web-1"] and running(f"{project_name}-web-1")
     assert history(run_cli, tmp_path, project_name, "web")[-1]["outcome"] == "rolled-back"
 
+    write_project(tmp_path, {"web": host_port_web("v2", "ok", port)})
+    proc = run_cli("-p", project_name, "up", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if "Stop-first" in ln]
+    assert len(lines) == 1 and f"publishes host port {port}" in lines[0]
+    assert "Error response from daemon" not in proc.stderr
+    wait_for_version(port, "v2")
+    assert names(project_name) == [f"{project_name}-web-2"]  # the old one was removed
+
 
 def test_interrupted_stop_first_puts_the_old_container_back(project_name, tmp_path):
     port = free_port()
     write_project(tmp_path, {"web": host_port_web("v1", "ok", port)})
     assert run_cli("-p", project_name, "up", cwd=tmp_path).returncode == 0
     wait_for_version(port, "v1")
-    slow = app_service("v2", "slow", start_period="10s", x_atomic={"health": {"path": "/healthz", "port": 8080}},
-                       ports=[f"127.0.0.1:{port}:8080"])
+    slow = host_port_web("v2", "slow", port, start_period="10s")
 
     # Ctrl-C while the new container is gated: the same undo as start-first, under shielded().
     write_project(tmp_path, {"web": slow})
@@ -79,18 +88,18 @@ def test_interrupted_stop_first_puts_the_old_container_back(project_name, tmp_pa
 def test_strategy_stop_first_behind_the_proxy_rolls_back_then_deploys(project_name, tmp_path):
     port = free_port()
     annotation = {"route": {"port": 8080}, "strategy": "stop-first", "monitor": "1s"}
-    write_project(tmp_path, {"web": app_service("v1", x_atomic=annotation)}, proxy_port=port)
+    write_project(tmp_path, {"web": app_service("v1", x_atomic=annotation, init=True)}, proxy_port=port)
     assert run_cli("-p", project_name, "up", cwd=tmp_path).returncode == 0
     wait_for_version(port, "v1")
 
-    write_project(tmp_path, {"web": app_service("v2", "broken", x_atomic=annotation)}, proxy_port=port)
+    write_project(tmp_path, {"web": app_service("v2", "broken", x_atomic=annotation, init=True)}, proxy_port=port)
     failed = run_cli("-p", project_name, "up", cwd=tmp_path)
     assert failed.returncode == 3, failed.stderr
     assert "strategy: stop-first" in failed.stderr and "was started again and serves" in failed.stderr
     assert get_version(port) == "v1"  # through the proxy, re-pointed at the restarted container
     assert names(project_name) == [f"{project_name}-web-1"]
 
-    write_project(tmp_path, {"web": app_service("v2", x_atomic=annotation)}, proxy_port=port)
+    write_project(tmp_path, {"web": app_service("v2", x_atomic=annotation, init=True)}, proxy_port=port)
     deployed = run_cli("-p", project_name, "up", cwd=tmp_path)
     assert deployed.returncode == 0, deployed.stderr
     assert get_version(port) == "v2"

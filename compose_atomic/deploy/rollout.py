@@ -306,9 +306,8 @@ class Replacement:
         """Stop-first: the old containers stop (their own grace period) but stay, to be started again."""
         self.record("old-stopped")
         self.old_stopped = True
-        grace = grace_period(self.project, self.service)
+        engine.stop(grace_period(self.project, self.service), *[c["Id"] for c in self.old])
         for info in self.old:
-            engine.stop(info["Id"], grace)
             self.ctx.progress.event(f"Container {engine.name_of(info)}", "Stopped", "kept until the new one is healthy")
 
     def start_new(self) -> None:
@@ -417,9 +416,8 @@ class Replacement:
                 self.ctx.proxy.set_upstreams(self.service, self.dials_of(self.new_ids), self.ctx.networks)
             except ComposeAtomicError as exc:  # [new, old] still routes to new first; the next up tidies
                 self.ctx.progress.warn(self.service, f"could not drop the old upstream: {exc.message}")
-        grace = grace_period(self.project, self.service)
+        engine.stop(grace_period(self.project, self.service), *[c["Id"] for c in self.old])
         for info in self.old:
-            engine.stop(info["Id"], grace)
             engine.remove(info["Id"])
             self.ctx.progress.event(f"Container {engine.name_of(info)}", "Removed")
 
@@ -568,9 +566,7 @@ class Replacement:
 
     def park_new(self) -> None:
         """Stop containers that never became healthy; kept for `docker logs`, never routed."""
-        grace = grace_period(self.project, self.service)
-        for cid in self.new_ids:
-            engine.stop(cid, grace)
+        engine.stop(grace_period(self.project, self.service), *self.new_ids)
 
     def revive_failed(self, exc: ComposeAtomicError, report: str = "") -> None:
         progress = self.ctx.progress

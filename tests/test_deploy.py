@@ -100,6 +100,17 @@ def test_without_proxy_the_service_name_moves_only_once_healthy(project_name, tm
                    "wget", "-qO-", "http://web:8080/cgi-bin/v", check=False)
     assert probe.stdout.strip() == "v2", probe.stderr
 
+    # Dead, then recreated: it starts out of the aliases and gets them back once healthy.
+    docker("kill", new)
+    revived = run_cli("-p", project_name, "up", cwd=tmp_path)
+    assert revived.returncode == 0, revived.stderr
+    assert "Recreating" in revived.stderr and "Healthy" in revived.stderr
+    aliases = json.loads(docker("inspect", new).stdout)[0]["NetworkSettings"]["Networks"][net]["Aliases"]
+    assert "web" in aliases
+    probe = docker("run", "--rm", "--network", net, "compose-atomic-testbed/busybox:1",
+                   "wget", "-qO-", "http://web:8080/cgi-bin/v", check=False)
+    assert probe.stdout.strip() == "v2", probe.stderr
+
 
 def test_two_replicas_upgrade_under_load_then_broken_rolls_back_to_both(project_name, tmp_path):
     port = free_port()

@@ -358,12 +358,10 @@ class Replacement:
         alive = [c["Id"] for c in self.old if running(engine.inspect_one(c["Id"]))]
         if not alive:
             engine.docker("start", *[c["Id"] for c in self.old])
-        old_now = engine.inspect(*[c["Id"] for c in self.old])
         if self.proxied:
-            self.ctx.proxy.set_upstreams(self.service, [d for i in old_now for d in dials(i, self.route["port"], self.ctx.networks)],
-                                         self.ctx.networks)
+            self.ctx.proxy.set_upstreams(self.service, self.dials_of([c["Id"] for c in self.old]), self.ctx.networks)
         else:
-            for info in old_now:
+            for info in engine.inspect(*[c["Id"] for c in self.old]):
                 set_aliases(self.project, self.service, info, with_service=True)
 
     def restore_old(self) -> None:

@@ -84,21 +84,6 @@ def test_upgrade_under_load_then_history_dry_run_proxy_restart_and_rollback(proj
     assert docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project_name}").stdout.strip() == ""
 
 
-def test_stop_first_for_a_host_port_says_so_in_one_line(project_name, tmp_path):
-    port = free_port()
-    web = app_service("v1", x_atomic={"health": {"path": "/healthz", "port": 8080}}, ports=[f"127.0.0.1:{port}:8080"])
-    write_project(tmp_path, {"web": web})
-    assert run_cli("-p", project_name, "up", cwd=tmp_path).returncode == 0
-    wait_for_version(port, "v1")
-    write_project(tmp_path, {"web": {**web, "environment": {"VERSION": "v2", "MODE": "ok"}}})
-    proc = run_cli("-p", project_name, "up", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if "Stop-first" in ln]
-    assert len(lines) == 1 and f"publishes host port {port}" in lines[0]
-    assert "Error response from daemon" not in proc.stderr
-    wait_for_version(port, "v2")
-
-
 def test_without_proxy_the_service_name_moves_only_once_healthy(project_name, tmp_path):
     services = {"web": app_service("v1", x_atomic={"monitor": "1s", "health": {"path": "/healthz", "port": 8080}})}
     write_project(tmp_path, services)
@@ -114,3 +99,49 @@ def test_without_proxy_the_service_name_moves_only_once_healthy(project_name, tm
     probe = docker("run", "--rm", "--network", net, "compose-atomic-testbed/busybox:1",
                    "wget", "-qO-", "http://web:8080/cgi-bin/v", check=False)
     assert probe.stdout.strip() == "v2", probe.stderr
+
+    # Dead, then recreated: it starts out of the aliases and gets them back once healthy.
+    docker("kill", new)
+    revived = run_cli("-p", project_name, "up", cwd=tmp_path)
+    assert revived.returncode == 0, revived.stderr
+    assert "Recreating" in revived.stderr and "Healthy" in revived.stderr
+    aliases = json.loads(docker("inspect", new).stdout)[0]["NetworkSettings"]["Networks"][net]["Aliases"]
+    assert "web" in aliases
+    probe = docker("run", "--rm", "--network", net, "compose-atomic-testbed/busybox:1",
+                   "wget", "-qO-", "http://web:8080/cgi-bin/v", check=False)
+    assert probe.stdout.strip() == "v2", probe.stderr
+
+
+def test_two_replicas_upgrade_under_load_then_broken_rolls_back_to_both(project_name, tmp_path):
+    port = free_port()
+    web = {"deploy": {"replicas": 2}, "init": True}  # init: the old ones stop at once
+    write_project(tmp_path, {"web": app_service("v1", **web)}, proxy_port=port)
+    first = run_cli("-p", project_name, "up", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    wait_for_version(port, "v1")
+    old = [f"{project_name}-web-1", f"{project_name}-web-2"]
+    assert containers(project_name, all_=True) == old
+
+    write_project(tmp_path, {"web": app_service("v2", **web)}, proxy_port=port)
+    with Hammer(port, clients=4, long_requests=1) as load:
+        upgrade = run_cli("-p", project_name, "up", cwd=tmp_path)
+    assert upgrade.returncode == 0, upgrade.stderr
+    assert load.failures == [], load.failures
+    assert load.ok > 20 and load.long_done >= 1 and "v2" in load.versions
+    new = [f"{project_name}-web-3", f"{project_name}-web-4"]
+    lines = upgrade.stderr.splitlines()
+    switched = next(i for i, ln in enumerate(lines) if "Switched" in ln)
+    for name in new:  # both gated before the switch, both routed by it
+        assert any(name in ln and "Healthy" in ln for ln in lines[:switched]), upgrade.stderr
+        assert name in lines[switched]
+    for name in old:
+        assert any(name in ln and "Removed" in ln for ln in lines[switched:]), upgrade.stderr
+    assert containers(project_name, all_=True) == new
+    assert get_version(port) == "v2"
+
+    write_project(tmp_path, {"web": app_service("v3", "broken", **web)}, proxy_port=port)
+    broken = run_cli("-p", project_name, "up", cwd=tmp_path)
+    assert broken.returncode == 3, broken.stderr
+    assert f"rolled back, {new[0]}, {new[1]} serves" in broken.stderr
+    assert containers(project_name, all_=True) == new
+    assert get_version(port) == "v2"

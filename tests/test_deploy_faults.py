@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import httpx
 import pytest
 
 from conftest import docker, run_cli
@@ -103,14 +104,39 @@ def test_image_not_found_changes_nothing(project_name, tmp_path):
 
 
 def test_old_container_already_dead(project_name, tmp_path):
-    port, _ = start_v1(tmp_path, project_name)
-    docker("kill", f"{project_name}-web-1")
-    write_project(tmp_path, {"web": app_service("v2")}, proxy_port=port)
+    port, _ = start_v1(tmp_path, project_name, init=True)  # init: stops at once
+    web = f"{project_name}-web-1"
+    docker("kill", web)
+    write_project(tmp_path, {"web": app_service("v2", init=True)}, proxy_port=port)
     proc = run_cli("-p", project_name, "up", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "no running container" in proc.stderr
+    lines = proc.stderr.splitlines()
+    healthy = next(i for i, ln in enumerate(lines) if web in ln and "Healthy" in ln)
+    assert any("Ready" in ln and "web -> nothing" in ln for ln in lines[:healthy]), proc.stderr
+    assert any("Switched" in ln for ln in lines[healthy:]), proc.stderr  # routed only once healthy
     wait_for_version(port, "v2")
-    assert len([n for n in names(project_name)]) == 1
+    assert names(project_name) == [web]
+
+    # Dead again, and the recreated one never gets healthy: nothing to roll back to, never routed.
+    docker("kill", web)
+    write_project(tmp_path, {"web": app_service("v3", "broken", init=True)}, proxy_port=port)
+    failed = run_cli("-p", project_name, "up", cwd=tmp_path)
+    assert failed.returncode == 1, failed.stderr
+    assert "nothing was serving before, so there is nothing to roll back to" in failed.stderr
+    assert "health log" in failed.stderr and "Traceback" not in failed.stderr
+    assert docker("inspect", "-f", "{{.State.Status}}", web).stdout.strip() == "exited"
+    try:  # routed, the broken app would answer 500 at once; unrouted, the proxy waits for an upstream
+        answer = httpx.get(f"http://127.0.0.1:{port}/cgi-bin/v", timeout=1.5)
+        assert answer.status_code in (502, 503) and "broken" not in answer.text, answer.text
+    except httpx.TimeoutException:
+        pass
+
+    # The next `up` gates it again (and this time it is healthy).
+    write_project(tmp_path, {"web": app_service("v3", init=True)}, proxy_port=port)
+    again = run_cli("-p", project_name, "up", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    wait_for_version(port, "v3")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

@@ -150,7 +150,7 @@ def up(project: Project, *, services: list[str], flags: dict, raw_args: list[str
 
     if project.options.dry_run:
         plans = plan_services(project, atomic, force=force)
-        replace = {p.service for p in plans if p.action == "replace"}
+        replace = {p.service for p in plans if p.action in ("replace", "restart-dead")}
         print_plan(progress, plans, [s for s in closure if s not in replace], project, compose_args)
         return 0
 
@@ -177,19 +177,17 @@ def _locked_up(project: Project, progress: Progress, services: list[str], closur
     reconcile(ctx)
     plans = plan_services(project, atomic, force=force)
     replace = [p for p in plans if p.action == "replace"]
-    names = {p.service for p in replace}
-    for plan in plans:
-        if plan.action == "restart-dead":
-            progress.event(plan.service, "Recreating", plan.reason, state="warning")
+    revive = [p for p in plans if p.action == "restart-dead"]  # gated before routed, see Replacement.revive
+    names = {p.service for p in replace + revive}
 
     rest = [s for s in closure if s not in names]
-    if not replace:
+    if not names:
         argv = compose_args + list(services)
     else:
         argv = compose_args + ["--no-deps"] + rest if rest else []
     # A service Compose creates (first deploy, or nothing left running) still goes
     # through before_deploy, so that its migrations run before it starts.
-    created = [p for p in plans if p.action in ("create", "restart-dead") and p.service in rest]
+    created = [p for p in plans if p.action == "create" and p.service in rest]
     for plan in created:
         call_hook("before_deploy", project=project, service=plan.service, old_container=None,
                   new_image=plan.image)
@@ -208,6 +206,8 @@ def _locked_up(project: Project, progress: Progress, services: list[str], closur
         progress.event(f"Proxy {proxy.container_name}", "Ready",
                        ", ".join(f"{s} -> {' '.join(r.upstreams) or 'nothing'}" for s, r in proxy.routes.items()))
 
+    for plan in revive:
+        Replacement(ctx, plan).revive()
     for plan in replace:
         Replacement(ctx, plan).run()
     return 0

@@ -92,8 +92,10 @@ def remove(*ids: str) -> None:
         docker("rm", "-f", *ids)
 
 
-def stop(cid: str, grace: float) -> None:
-    docker("stop", "-t", str(int(round(grace))), cid, timeout=grace + 60)
+def stop(grace: float, *ids: str) -> None:
+    """Stop containers with a grace period; one ``docker stop`` stops them all at once."""
+    if ids:
+        docker("stop", "-t", str(int(round(grace))), *ids, timeout=grace + 60)
 
 
 def logs_tail(cid: str, lines: int = 20) -> str:

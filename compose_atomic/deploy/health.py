@@ -64,6 +64,8 @@ def gate_deadline(info: dict[str, Any], settings: HealthSettings) -> float:
 
 
 def container_ip(info: dict[str, Any]) -> str | None:
+    if (info.get("HostConfig") or {}).get("NetworkMode") == "host":
+        return "127.0.0.1"  # network_mode: host has no address of its own: it listens on the host's
     for net in (info.get("NetworkSettings", {}).get("Networks") or {}).values():
         if net.get("IPAddress"):
             return net["IPAddress"]

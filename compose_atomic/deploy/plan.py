@@ -34,7 +34,7 @@ class ServicePlan:
         if self.action == "replace":
             return f"replace {self.strategy} ({self.reason})"
         return {"unchanged": "unchanged", "create": "create (no container yet)",
-                "restart-dead": f"recreate ({self.reason})"}.get(self.action, self.action)
+                "restart-dead": f"recreate, gated before it is routed ({self.reason})"}.get(self.action, self.action)
 
 
 def config_hashes(project: Project, services: list[str]) -> dict[str, str]:

@@ -5,17 +5,24 @@ means that process is gone (flock dies with it), so its containers are ours to
 settle: before the switch the new container is removed and the old one keeps
 serving; after the switch the old one serves again if it still runs; once the
 deploy was committed (the old container was being stopped) it is completed.
+
+A stop-first deploy left its old container stopped, not removed: it is started
+again unless the new one passed the gate and still runs (then the deploy is
+completed). A dead service being recreated is stopped again, so that ``up``
+gates it again before anything routes to it.
 """
 
 from __future__ import annotations
 
 from . import engine
-from .plan import ServicePlan
+from .plan import START_FIRST, STOP_FIRST, ServicePlan
 from .rollout import Context, Replacement
 
 
 def reconcile(ctx: Context) -> str | None:
     """Settle the journal's deploy, if any; return its outcome."""
+    from . import proxy_networks, sync_proxy
+
     record = ctx.journal.read()
     if not record:
         return None
@@ -24,7 +31,8 @@ def reconcile(ctx: Context) -> str | None:
         ctx.journal.clear()
         return None
     old = engine.inspect(*record.get("old", []))
-    plan = ServicePlan(service, "replace", old=old, image=record.get("image", ""))
+    plan = ServicePlan(service, record.get("action") or "replace", old=old, image=record.get("image", ""),
+                       strategy=record.get("strategy") or START_FIRST)
     replacement = Replacement(ctx, plan)
     phase = record.get("phase", "planned")
     new_ids = list(record.get("new") or [])
@@ -34,13 +42,20 @@ def reconcile(ctx: Context) -> str | None:
     replacement.new_ids = new_ids
     replacement.phase = phase
     if replacement.proxied:
-        from . import proxy_networks, sync_proxy
-
         ctx.networks = proxy_networks(ctx.project)
         replacement.proxied = True
     old_running = any(c["State"]["Status"] == "running" for c in old)
+    new_running = any(c["State"]["Status"] == "running" for c in engine.inspect(*new_ids))
+    if plan.strategy == STOP_FIRST and phase == "switched":
+        complete = new_running  # it passed the gate; the old one is stopped, not a fallback
+    else:
+        complete = phase == "committed" or (phase == "switched" and not old_running)
     ctx.progress.event(service, "Reconciling", f"a deploy was interrupted at step {phase!r}", state="warning")
-    if phase == "committed" or (phase == "switched" and not old_running):
+    if plan.action == "restart-dead" and not (phase == "switched" and new_running):
+        replacement.park_new()
+        replacement.finish("failed", "interrupted while recreating a dead service; gated again by this up")
+        outcome = "failed"
+    elif complete:
         replacement.retire_old()
         replacement.finish("deployed", "completed after an interruption")
         outcome = "deployed"

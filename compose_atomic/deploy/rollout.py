@@ -13,6 +13,17 @@ The order of a start-first replacement, and what undoes each step:
                                                          undo: switch back, remove new
 6. Stop the old container with its stop_grace_period, remove it.   (committed)
 
+A stop-first replacement (the service cannot run twice: a host port, ``network_mode:
+host``, ``strategy: stop-first``) keeps the same order and the same undo, with one step
+more: the new container is created but not started (a host port is only bound at start),
+then the old one is stopped with its stop_grace_period and kept, stopped, until the
+monitor window closes. Undo removes the new container first (it may hold the port) and
+starts the old one again. Only ``container_name`` is recreated in place by Compose
+(see :meth:`Replacement.recreate_in_place`).
+
+A service whose containers were all dead before the deploy is recreated by Compose,
+not started, and goes through the same gate before it is routed (:meth:`Replacement.revive`).
+
 Every step is written to the journal first, so an interrupted deploy can be
 finished or undone by the next ``up`` (see :func:`reconcile`).
 """
@@ -162,6 +173,10 @@ def set_aliases(project: Project, service: str, info: dict[str, Any], *, with_se
 # ---- one service ------------------------------------------------------------------------
 
 
+def running(info: dict[str, Any] | None) -> bool:
+    return ((info or {}).get("State") or {}).get("Status") == "running"
+
+
 class Replacement:
     """The replacement of one service, with everything needed to undo it."""
 
@@ -178,12 +193,17 @@ class Replacement:
         self.phase = "planned"
         self.started = time.monotonic()
         self.proxied = bool(ctx.proxy and self.route)
+        self.stop_first_mode = plan.strategy == STOP_FIRST
+        # Compose refuses to scale a service with container_name, so it can only recreate it in place.
+        self.in_place = self.stop_first_mode and bool(self.project.services.get(self.service, {}).get("container_name"))
+        self.old_stopped = False
 
     # -- bookkeeping --
 
     def record(self, phase: str) -> None:
         self.phase = phase
-        self.ctx.journal.write({"service": self.service, "phase": phase,
+        self.ctx.journal.write({"service": self.service, "phase": phase, "action": self.plan.action,
+                                "strategy": self.plan.strategy,
                                 "old": [c["Id"] for c in self.old], "new": self.new_ids,
                                 "proxied": self.proxied, "image": self.plan.image})
 
@@ -205,29 +225,28 @@ class Replacement:
         })
         self.ctx.journal.clear()
 
+    def dials_of(self, ids: list[str]) -> list[str]:
+        """The proxy dials of containers as they are now (a restart may have moved an address)."""
+        return [d for i in engine.inspect(*ids) for d in dials(i, self.route["port"], self.ctx.networks)]
+
     # -- the flow --
 
     def run(self) -> str:
         """Replace the service; return the outcome or raise with the right exit code."""
         progress = self.ctx.progress
-        if self.plan.strategy != STOP_FIRST:
+        if self.stop_first_mode:
+            self.announce_stop_first()
+        else:
             progress.event(self.service, "Replacing", f"start-first ({self.plan.reason})", state="working")
         if self.plan.needs_pull:
             self.pull()
+        self.before_deploy()
         try:
-            call_hook("before_deploy", project=self.project, service=self.service,
-                      old_container=engine.whale(self.old[0]["Id"] if self.old else None),
-                      new_image=self.plan.image)
-        except ComposeAtomicError as exc:
-            self.finish("failed", str(exc.message))
-            quiet_hook("after_deploy", progress, **self.hook_args(), outcome="failed")
-            raise
-        try:
-            if self.plan.strategy == STOP_FIRST:
-                return self.stop_first()
-            return self.start_first()
+            if self.in_place:
+                return self.recreate_in_place()
+            return self.roll()
         except KeyboardInterrupt:
-            if self.plan.strategy == STOP_FIRST:
+            if self.in_place:
                 # Compose already removed the old container: keep whatever it started.
                 self.finish("failed", "interrupted during a stop-first replacement")
                 raise Interrupted(f"{self.service}: interrupted during a stop-first replacement",
@@ -235,6 +254,24 @@ class Replacement:
             with shielded():
                 self.undo("interrupted")
             raise Interrupted(f"{self.service}: interrupted; the previous version serves again") from None
+
+    def announce_stop_first(self) -> None:
+        changed, _, why = self.plan.reason.partition("; ")
+        kept = ("Compose recreates it in place, so a failed new version has nothing to return to"
+                if self.in_place else "the old container is kept, stopped, until the new one proves itself")
+        self.ctx.progress.event(self.service, "Stop-first",
+                                f"{why}: replaced stop-first ({changed}); it is down while it restarts; {kept}",
+                                state="warning")
+
+    def before_deploy(self) -> None:
+        try:
+            call_hook("before_deploy", project=self.project, service=self.service,
+                      old_container=engine.whale(self.old[0]["Id"] if self.old else None),
+                      new_image=self.plan.image)
+        except ComposeAtomicError as exc:
+            self.finish("failed", str(exc.message))
+            quiet_hook("after_deploy", self.ctx.progress, **self.hook_args(), outcome="failed")
+            raise
 
     def pull(self) -> None:
         proc = compose_run(self.project, "pull", "--quiet", self.service)
@@ -246,6 +283,11 @@ class Replacement:
                 hint="Nothing was changed; the running version keeps serving.")
 
     def create_new(self) -> None:
+        """Compose creates the new containers beside the old ones, not started, out of the aliases.
+
+        Not started, so that a host port (bound only at start) or anything else that cannot
+        exist twice does not clash while the old container still runs.
+        """
         self.record("creating")
         scale = len(self.old) * 2
         proc = compose_run(self.project, "up", "--no-start", "--no-deps", "--no-recreate",
@@ -259,6 +301,16 @@ class Replacement:
                                f"{engine.last_line(proc.stderr) or engine.last_line(proc.stdout)}")
         for info in engine.inspect(*self.new_ids):
             set_aliases(self.project, self.service, info, with_service=False)
+
+    def stop_old(self) -> None:
+        """Stop-first: the old containers stop (their own grace period) but stay, to be started again."""
+        self.record("old-stopped")
+        self.old_stopped = True
+        engine.stop(grace_period(self.project, self.service), *[c["Id"] for c in self.old])
+        for info in self.old:
+            self.ctx.progress.event(f"Container {engine.name_of(info)}", "Stopped", "kept until the new one is healthy")
+
+    def start_new(self) -> None:
         proc = engine.docker("start", *self.new_ids)
         if proc.returncode != 0:
             raise HealthFailed(f"the new container did not start: {engine.last_line(proc.stderr)}",
@@ -284,12 +336,15 @@ class Replacement:
             set_aliases(self.project, self.service, info, with_service=True)
         new = engine.inspect(*self.new_ids)  # after the reconnect: addresses may have changed
         if self.proxied:
-            # New first, old as the fallback the proxy itself fails over to (policy "first").
+            # New first, old as the fallback the proxy itself fails over to (policy "first");
+            # a stopped old container (stop-first) is no fallback.
             nets, port = self.ctx.networks, self.route["port"]
-            upstreams = [d for i in new for d in dials(i, port, nets)] + \
-                [d for i in self.old for d in dials(i, port, nets)]
+            upstreams = [d for i in new for d in dials(i, port, nets)]
+            if not self.stop_first_mode:
+                upstreams += [d for i in self.old for d in dials(i, port, nets)]
             self.ctx.proxy.set_upstreams(self.service, upstreams, nets)
-        else:
+        elif not self.stop_first_mode:
+            # A stopped container is not in Docker's DNS: stop-first leaves the old aliases as they are.
             for info in self.old:
                 set_aliases(self.project, self.service, info, with_service=False)
         self.record("switched")
@@ -300,16 +355,34 @@ class Replacement:
         """Route to the old containers again (they kept running)."""
         if not self.old:
             return
-        alive = [c["Id"] for c in self.old if (engine.inspect_one(c["Id"]) or {}).get("State", {}).get("Status") == "running"]
+        alive = [c["Id"] for c in self.old if running(engine.inspect_one(c["Id"]))]
         if not alive:
             engine.docker("start", *[c["Id"] for c in self.old])
-        old_now = engine.inspect(*[c["Id"] for c in self.old])
         if self.proxied:
-            self.ctx.proxy.set_upstreams(self.service, [d for i in old_now for d in dials(i, self.route["port"], self.ctx.networks)],
-                                         self.ctx.networks)
+            self.ctx.proxy.set_upstreams(self.service, self.dials_of([c["Id"] for c in self.old]), self.ctx.networks)
         else:
-            for info in old_now:
+            for info in engine.inspect(*[c["Id"] for c in self.old]):
                 set_aliases(self.project, self.service, info, with_service=True)
+
+    def restore_old(self) -> None:
+        """Stop-first undo: start the stopped old containers again, route to them, check them.
+
+        Routed at once (the proxy holds requests while the dial fails) and then checked like
+        any deploy, so that "rolled back" is only said of an old version that serves.
+        """
+        stopped = [c["Id"] for c in self.old if not running(engine.inspect_one(c["Id"]))]
+        if not stopped and self.phase != "switched":
+            return  # it never stopped, and the proxy never left it
+        if stopped:
+            proc = engine.docker("start", *stopped)
+            if proc.returncode != 0:
+                raise OperationFailed(f"the old container did not start again: {engine.last_line(proc.stderr)}")
+        if self.proxied:
+            self.ctx.proxy.set_upstreams(self.service, self.dials_of([c["Id"] for c in self.old]), self.ctx.networks)
+        for cid in stopped:
+            waited = wait_healthy(cid, self.health)
+            name = engine.name_of(engine.inspect_one(cid) or {"Name": cid})
+            self.ctx.progress.event(f"Container {name}", "Started again", "healthy", elapsed=waited)
 
     def monitor(self) -> None:
         """Watch the new containers for ``monitor`` while the old ones drain."""
@@ -317,7 +390,7 @@ class Replacement:
         drain = parse_duration(self.annotation.get("drain", DEFAULT_DRAIN))
         start = time.monotonic()
         old_dials = [d for c in self.old for d in dials(c, self.route["port"], self.ctx.networks)] \
-            if self.proxied else []
+            if self.proxied and not self.stop_first_mode else []
         drained = not old_dials
         restarts = {i: (engine.inspect_one(i) or {}).get("RestartCount", 0) for i in self.new_ids}
         self.ctx.progress.event(self.service, "Monitoring", f"for {format_duration(window)}", state="working")
@@ -335,33 +408,34 @@ class Replacement:
 
     def retire_old(self) -> None:
         self.record("committed")
-        if self.proxied and self.new_ids:
+        if self.proxied and self.new_ids and not self.stop_first_mode:
             # The window closed: the old container stops being the fallback before it stops.
-            new = engine.inspect(*self.new_ids)
             try:
-                self.ctx.proxy.set_upstreams(self.service, [d for i in new for d in dials(i, self.route["port"], self.ctx.networks)],
-                                             self.ctx.networks)
+                self.ctx.proxy.set_upstreams(self.service, self.dials_of(self.new_ids), self.ctx.networks)
             except ComposeAtomicError as exc:  # [new, old] still routes to new first; the next up tidies
                 self.ctx.progress.warn(self.service, f"could not drop the old upstream: {exc.message}")
-        grace = grace_period(self.project, self.service)
+        engine.stop(grace_period(self.project, self.service), *[c["Id"] for c in self.old])
         for info in self.old:
-            engine.stop(info["Id"], grace)
             engine.remove(info["Id"])
-        if self.old:
-            self.ctx.progress.event(f"Container {engine.name_of(self.old[0])}", "Removed")
+            self.ctx.progress.event(f"Container {engine.name_of(info)}", "Removed")
 
     def undo(self, reason: str) -> str:
         """Bring the old version back and remove the new one; return the outcome."""
         args = self.hook_args()
-        outcome = "rolled-back"
-        if self.phase == "switched":
-            try:
-                self.switch_back()
-            except Exception as exc:  # noqa: BLE001
-                self.ctx.progress.fail(self.service, f"switching back failed: {exc}")
-                outcome = "rollback-failed"
+        try:
+            if self.stop_first_mode:
+                engine.remove(*self.new_ids)  # first: it may hold the host port the old one needs
+                self.restore_old()
+            else:
+                if self.phase == "switched":
+                    self.switch_back()
+                engine.remove(*self.new_ids)  # only once the old one is routed again
+            outcome = "rolled-back"
+        except Exception as exc:  # noqa: BLE001 - report it, the caller raises RollbackFailed
+            self.ctx.progress.fail(self.service, f"putting the previous version back failed: "
+                                                 f"{getattr(exc, 'message', exc)}")
+            outcome = "rollback-failed"
         if outcome == "rolled-back":
-            engine.remove(*self.new_ids)
             quiet_hook("on_rollback", self.ctx.progress, **args, reason=reason)
         self.finish(outcome, reason)
         quiet_hook("after_deploy", self.ctx.progress, **args, outcome=outcome)
@@ -379,11 +453,18 @@ class Replacement:
             raise RollbackFailed(f"{self.service}: {reason}; putting the previous version back failed too",
                                  hint="Check `compose-atomic ps` and the proxy, then run `compose-atomic up` again.")
         names = ", ".join(engine.name_of(c) for c in self.old) or "nothing"
+        if self.old_stopped:
+            raise RolledBack(f"{self.service}: the new version failed ({reason}); rolled back: "
+                             f"{names} was started again and serves")
         raise RolledBack(f"{self.service}: the new version failed ({reason}); rolled back, {names} serves")
 
-    def start_first(self) -> str:
+    def roll(self) -> str:
+        """Create, (stop-first: stop the old,) start, gate, switch, watch; undo on any failure."""
         try:
             self.create_new()
+            if self.stop_first_mode:
+                self.stop_old()
+            self.start_new()
             self.gate()
             call_hook("before_switch", **self.hook_args())
             self.switch_to_new()
@@ -398,41 +479,104 @@ class Replacement:
             self.retire_old()
         self.finish("deployed")
         quiet_hook("after_deploy", self.ctx.progress, **args, outcome="deployed")
-        self.ctx.progress.event(self.service, "Deployed",
+        self.ctx.progress.event(self.service, "Deployed", self.plan.strategy,
                                 elapsed=time.monotonic() - self.started)
         return "deployed"
 
-    def stop_first(self) -> str:
-        """Services that cannot run twice: Compose recreates them; no old version to return to."""
-        changed, _, why = self.plan.reason.partition("; ")
-        self.ctx.progress.event(self.service, "Stop-first",
-                                f"{why}: replaced stop-first ({changed}); it is down while it restarts",
-                                state="warning")
+    def recreate_in_place(self) -> str:
+        """container_name: Compose recreates the service in place; there is no old version to return to.
+
+        Compose finds a service's containers by label, not by name, and refuses to scale a
+        service that sets container_name: creating the new container means recreating the
+        old one, which removes it even when it was renamed aside first.
+        """
         self.record("stop-first")
         proc = compose_run(self.project, "up", "-d", "--no-deps", self.service)
         self.new_ids = [c["Id"] for c in engine.service_containers(self.project.name, self.service)
                         if c["Id"] not in {o["Id"] for o in self.old}]
         if proc.returncode != 0 or not self.new_ids:
-            return self.stop_first_failed(engine.last_line(proc.stderr) or "Compose failed")
+            return self.in_place_failed(engine.last_line(proc.stderr) or "Compose failed")
         try:
             self.gate()
         except HealthFailed as exc:
             print(exc.report, file=self.ctx.progress.stream, flush=True)
-            return self.stop_first_failed(str(exc.message))
+            return self.in_place_failed(str(exc.message))
         if self.proxied:
-            self.ctx.proxy.set_upstreams(self.service, [d for i in self.new_ids for d in dials(
-                engine.inspect_one(i) or {"Name": i}, self.route["port"], self.ctx.networks)], self.ctx.networks)
+            self.ctx.proxy.set_upstreams(self.service, self.dials_of(self.new_ids), self.ctx.networks)
         self.finish("deployed")
         quiet_hook("after_deploy", self.ctx.progress, **self.hook_args(), outcome="deployed")
         self.ctx.progress.event(self.service, "Deployed", "stop-first", elapsed=time.monotonic() - self.started)
         return "deployed"
 
-    def stop_first_failed(self, reason: str) -> str:
+    def in_place_failed(self, reason: str) -> str:
         self.old = []
         self.finish("failed", reason)
         quiet_hook("after_deploy", self.ctx.progress, **self.hook_args(), outcome="failed")
         raise RollbackFailed(
-            f"{self.service}: the new version failed ({reason}); it was replaced stop-first, so no old "
-            "version is left to return to",
+            f"{self.service}: the new version failed ({reason}); it sets container_name, so Compose "
+            "recreated it in place and no old version is left to return to",
             hint="Fix the service and run `compose-atomic up` again, or `compose-atomic rollback "
                  f"{self.service}` to start the previous image.")
+
+    # -- a service with no running container before the deploy --
+
+    def revive(self) -> str:
+        """Recreate a service whose containers are all dead, gated before it is routed.
+
+        Compose creates (or keeps, when nothing changed) the containers without starting
+        them; they start out of the service's aliases and join them, and the proxy's route,
+        only once healthy. Nothing was serving before, so there is nothing to roll back to:
+        containers that never get healthy are stopped (kept for their logs, never routed, and
+        gated again by the next ``up``) and the command fails with exit 1.
+        """
+        self.ctx.progress.event(self.service, "Recreating", f"{self.plan.reason}; routed once healthy",
+                                state="warning")
+        if self.plan.needs_pull:
+            self.pull()
+        self.before_deploy()
+        try:
+            self.record("reviving")
+            proc = compose_run(self.project, "up", "--no-start", "--no-deps", self.service)
+            self.new_ids = [c["Id"] for c in engine.service_containers(self.project.name, self.service)]
+            self.record("reviving")
+            if proc.returncode != 0 or not self.new_ids:
+                raise OperationFailed(f"{self.service}: Compose could not recreate it: "
+                                      f"{engine.last_line(proc.stderr) or engine.last_line(proc.stdout)}")
+            for info in engine.inspect(*self.new_ids):
+                set_aliases(self.project, self.service, info, with_service=False)
+            self.start_new()
+            self.gate()
+            self.switch_to_new()
+        except HealthFailed as exc:
+            self.revive_failed(exc, exc.report)
+        except ComposeAtomicError as exc:
+            self.revive_failed(exc)
+        except KeyboardInterrupt:
+            with shielded():
+                self.park_new()
+                self.finish("failed", "interrupted while recreating a dead service")
+            raise Interrupted(f"{self.service}: interrupted; it was not serving before and is stopped again",
+                              hint="Run `compose-atomic up` again to recreate it.") from None
+        self.finish("deployed", "recreated: no container was running")
+        quiet_hook("after_deploy", self.ctx.progress, **self.hook_args(), outcome="deployed")
+        self.ctx.progress.event(self.service, "Deployed", "recreated", elapsed=time.monotonic() - self.started)
+        return "deployed"
+
+    def park_new(self) -> None:
+        """Stop containers that never became healthy; kept for `docker logs`, never routed."""
+        engine.stop(grace_period(self.project, self.service), *self.new_ids)
+
+    def revive_failed(self, exc: ComposeAtomicError, report: str = "") -> None:
+        progress = self.ctx.progress
+        reason = str(exc.message)
+        progress.fail(self.service, reason)
+        if report:
+            print(report, file=progress.stream, flush=True)
+        with shielded():
+            self.park_new()
+            self.finish("failed", reason)
+        quiet_hook("after_deploy", progress, **self.hook_args(), outcome="failed")
+        raise OperationFailed(
+            f"{self.service}: the recreated container did not get healthy ({reason}); nothing was serving "
+            "before, so there is nothing to roll back to: it is stopped and not routed",
+            hint="See `docker logs` of it, fix the service and run `compose-atomic up` again.")

@@ -135,6 +135,9 @@ def _explain(error: Any, service: str | None) -> Iterable[ConfigProblem]:
     elif kind == "pattern" and "ms|s|m|h" in str(error.validator_value):
         yield ConfigProblem(path, f"{_found(error.instance)} is not a duration. "
                                   "Use Compose's form, like 30s, 1m30s or 500ms.", service)
+    elif kind == "pattern" and "[0-9]{1,5}" in str(error.validator_value):
+        yield ConfigProblem(path, f"{_found(error.instance)} is not a port. Use Compose's short syntax, like "
+                                  '"80:80", "127.0.0.1:8080:80" or 443.', service)
     elif kind == "pattern":
         yield ConfigProblem(path, f"{_found(error.instance)} must match {error.validator_value}.", service)
     elif kind == "type":
@@ -148,6 +151,9 @@ def _explain(error: Any, service: str | None) -> Iterable[ConfigProblem]:
         bound = "at least" if kind == "minimum" else "at most"
         yield ConfigProblem(path, f"{_found(error.instance)} is out of range; it must be "
                                   f"{bound} {error.validator_value}.", service)
+    elif kind == "anyOf" and any(sub.validator != "type" for sub in error.context or ()):
+        # The value has the right type for one branch but breaks its rule: explain that rule.
+        yield from _explain(next(sub for sub in error.context if sub.validator != "type"), service)
     elif kind == "anyOf":
         kinds = sorted({str(s.get("type")) for s in error.validator_value})
         yield ConfigProblem(path, f"expected {' or '.join(_article(k) for k in kinds)} "

@@ -75,6 +75,12 @@ def test_bad_top_level_annotation_is_explained():
                      'networks. Did you mean "ports"?']
 
 
+def test_a_proxy_port_that_is_not_a_port_is_explained():
+    found = problems(project_annotation={"proxy": {"ports": ["127.0.0.1:8080:80", 443, "eighty:80"]}})
+    assert found == ['top-level x-atomic.proxy.ports.2: "eighty:80" is not a port. Use Compose\'s short syntax, '
+                     'like "80:80", "127.0.0.1:8080:80" or 443.']
+
+
 def test_plugins_can_declare_keys():
     from compose_atomic import hookimpl
     from compose_atomic.plugins import pm

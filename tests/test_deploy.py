@@ -138,6 +138,9 @@ def test_two_replicas_upgrade_under_load_then_broken_rolls_back_to_both(project_
         assert any(name in ln and "Removed" in ln for ln in lines[switched:]), upgrade.stderr
     assert containers(project_name, all_=True) == new
     assert get_version(port) == "v2"
+    # Both replicas take requests (round robin), not one serving and one waiting.
+    served_by = {get_version(port, "/cgi-bin/who") for _ in range(8)}
+    assert len(served_by) == 2, served_by
 
     write_project(tmp_path, {"web": app_service("v3", "broken", **web)}, proxy_port=port)
     broken = run_cli("-p", project_name, "up", cwd=tmp_path)

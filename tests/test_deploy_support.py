@@ -27,8 +27,9 @@ else
   { echo '#!/bin/sh'; echo 'cat >/dev/null'; echo 'echo Content-Type: text/plain'; echo 'echo'; echo "echo $VERSION"; } > /www/cgi-bin/v
 fi
 { echo '#!/bin/sh'; echo 'cat >/dev/null'; echo 'sleep 3'; echo 'echo Content-Type: text/plain'; echo 'echo'; echo "echo $VERSION"; } > /www/cgi-bin/slow
+{ echo '#!/bin/sh'; echo 'echo Content-Type: text/plain'; echo 'echo'; echo 'cat /etc/hostname'; } > /www/cgi-bin/who
 echo "$VERSION" > /www/index.html
-chmod +x /www/cgi-bin/v /www/cgi-bin/slow
+chmod +x /www/cgi-bin/v /www/cgi-bin/slow /www/cgi-bin/who
 [ "$MODE" = exit ] && { echo 'exiting at once'; exit 3; }
 [ "$MODE" = slow ] && sleep "${SLOW_FOR:-6}"
 if [ "$MODE" = crashy ]; then httpd -p 8080 -h /www; sleep "${CRASH_AFTER:-4}"; echo 'crashing'; exit 1; fi

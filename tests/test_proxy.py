@@ -116,3 +116,9 @@ def test_a_new_proxy_image_takes_over_the_sockets_without_a_failed_request(proje
     assert load.long_done >= 1 and load.ok > 20
     edge = docker("inspect", "--format", "{{.Config.Image}}", f"{project_name}-atomic-proxy").stdout.strip()
     assert edge == tag
+
+
+def test_replicas_take_turns_and_a_failed_one_is_skipped():
+    handler = Route("web", 80, upstreams=["10.0.0.2:80", "10.0.0.3:80"], balance=True).to_caddy()["handle"][0]
+    assert handler["load_balancing"]["selection_policy"] == {"policy": "round_robin"}
+    assert handler["health_checks"]["passive"]["max_fails"] == 1

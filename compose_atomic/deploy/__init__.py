@@ -94,6 +94,9 @@ def sync_proxy(project: Project, proxy, networks: list[str], progress: Progress 
     saved = proxy.saved_upstreams()
     for service, route in proxy.routes.items():
         running = engine.service_containers(project.name, service, running_only=True)
+        if len(running) > 1:  # replicas: round robin, one address each (see Replacement.route_to)
+            route.upstreams, route.balance = [dials(c, route.port, networks)[0] for c in running], True
+            continue
         current = [d for c in running for d in dials(c, route.port, networks)]
         kept = [d for d in saved.get(service, []) if d in current]  # order kept: the first serves
         route.upstreams = kept + [d for d in current if d not in kept]

@@ -225,9 +225,20 @@ class Replacement:
         })
         self.ctx.journal.clear()
 
-    def dials_of(self, ids: list[str]) -> list[str]:
-        """The proxy dials of containers as they are now (a restart may have moved an address)."""
-        return [d for i in engine.inspect(*ids) for d in dials(i, self.route["port"], self.ctx.networks)]
+    def route_to(self, ids: list[str], fallback: list[str] | None = None) -> None:
+        """Point the proxy at containers as they are now (a restart may have moved an address).
+
+        One container: its dials, then the fallback's, and the first one up serves. Replicas:
+        round robin over one address each, no fallback (a failed replica is skipped; the
+        monitor switches back if one fails).
+        """
+        infos = engine.inspect(*ids)
+        port, nets = self.route["port"], self.ctx.networks
+        if len(infos) > 1:
+            self.ctx.proxy.set_upstreams(self.service, [dials(i, port, nets)[0] for i in infos], nets, balance=True)
+            return
+        upstreams = [d for i in infos + engine.inspect(*(fallback or [])) for d in dials(i, port, nets)]
+        self.ctx.proxy.set_upstreams(self.service, upstreams, nets)
 
     # -- the flow --
 
@@ -338,11 +349,7 @@ class Replacement:
         if self.proxied:
             # New first, old as the fallback the proxy itself fails over to (policy "first");
             # a stopped old container (stop-first) is no fallback.
-            nets, port = self.ctx.networks, self.route["port"]
-            upstreams = [d for i in new for d in dials(i, port, nets)]
-            if not self.stop_first_mode:
-                upstreams += [d for i in self.old for d in dials(i, port, nets)]
-            self.ctx.proxy.set_upstreams(self.service, upstreams, nets)
+            self.route_to(self.new_ids, [] if self.stop_first_mode else [c["Id"] for c in self.old])
         elif not self.stop_first_mode:
             # A stopped container is not in Docker's DNS: stop-first leaves the old aliases as they are.
             for info in self.old:
@@ -359,7 +366,7 @@ class Replacement:
         if not alive:
             engine.docker("start", *[c["Id"] for c in self.old])
         if self.proxied:
-            self.ctx.proxy.set_upstreams(self.service, self.dials_of([c["Id"] for c in self.old]), self.ctx.networks)
+            self.route_to([c["Id"] for c in self.old])
         else:
             for info in engine.inspect(*[c["Id"] for c in self.old]):
                 set_aliases(self.project, self.service, info, with_service=True)
@@ -378,7 +385,7 @@ class Replacement:
             if proc.returncode != 0:
                 raise OperationFailed(f"the old container did not start again: {engine.last_line(proc.stderr)}")
         if self.proxied:
-            self.ctx.proxy.set_upstreams(self.service, self.dials_of([c["Id"] for c in self.old]), self.ctx.networks)
+            self.route_to([c["Id"] for c in self.old])
         for cid in stopped:
             waited = wait_healthy(cid, self.health)
             name = engine.name_of(engine.inspect_one(cid) or {"Name": cid})
@@ -411,7 +418,7 @@ class Replacement:
         if self.proxied and self.new_ids and not self.stop_first_mode:
             # The window closed: the old container stops being the fallback before it stops.
             try:
-                self.ctx.proxy.set_upstreams(self.service, self.dials_of(self.new_ids), self.ctx.networks)
+                self.route_to(self.new_ids)
             except ComposeAtomicError as exc:  # [new, old] still routes to new first; the next up tidies
                 self.ctx.progress.warn(self.service, f"could not drop the old upstream: {exc.message}")
         engine.stop(grace_period(self.project, self.service), *[c["Id"] for c in self.old])
@@ -502,7 +509,7 @@ class Replacement:
             print(exc.report, file=self.ctx.progress.stream, flush=True)
             return self.in_place_failed(str(exc.message))
         if self.proxied:
-            self.ctx.proxy.set_upstreams(self.service, self.dials_of(self.new_ids), self.ctx.networks)
+            self.route_to(self.new_ids)
         self.finish("deployed")
         quiet_hook("after_deploy", self.ctx.progress, **self.hook_args(), outcome="deployed")
         self.ctx.progress.event(self.service, "Deployed", "stop-first", elapsed=time.monotonic() - self.started)

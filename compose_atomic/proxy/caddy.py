@@ -78,6 +78,8 @@ class Route:
     path: str | None = None
     upstreams: list[str] = field(default_factory=list)  # dial addresses, "container:port"
     try_duration: str = "5s"
+    #: Spread requests over every upstream (replicas) instead of sending them to the first one up.
+    balance: bool = False
 
     @property
     def handler_id(self) -> str:
@@ -96,10 +98,11 @@ class Route:
             "upstreams": [{"dial": d} for d in self.upstreams],
             "headers": {"request": {"set": {h: [f"{{http.request.header.{h}}}"] for h in FORWARDED}}},
             "load_balancing": {
-                # The first upstream that is up takes every request: during a switch the list is
-                # [new, old], so a dial or transport error on the new container sends the retry
-                # (and, for 1 s, everything) to the old one, before compose-atomic even notices.
-                "selection_policy": {"policy": "first"},
+                # One container: the first upstream that is up takes every request. During a switch
+                # the list is [new, old], so a dial or transport error on the new container sends the
+                # retry (and, for 1 s, everything) to the old one, before compose-atomic even notices.
+                # Replicas: round robin over them, a failed one skipped for 1 s.
+                "selection_policy": {"policy": "round_robin" if self.balance else "first"},
                 "try_duration": self.try_duration,
                 "try_interval": "100ms",
                 "retry_match": [{"method": RETRY_METHODS}],
@@ -480,15 +483,19 @@ class CaddyProxy:
             self.ensure(networks)
         return result
 
-    def set_upstreams(self, service: str, dials: list[str], networks: list[str]) -> None:
-        """Point ``service``'s route at ``dials`` in one atomic change (saved first)."""
+    def set_upstreams(self, service: str, dials: list[str], networks: list[str], *, balance: bool = False) -> None:
+        """Point ``service``'s route at ``dials`` in one atomic change (saved first).
+
+        The whole handler is replaced, not only its upstreams: the selection policy and the
+        passive health checks depend on how many upstreams there are.
+        """
         route = self.routes[service]
-        route.upstreams = list(dials)
+        route.upstreams, route.balance = list(dials), balance
         self._save()
 
         def patch():
             try:
-                self._request("PATCH", f"/id/{route.handler_id}/upstreams", [{"dial": d} for d in dials])
+                self._request("PATCH", f"/id/{route.handler_id}", route.to_caddy()["handle"][0])
             except ProxyError as exc:
                 if " 404 " in str(exc) or "unknown object ID" in str(exc):
                     self.load()  # the running config predates this route

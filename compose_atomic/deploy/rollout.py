@@ -448,12 +448,16 @@ class Replacement:
         quiet_hook("after_deploy", self.ctx.progress, **args, outcome=outcome)
         return outcome
 
-    def fail(self, exc: ComposeAtomicError, report: str = "") -> None:
-        progress = self.ctx.progress
+    def say_failed(self, exc: ComposeAtomicError, report: str = "") -> str:
+        """Print why the new version failed (and its health log); return the reason."""
         reason = str(exc.message)
-        progress.fail(self.service, reason)
+        self.ctx.progress.fail(self.service, reason)
         if report:
-            print(report, file=progress.stream, flush=True)
+            print(report, file=self.ctx.progress.stream, flush=True)
+        return reason
+
+    def fail(self, exc: ComposeAtomicError, report: str = "") -> None:
+        reason = self.say_failed(exc, report)
         with shielded():
             outcome = self.undo(reason)
         if outcome == "rollback-failed":
@@ -574,15 +578,11 @@ class Replacement:
         engine.stop(grace_period(self.project, self.service), *self.new_ids)
 
     def revive_failed(self, exc: ComposeAtomicError, report: str = "") -> None:
-        progress = self.ctx.progress
-        reason = str(exc.message)
-        progress.fail(self.service, reason)
-        if report:
-            print(report, file=progress.stream, flush=True)
+        reason = self.say_failed(exc, report)
         with shielded():
             self.park_new()
             self.finish("failed", reason)
-        quiet_hook("after_deploy", progress, **self.hook_args(), outcome="failed")
+        quiet_hook("after_deploy", self.ctx.progress, **self.hook_args(), outcome="failed")
         raise OperationFailed(
             f"{self.service}: the recreated container did not get healthy ({reason}); nothing was serving "
             "before, so there is nothing to roll back to: it is stopped and not routed",

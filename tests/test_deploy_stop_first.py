@@ -51,6 +51,21 @@ def test_host_port_broken_v2_rolls_back_to_v1_then_v2_replaces_it(project_name, 
     assert names(project_name) == [f"{project_name}-web-2"]  # the old one was removed
 
 
+def test_host_port_v2_crashing_in_the_monitor_window_brings_v1_back(project_name, tmp_path):
+    port = free_port()
+    write_project(tmp_path, {"web": host_port_web("v1", "ok", port)})
+    assert run_cli("-p", project_name, "up", cwd=tmp_path).returncode == 0
+    wait_for_version(port, "v1")
+    crashy = app_service("v2", "crashy", x_atomic={"health": {"path": "/healthz", "port": 8080}, "monitor": "8s"},
+                         ports=[f"127.0.0.1:{port}:8080"], init=True, env={"CRASH_AFTER": "3"})
+    write_project(tmp_path, {"web": crashy})
+    proc = run_cli("-p", project_name, "up", cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    assert "after the switch" in proc.stderr and "was started again and serves" in proc.stderr
+    assert get_version(port) == "v1"
+    assert names(project_name) == [f"{project_name}-web-1"]
+
+
 def test_interrupted_stop_first_puts_the_old_container_back(project_name, tmp_path):
     port = free_port()
     write_project(tmp_path, {"web": host_port_web("v1", "ok", port)})

@@ -82,6 +82,11 @@ def test_upgrade_under_load_then_history_dry_run_proxy_restart_and_rollback(proj
     down = run_cli("-p", project_name, "down", "-t", "0", cwd=tmp_path)
     assert down.returncode == 0, down.stderr
     assert docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project_name}").stdout.strip() == ""
+    certificates = ["volume", "ls", "-q", "--filter", f"label=dev.compose-atomic.proxy={project_name}"]
+    assert docker(*certificates).stdout.split() == [f"{project_name}-atomic-proxy-data"]  # kept by down
+    down = run_cli("-p", project_name, "down", "-v", cwd=tmp_path)
+    assert down.returncode == 0, down.stderr
+    assert docker(*certificates).stdout.strip() == ""  # gone with down -v
 
 
 def test_without_proxy_the_service_name_moves_only_once_healthy(project_name, tmp_path):

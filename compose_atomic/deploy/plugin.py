@@ -85,6 +85,12 @@ def register_commands(cli):
                 docker("rm", "-f", *found)
                 for container in sorted(found):
                     click.echo(f" Container {container}  Removed", err=True)
+            if {"-v", "--volumes"} & set(ctx.args):  # the proxy's certificates go with the volumes
+                volumes = docker("volume", "ls", "-q", "--filter", f"label=dev.compose-atomic.proxy={name}").stdout.split()
+                if volumes:
+                    docker("volume", "rm", *volumes)
+                    for volume in volumes:
+                        click.echo(f" Volume {volume}  Removed", err=True)
         exec_compose(ctx.obj, "down", *ctx.args)
 
 

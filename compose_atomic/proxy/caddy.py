@@ -227,6 +227,7 @@ class CaddyProxy:
         self.image = image
         self.ports = list(ports)
         self.routes = {r.service: r for r in routes}
+        self.data_volume = f"{project_name}-atomic-proxy-data"  # the edge's certificates
         self.slot = SLOTS[0]  # the socket the serving switch listens on
         self._admin: str | None = None
 
@@ -366,8 +367,10 @@ class CaddyProxy:
             self._start(self.container_name)
 
     def _create_edge(self, name: str, spec: str) -> None:
-        extra = ["--network", "host", "-e", "XDG_DATA_HOME=/data",
-                 "-v", f"{self.project_name}-atomic-proxy-data:/data"]
+        # Labelled like Compose's volumes, so that `down -v` and label filters find it.
+        _docker("volume", "create", "--label", f"com.docker.compose.project={self.project_name}",
+                "--label", f"{LABEL_PROXY}={self.project_name}", self.data_volume)
+        extra = ["--network", "host", "-e", "XDG_DATA_HOME=/data", "-v", f"{self.data_volume}:/data"]
         self._run(name, self._labels("edge", spec), extra, "edge.json",
                   hint="Check x-atomic.proxy.image, and that x-atomic.proxy.ports are free on this host.")
 

@@ -19,7 +19,7 @@ from ..progress import Progress
 from ..project import Project
 from . import engine
 from .plan import ServicePlan, plan_services, with_dependencies
-from .rollout import Context, Replacement, call_hook, dials, network_keys, quiet_hook
+from .rollout import Context, Replacement, call_hook, network_keys, quiet_hook, upstreams_for
 from .state import History, Journal, project_lock
 
 DEFAULT_PROXY_IMAGE = "caddy:2.8-alpine"
@@ -94,10 +94,7 @@ def sync_proxy(project: Project, proxy, networks: list[str], progress: Progress 
     saved = proxy.saved_upstreams()
     for service, route in proxy.routes.items():
         running = engine.service_containers(project.name, service, running_only=True)
-        if len(running) > 1:  # replicas: round robin, one address each (see Replacement.route_to)
-            route.upstreams, route.balance = [dials(c, route.port, networks)[0] for c in running], True
-            continue
-        current = [d for c in running for d in dials(c, route.port, networks)]
+        current, route.balance = upstreams_for(running, route.port, networks)
         kept = [d for d in saved.get(service, []) if d in current]  # order kept: the first serves
         route.upstreams = kept + [d for d in current if d not in kept]
 

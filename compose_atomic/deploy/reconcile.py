@@ -43,7 +43,6 @@ def reconcile(ctx: Context) -> str | None:
     replacement.phase = phase
     if replacement.proxied:
         ctx.networks = proxy_networks(ctx.project)
-        replacement.proxied = True
     old_running = any(c["State"]["Status"] == "running" for c in old)
     new_running = any(c["State"]["Status"] == "running" for c in engine.inspect(*new_ids))
     if plan.strategy == STOP_FIRST and phase == "switched":

@@ -106,6 +106,17 @@ def dials(info: dict[str, Any], port: int, networks: list[str]) -> list[str]:
     return found
 
 
+def upstreams_for(infos: list[dict[str, Any]], port: int, networks: list[str]) -> tuple[list[str], bool]:
+    """The proxy's upstreams for the containers that serve a route, and whether to balance them.
+
+    One container: its address, then its name, and the first one up serves. Replicas: round
+    robin over one address each (a name would cost a DNS lookup per connection).
+    """
+    if len(infos) > 1:
+        return [dials(i, port, networks)[0] for i in infos], True
+    return [d for i in infos for d in dials(i, port, networks)], False
+
+
 def compose_run(project: Project, *args: str) -> subprocess.CompletedProcess:
     cmd = [a for a in project.compose(*args) if a != "--dry-run"]
     return subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -228,17 +239,14 @@ class Replacement:
     def route_to(self, ids: list[str], fallback: list[str] | None = None) -> None:
         """Point the proxy at containers as they are now (a restart may have moved an address).
 
-        One container: its dials, then the fallback's, and the first one up serves. Replicas:
-        round robin over one address each, no fallback (a failed replica is skipped; the
-        monitor switches back if one fails).
+        A single container gets the fallback's dials after its own (the first one up serves);
+        replicas get none (a failed replica is skipped; the monitor switches back if one fails).
         """
-        infos = engine.inspect(*ids)
         port, nets = self.route["port"], self.ctx.networks
-        if len(infos) > 1:
-            self.ctx.proxy.set_upstreams(self.service, [dials(i, port, nets)[0] for i in infos], nets, balance=True)
-            return
-        upstreams = [d for i in infos + engine.inspect(*(fallback or [])) for d in dials(i, port, nets)]
-        self.ctx.proxy.set_upstreams(self.service, upstreams, nets)
+        upstreams, balance = upstreams_for(engine.inspect(*ids), port, nets)
+        if not balance:
+            upstreams += [d for i in engine.inspect(*(fallback or [])) for d in dials(i, port, nets)]
+        self.ctx.proxy.set_upstreams(self.service, upstreams, nets, balance=balance)
 
     # -- the flow --
 
@@ -300,18 +308,26 @@ class Replacement:
         exist twice does not clash while the old container still runs.
         """
         self.record("creating")
-        scale = len(self.old) * 2
-        proc = compose_run(self.project, "up", "--no-start", "--no-deps", "--no-recreate",
-                           "--scale", f"{self.service}={scale}", self.service)
+        complaint = self.compose_create("created", "--no-recreate", "--scale", f"{self.service}={len(self.old) * 2}")
+        if complaint:
+            raise DeployFailed(f"{self.service}: Compose could not create the new container: {complaint}")
+
+    def compose_create(self, phase: str, *args: str) -> str:
+        """``up --no-start`` the service's containers that are not the old ones, out of the aliases.
+
+        Records ``phase`` once the new ids are known (for reconcile); returns Compose's
+        complaint, or "" when it created them.
+        """
+        proc = compose_run(self.project, "up", "--no-start", "--no-deps", *args, self.service)
         old_ids = {c["Id"] for c in self.old}
         self.new_ids = [c["Id"] for c in engine.service_containers(self.project.name, self.service)
                         if c["Id"] not in old_ids]
-        self.record("created")
+        self.record(phase)
         if proc.returncode != 0 or not self.new_ids:
-            raise DeployFailed(f"{self.service}: Compose could not create the new container: "
-                               f"{engine.last_line(proc.stderr) or engine.last_line(proc.stdout)}")
+            return engine.last_line(proc.stderr) or engine.last_line(proc.stdout) or "Compose failed"
         for info in engine.inspect(*self.new_ids):
             set_aliases(self.project, self.service, info, with_service=False)
+        return ""
 
     def stop_old(self) -> None:
         """Stop-first: the old containers stop (their own grace period) but stay, to be started again."""
@@ -547,14 +563,9 @@ class Replacement:
         self.before_deploy()
         try:
             self.record("reviving")
-            proc = compose_run(self.project, "up", "--no-start", "--no-deps", self.service)
-            self.new_ids = [c["Id"] for c in engine.service_containers(self.project.name, self.service)]
-            self.record("reviving")
-            if proc.returncode != 0 or not self.new_ids:
-                raise OperationFailed(f"{self.service}: Compose could not recreate it: "
-                                      f"{engine.last_line(proc.stderr) or engine.last_line(proc.stdout)}")
-            for info in engine.inspect(*self.new_ids):
-                set_aliases(self.project, self.service, info, with_service=False)
+            complaint = self.compose_create("reviving")
+            if complaint:
+                raise OperationFailed(f"{self.service}: Compose could not recreate it: {complaint}")
             self.start_new()
             self.gate()
             self.switch_to_new()

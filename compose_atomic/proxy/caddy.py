@@ -41,7 +41,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from ..errors import OperationFailed
 
@@ -68,6 +68,17 @@ class ProxyError(OperationFailed):
     """The managed proxy could not be started or reconfigured."""
 
 
+def route_match(hosts: Iterable[str], path: str | None) -> list[dict[str, Any]]:
+    """Caddy's matcher for a route's hosts and path prefix (empty: every request)."""
+    match: dict[str, Any] = {}
+    if hosts:
+        match["host"] = list(hosts)
+    if path and path != "/":
+        base = path.rstrip("/")
+        match["path"] = [base, base + "/*"]
+    return [match] if match else []
+
+
 @dataclass
 class Route:
     """Traffic for one service: what it matches and where it goes."""
@@ -86,12 +97,6 @@ class Route:
         return f"ca_{self.service}"
 
     def to_caddy(self) -> dict[str, Any]:
-        match: dict[str, Any] = {}
-        if self.hosts:
-            match["host"] = list(self.hosts)
-        if self.path and self.path != "/":
-            base = self.path.rstrip("/")
-            match["path"] = [base, base + "/*"]
         handler = {
             "handler": "reverse_proxy",
             "@id": self.handler_id,
@@ -113,8 +118,9 @@ class Route:
             # transient error into 503s for everyone; retrying it (try_duration) is better.
             handler["health_checks"] = {"passive": {"fail_duration": "1s", "max_fails": 1}}
         route: dict[str, Any] = {"@id": f"ca_route_{self.service}", "handle": [handler], "terminal": True}
+        match = route_match(self.hosts, self.path)
         if match:
-            route["match"] = [match]
+            route["match"] = match
         return route
 
     def sort_key(self) -> tuple:
@@ -343,16 +349,14 @@ class CaddyProxy:
 
     def _hand_over_switch(self, slot: str, spec: str, networks: list[str],
                           report: Callable[[str, bool], None] | None) -> None:
-        """The new switch listens on the other socket; the symlink flips; the old one finishes and goes."""
-        fresh, retired = f"{self.switch_name}-next", f"{self.switch_name}-old"
-        _docker("rm", "-f", fresh, retired)
+        """The new switch listens on the other socket and the symlink flips to it."""
         other = SLOTS[1] if slot == SLOTS[0] else SLOTS[0]
-        self._create_switch(fresh, other, spec, networks)
-        self._point_socket(other)
-        self._retire(self.switch_name, fresh, retired)
-        if report:
-            report(f"proxy {self.switch_name}: a new Caddy ({self.image}) took over beside the old one, "
-                   "which finished its requests and stopped", False)
+
+        def create(name: str) -> None:
+            self._create_switch(name, other, spec, networks)
+            self._point_socket(other)
+
+        self._hand_over(self.switch_name, create, report)
 
     # -- the edge --
 
@@ -375,26 +379,31 @@ class CaddyProxy:
                   hint="Check x-atomic.proxy.image, and that x-atomic.proxy.ports are free on this host.")
 
     def _hand_over_edge(self, spec: str, report: Callable[[str, bool], None] | None) -> None:
-        """Start the new edge on the same ports, then let the old one finish its requests and go."""
-        fresh, retired = f"{self.container_name}-next", f"{self.container_name}-old"
-        _docker("rm", "-f", fresh, retired)
-        try:
-            self._create_edge(fresh, spec)
-        except ProxyError:
-            # The old edge holds the ports without SO_REUSEPORT (a Caddy before 2.6, or a proxy
-            # from an older compose-atomic that published them through Docker): a short gap.
-            if report:
-                report(f"proxy {self.container_name}: the new Caddy could not listen beside the old one; "
-                       "replacing it, requests fail for about a second", True)
-            _docker("rm", "-f", self.container_name)
-            self._create_edge(self.container_name, spec)
-            return
-        self._retire(self.container_name, fresh, retired)
-        if report:
-            report(f"proxy {self.container_name}: a new Caddy ({self.image}) took over beside the old one, "
-                   "which finished its requests and stopped", False)
+        """The new edge binds the same ports beside the old one (``SO_REUSEPORT``)."""
+        self._hand_over(self.container_name, lambda name: self._create_edge(name, spec), report)
 
     # -- both --
+
+    def _hand_over(self, name: str, create: Callable[[str], None],
+                   report: Callable[[str, bool], None] | None) -> None:
+        """Start the new Caddy beside the old one, then let the old one finish its requests and go."""
+        fresh, retired = f"{name}-next", f"{name}-old"
+        _docker("rm", "-f", fresh, retired)
+        try:
+            create(fresh)
+        except ProxyError:
+            # The old one holds the ports without SO_REUSEPORT (a Caddy before 2.6, or a proxy
+            # from an older compose-atomic that published them through Docker): a short gap.
+            if report:
+                report(f"proxy {name}: the new Caddy could not listen beside the old one; "
+                       "replacing it, requests fail for about a second", True)
+            _docker("rm", "-f", name)
+            create(name)
+            return
+        self._retire(name, fresh, retired)
+        if report:
+            report(f"proxy {name}: a new Caddy ({self.image}) took over beside the old one, "
+                   "which finished its requests and stopped", False)
 
     def _retire(self, name: str, fresh: str, retired: str) -> None:
         _docker("rename", name, retired)

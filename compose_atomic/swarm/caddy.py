@@ -21,6 +21,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..proxy.caddy import route_match
+
 #: How long Caddy holds a request while it looks for a task that answers.
 TRY_DURATION = "10s"
 #: How often it looks again within that time.
@@ -54,16 +56,6 @@ def route_from_annotation(service: str, route: dict[str, Any]) -> Route:
     return Route(service=service, port=int(route["port"]), hosts=hosts, path=route.get("path"))
 
 
-def _match(route: Route) -> list[dict[str, Any]]:
-    match: dict[str, Any] = {}
-    if route.hosts:
-        match["host"] = list(route.hosts)
-    if route.path and route.path != "/":
-        prefix = route.path.rstrip("/")
-        match["path"] = [prefix, prefix + "/*"]
-    return [match] if match else []
-
-
 def _handler(route: Route) -> dict[str, Any]:
     return {
         "handler": "reverse_proxy",
@@ -86,7 +78,7 @@ def _routes(routes: list[Route]) -> list[dict[str, Any]]:
     out = []
     for route in sorted(routes, key=lambda r: r.sort_key):
         entry: dict[str, Any] = {"handle": [_handler(route)], "terminal": True}
-        match = _match(route)
+        match = route_match(route.hosts, route.path)
         if match:
             entry["match"] = match
         out.append(entry)

@@ -14,7 +14,7 @@ gates it again before anything routes to it.
 
 from __future__ import annotations
 
-from . import engine
+from .. import docker
 from .plan import START_FIRST, STOP_FIRST, ServicePlan
 from .rollout import Context, Replacement
 
@@ -30,7 +30,7 @@ def reconcile(ctx: Context) -> str | None:
     if service not in ctx.project.services:
         ctx.journal.clear()
         return None
-    old = engine.inspect(*record.get("old", []))
+    old = docker.inspect(*record.get("old", []))
     plan = ServicePlan(service, record.get("action") or "replace", old=old, image=record.get("image", ""),
                        strategy=record.get("strategy") or START_FIRST)
     replacement = Replacement(ctx, plan)
@@ -38,13 +38,13 @@ def reconcile(ctx: Context) -> str | None:
     new_ids = list(record.get("new") or [])
     if phase in ("planned", "creating"):
         known = {c["Id"] for c in old}
-        new_ids = [c["Id"] for c in engine.service_containers(ctx.project.name, service) if c["Id"] not in known]
+        new_ids = [c["Id"] for c in docker.service_containers(ctx.project.name, service) if c["Id"] not in known]
     replacement.new_ids = new_ids
     replacement.phase = phase
     if replacement.proxied:
         ctx.networks = proxy_networks(ctx.project)
     old_running = any(c["State"]["Status"] == "running" for c in old)
-    new_running = any(c["State"]["Status"] == "running" for c in engine.inspect(*new_ids))
+    new_running = any(c["State"]["Status"] == "running" for c in docker.inspect(*new_ids))
     if plan.strategy == STOP_FIRST and phase == "switched":
         complete = new_running  # it passed the gate; the old one is stopped, not a fallback
     else:

@@ -15,12 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import OperationFailed
+from ..errors import LockBusy
 from ..project import Project
-
-
-class LockBusy(OperationFailed):
-    """Another compose-atomic command holds the project's deploy lock."""
 
 
 def deploy_dir(project: Project) -> Path:

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ..errors import OperationFailed
+from ..errors import ProxyError
 
 ADMIN_PORT = 2019
 CONFIG_DIR_IN_CONTAINER = "/etc/compose-atomic"
@@ -62,10 +62,6 @@ READY_LINE = "serving initial configuration"
 RETRY_METHODS = ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"]
 #: The edge already set these from the client; the switch passes them on unchanged.
 FORWARDED = ["X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"]
-
-
-class ProxyError(OperationFailed):
-    """The managed proxy could not be started or reconfigured."""
 
 
 def route_match(hosts: Iterable[str], path: str | None) -> list[dict[str, Any]]:

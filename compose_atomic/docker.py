@@ -132,6 +132,15 @@ class Gateway:
         except FileNotFoundError as exc:
             raise _missing_cli() from exc
 
+    def container_object(self, cid: str):
+        """A python-on-whales ``Container`` (what hooks receive), or None when it is gone."""
+        from python_on_whales import docker as pow_docker
+
+        try:
+            return pow_docker.container.inspect(cid)
+        except Exception:  # noqa: BLE001 - a removed container is not worth failing a hook call for
+            return None
+
     def popen(self, command: Command, **kwargs: Any) -> subprocess.Popen:
         """Start a command whose streams the caller wires (a dump piped to a file, live output).
 
@@ -277,11 +286,4 @@ def image_id(reference: str) -> str | None:
 
 def container_object(cid: str | None):
     """A python-on-whales ``Container`` for hook arguments (None stays None)."""
-    if not cid:
-        return None
-    from python_on_whales import docker as pow_docker
-
-    try:
-        return pow_docker.container.inspect(cid)
-    except Exception:  # noqa: BLE001 - a removed container is not worth failing a hook call for
-        return None
+    return _current.container_object(cid) if cid else None

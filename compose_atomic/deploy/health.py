@@ -112,8 +112,7 @@ def http_probe(info: dict[str, Any], settings: HealthSettings) -> tuple[bool, st
     return ok, f"GET {settings.path}: {response.status_code}"
 
 
-def wait_healthy(cid: str, settings: HealthSettings, *, custom: Callable[[], bool | None] | None = None,
-                 on_wait: Callable[[str], None] | None = None) -> float:
+def wait_healthy(cid: str, settings: HealthSettings, *, custom: Callable[[], bool | None] | None = None) -> float:
     """Block until the container passes every check; raise HealthFailed at once when it cannot.
 
     Returns the seconds waited.

@@ -140,7 +140,7 @@ class ThrowawayPostgres:
 
 def _find_snapshot(project, service: str, name: str) -> Path:
     """The dump of a ``compose-atomic db snapshot`` of ``service``: by name, or the newest."""
-    from compose_atomic.migrate.snapshot import list_snapshots
+    from ..statedir import list_snapshots
 
     found = list_snapshots(project.state_dir / "snapshots", service)
     if not found:

@@ -26,11 +26,12 @@ from ..errors import (
 )
 from ..progress import Progress
 from ..project import Project
+from ..statedir import Snapshot, find_snapshot, write_json_atomic
 from . import introspect
 from .database import Database
 from .restore import restore
 from .settings import MigrateSettings, migrate_settings, snapshot_dir
-from .snapshot import PRE_MIGRATE, Snapshot, find_snapshot, prune, take_snapshot, write_json_atomic
+from .snapshot import PRE_MIGRATE, prune, take_snapshot
 
 
 def _state_path(project: Project, service: str) -> Path:

@@ -76,6 +76,7 @@ class LintContext:
         self.once: set[str] = set()  # for rules that report once per file
         self.access_exclusive: dict[str, int] = {}  # existing table -> line where the open transaction locked it
         self.has_transaction_statements = assume_in_transaction
+        self.in_function = False  # inside a DO block's body
 
     # ---- questions the rules ask -------------------------------------------------
 
@@ -314,46 +315,31 @@ class Linter:
 
     def lint_source(self, source: SourceFile) -> list[Finding]:
         ignores = find_ignores(source)
-        assume = self.config.assume_in_transaction and not ignores.disable_assume_in_transaction
+        read = source.read
+        assume = self.config.assume_in_transaction
+        if read is not None and read.transaction is not None:
+            assume = read.transaction  # a runner marker in the file says how it runs
+        assume = assume and not ignores.disable_assume_in_transaction
         ctx = LintContext(source, self.config, assume)
         ctx.proven_not_null = self.proven_not_null
         ctx.not_null_checks = self.not_null_checks
         ctx.schema = self.schema
         ctx.has_transaction_statements = assume or any(TRANSACTION_WORD.match(s.text) for s in source.statements)
         raw: list[tuple[str, Hit, Statement]] = []
-        by_kind, every = self.by_kind, self.every
+        if read is not None:
+            for note in read.notes:
+                at = Statement(-1, note.start, note.end, source.original[note.start:note.end], "", {},
+                               source=source)
+                raw.append((note.rule, Hit(note.message, note.help), at))
         for stmt in source.statements:
-            if stmt.error is not None:
-                raw.append(("syntax-error", Hit(f"PostgreSQL's grammar rejects this statement: {stmt.error}",
-                                               "Fix the syntax; the checks below it only saw its tokens."),
-                            stmt))
-                from .fallback import token_hits
-
-                raw.extend((rule, hit, stmt) for rule, hit in token_hits(stmt, ctx))
-                continue
-            kind = stmt.kind
-            wanted = by_kind.get(kind, ())
-            if kind == "AlterTableStmt":
-                seen = {id(rule) for rule in wanted}
-                wanted = list(wanted)
-                for subtype in {cmd.get("subtype") for cmd in stmt.cmds}:
-                    for rule in by_kind.get("AlterTableStmt:" + str(subtype), ()):
-                        if id(rule) not in seen:
-                            seen.add(id(rule))
-                            wanted.append(rule)
-            for rule in (*wanted, *every):
-                try:
-                    for hit in rule.check(stmt, ctx):
-                        raw.append((rule.id, hit, stmt))
-                except Exception as exc:  # noqa: BLE001 - one broken (plugin) rule must not hide the others
-                    raw.append(("rule-failed", Hit(f"Rule {rule.id} failed on this statement: "
-                                                   f"{type(exc).__name__}: {exc}",
-                                                   "Report it to the rule's author; the other rules ran."), stmt))
+            self._check(stmt, ctx, raw)
+            if stmt.kind == "DoStmt":
+                self._check_do(stmt, ctx, raw)
             ctx.after(stmt)
             stmt.release()
         end = Statement(len(source.statements), len(source.text.rstrip()), len(source.text.rstrip()), "",
                         END_OF_FILE, {}, source=source)
-        for rule in by_kind.get(END_OF_FILE, ()):
+        for rule in self.by_kind.get(END_OF_FILE, ()):
             for hit in rule.check(end, ctx):
                 raw.append((rule.id, hit, end))
         findings = [self._finding(source, rule_id, hit, stmt) for rule_id, hit, stmt in raw]
@@ -362,13 +348,76 @@ class Linter:
         findings.sort(key=lambda f: (f.start, f.end))
         return findings
 
+    def _check(self, stmt: Statement, ctx: LintContext, raw: list) -> None:
+        """Run the rules that apply to one statement, appending (rule id, hit, stmt) to ``raw``."""
+        if stmt.error is not None:
+            raw.append(("syntax-error", Hit(f"PostgreSQL's grammar rejects this statement: {stmt.error}",
+                                           "Fix the syntax; the checks below it only saw its tokens."),
+                        stmt))
+            from .fallback import token_hits
+
+            raw.extend((rule, hit, stmt) for rule, hit in token_hits(stmt, ctx))
+            return
+        by_kind = self.by_kind
+        kind = stmt.kind
+        wanted = by_kind.get(kind, ())
+        if kind == "AlterTableStmt":
+            seen = {id(rule) for rule in wanted}
+            wanted = list(wanted)
+            for subtype in {cmd.get("subtype") for cmd in stmt.cmds}:
+                for rule in by_kind.get("AlterTableStmt:" + str(subtype), ()):
+                    if id(rule) not in seen:
+                        seen.add(id(rule))
+                        wanted.append(rule)
+        for rule in (*wanted, *self.every):
+            try:
+                for hit in rule.check(stmt, ctx):
+                    raw.append((rule.id, hit, stmt))
+            except Exception as exc:  # noqa: BLE001 - one broken (plugin) rule must not hide the others
+                raw.append(("rule-failed", Hit(f"Rule {rule.id} failed on this statement: "
+                                               f"{type(exc).__name__}: {exc}",
+                                               "Report it to the rule's author; the other rules ran."), stmt))
+
+    def _check_do(self, stmt: Statement, ctx: LintContext, raw: list) -> None:
+        """The statements of a DO block run as one function call: inside a transaction (the
+        open one, or their own), where CONCURRENTLY and VACUUM fail with SQLSTATE 25001."""
+        from .plpgsql import do_statements
+
+        inner, skipped = do_statements(stmt, ctx.source)
+        if skipped:
+            raw.append(("not-analysed", Hit(
+                "Part of this DO block is not analysed: " + "; ".join(skipped) + ". Its locks and rewrites "
+                "are unknown to the linter.",
+                "Write the statements out as plain SQL where you can, or check the block with --trace."), stmt))
+        if not inner:
+            return
+        was_in, was_explicit = ctx.in_transaction, ctx.explicit_transaction
+        if not was_in:
+            ctx.tx_id += 1
+        ctx.in_transaction, ctx.in_function = True, True
+        try:
+            for sub in inner:
+                if sub.kind == "TransactionStmt":
+                    continue
+                self._check(sub, ctx, raw)
+                ctx.after(sub)
+                sub.release()
+        finally:
+            ctx.in_transaction, ctx.explicit_transaction, ctx.in_function = was_in, was_explicit, False
+            if not was_in:
+                ctx.access_exclusive.clear()
+                ctx.lock_timeout_local = False
+
     def _finding(self, source: SourceFile, rule_id: str, hit: Hit, stmt: Statement) -> Finding:
         start, end = hit.span or (stmt.start, stmt.end)
         line, column = source.position(start)
         end_line, end_column = source.position(max(start, end))
         stmt_line = source.position(stmt.start)[0] if stmt.text else line
+        text = stmt.text
+        if stmt.text and source.original is not source.text and 0 <= stmt.index:
+            text = source.original[stmt.start:stmt.end]  # as written (placeholders, meta-commands)
         return Finding(source.path, line, column, end_line, end_column, rule_id, self.severity(rule_id),
-                       hit.message, hit.help, hit.lock, stmt.text, start, end, stmt_line)
+                       hit.message, hit.help, hit.lock, text, start, end, stmt_line)
 
     def _apply_ignores(self, source: SourceFile, ignores, findings: list[Finding]) -> list[Finding]:
         if not ignores.directives:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-SEVERITIES = ("error", "warning", "off")
+SEVERITIES = ("error", "warning", "info", "off")
 
 # squawk rules compose-atomic does not implement: accepted (and ignored) in ignore comments and
 # --exclude, so a team switching from squawk keeps its comments without unused-ignore noise.

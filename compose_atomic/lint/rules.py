@@ -133,6 +133,11 @@ def check_no_transaction(stmt, ctx):
     reason = no_transaction_reason(stmt, ctx.pg_version)
     if not reason:
         return
+    if ctx.in_function:
+        yield Hit(f"{reason} cannot be executed from a function, and a DO block is one: PostgreSQL fails it "
+                  "with SQLSTATE 25001.",
+                  "Take the statement out of the DO block, into its own non-transactional migration step.", None)
+        return
     where = "an explicit BEGIN block" if ctx.explicit_transaction else \
         "the transaction the migration runner wraps the file in (--assume-in-transaction)"
     yield Hit(f"{reason} cannot run inside a transaction block (SQLSTATE 25001), and this runs inside "
@@ -707,6 +712,16 @@ RULES: list[Rule] = [
     Rule("syntax-error", "PostgreSQL's grammar rejects the statement", None,
          why="The statement will fail at deploy time; only token-level checks ran on it.", lock="-",
          recipe="Fix the syntax (or check --pg-version)."),
+    Rule("invalid-character", "A NUL byte in the file", None,
+         why="PostgreSQL rejects a NUL byte in SQL text (SQLSTATE 22021), and psql and libpq-based runners read "
+             "C strings, which end at it: what follows may never run. The linter reads past it.", lock="-",
+         recipe="Remove the byte; re-save the file as UTF-8."),
+    Rule("not-analysed", "SQL made at run time (DO EXECUTE of a computed string, psql \\gexec, \\i)", None,
+         severity="info", squawk=False,
+         why="The linter sees text, not what a query will return: dynamic SQL's locks and rewrites are unknown. "
+             "DO blocks in PL/pgSQL are analysed (every statement of the body, EXECUTE of string literals); "
+             "this info finding names what was left out, so silence is not taken for safety.", lock="unknown",
+         recipe="Write the statements out as plain SQL, or run the migration with --trace."),
     Rule("trace-failed", "--trace: the statement failed on a real PostgreSQL", None, squawk=False,
          why="The migration would fail at deploy time (missing object, 25001 outside a transaction, 55P03 "
              "lock timeout...).", lock="-", recipe="Fix the statement, or give --setup the schema it expects."),

@@ -317,12 +317,16 @@ def test_gate_stops_on_errors_prints_findings_and_can_be_lowered(tmp_path):
 
 
 def test_docs_describe_every_rule():
+    from compose_atomic.lint.reference import rule_reference
+
     text = (Path(__file__).resolve().parent.parent / "docs" / "lint.md").read_text()
     for rule in get_rules().values():
         section = text.split(f"### {rule.id}\n", 1)
         assert len(section) == 2, f"docs/lint.md has no section for {rule.id}"
         body = section[1].split("\n### ", 1)[0]
         assert "**Why:**" in body and "**Lock:**" in body and "**Safe recipe:**" in body, rule.id
+        assert rule.postgres, f"{rule.id} does not say which PostgreSQL behaviour it encodes"
+    assert text.endswith(rule_reference(get_rules())), "run: python -m compose_atomic.lint.reference"
 
 
 def test_example_rule_plugin_package():

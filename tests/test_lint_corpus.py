@@ -43,6 +43,9 @@ SQUAWK_WRONG = {
         "the same file is empty and unused, so a plain CREATE INDEX on it is harmless.",
     ("objects_created_earlier_in_file.sql", "adding-not-nullable-field"):
         "same as above: SET NOT NULL on a table the file just created scans nothing.",
+    ("references_new_column.sql", "adding-foreign-key-constraint"):
+        "ADD COLUMN ... REFERENCES with no default: every value of the new column is NULL, so PostgreSQL skips "
+        "the validating scan (2.6 ms against 198 ms for ADD CONSTRAINT FOREIGN KEY on 2M rows, issue #14).",
     ("psql_meta_commands.sql", "syntax-error"):
         "squawk parses psql meta-commands (\\set, \\gexec, \\if) and COPY data rows as SQL; psql never "
         "sends them to the server (docs/lint.md, How a file is read).",

@@ -40,8 +40,8 @@ class Rule:
     kind may name the action too, ``"AlterTableStmt:AT_AddColumn"``: the rule then runs only
     on statements with such an action (once per statement). ``ctx`` is
     the LintContext: pg_version, whether a transaction is open, objects created
-    earlier in the file. ``why``, ``lock`` and ``recipe`` feed docs/lint.md and the
-    text output.
+    earlier in the file. ``why``, ``lock``, ``recipe`` and ``postgres`` feed docs/lint.md
+    (compose_atomic/lint/reference.py) and the text output.
     """
 
     id: str
@@ -54,6 +54,7 @@ class Rule:
     recipe: str = ""
     aliases: tuple[str, ...] = ()
     squawk: bool = True
+    postgres: str = ""  # the PostgreSQL behaviour the rule encodes (docs/lint.md), and the test proving it
 
 
 @dataclass

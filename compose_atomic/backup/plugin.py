@@ -100,11 +100,17 @@ def register_commands(cli):
         from pathlib import Path
 
         from ..config import load_valid_project
-        from .generate import build, render
+        from .generate import build, render, write_password_files
 
         project = load_valid_project(ctx.obj)
-        document = build(project, offsite_targets())
+        password_files: dict = {}
+        document = build(project, offsite_targets(), password_files)
         text = render(project, document, output if output != "-" else "compose.backup.yml")
+        write_password_files(password_files)
+        for path in password_files:
+            click.echo(f"note: the sidecar reads the POSTGRES_PASSWORD Compose resolved from {path} (0600, "
+                       "rewritten by every generate); a Docker secret with POSTGRES_PASSWORD_FILE is "
+                       "recommended (docs/backups.md)", err=True)
         if output == "-":
             click.echo(text, nl=False)
             return

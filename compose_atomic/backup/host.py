@@ -20,10 +20,6 @@ DEFAULT_OUTPUT = "compose.backup.yml"
 FIELDS = ("name", "database", "epoch", "size", "sha256", "verified", "seconds")
 
 
-class BackupFailed(OperationFailed):
-    """A backup, verification or restore failed; existing backups are untouched."""
-
-
 @dataclass
 class Sidecar:
     """A database service and the sidecar service that backs it up."""

@@ -10,16 +10,16 @@ service one at a time (see :mod:`.rollout`).
 from __future__ import annotations
 
 import signal
-import subprocess
 from typing import Any
 
+from .. import docker
 from ..durations import parse_duration
 from ..errors import OperationFailed, UsageError
+from ..plugins import call_hook
 from ..progress import Progress
 from ..project import Project
-from . import engine
 from .plan import ServicePlan, plan_services, with_dependencies
-from .rollout import Context, Replacement, call_hook, network_keys, quiet_hook, upstreams_for
+from .rollout import Context, Replacement, network_keys, notify, upstreams_for
 from .state import History, Journal, project_lock
 
 DEFAULT_PROXY_IMAGE = "caddy:2.8-alpine"
@@ -76,7 +76,7 @@ def proxy_networks(project: Project) -> list[str]:
     for service in project.atomic_services:
         if not project.service_x_atomic(service).get("route"):
             continue
-        for info in engine.service_containers(project.name, service):
+        for info in docker.service_containers(project.name, service):
             for net in info["NetworkSettings"].get("Networks") or {}:
                 if net in keys and net not in found:
                     found.append(net)
@@ -93,7 +93,7 @@ def sync_proxy(project: Project, proxy, networks: list[str], progress: Progress 
     """Point each route at the running containers, keeping what the saved config routes to."""
     saved = proxy.saved_upstreams()
     for service, route in proxy.routes.items():
-        running = engine.service_containers(project.name, service, running_only=True)
+        running = docker.service_containers(project.name, service, running_only=True)
         current, route.balance = upstreams_for(running, route.port, networks)
         kept = [d for d in saved.get(service, []) if d in current]  # order kept: the first serves
         route.upstreams = kept + [d for d in current if d not in kept]
@@ -192,10 +192,9 @@ def _locked_up(project: Project, progress: Progress, services: list[str], closur
         call_hook("before_deploy", project=project, service=plan.service, old_container=None,
                   new_image=plan.image)
     if argv:
-        cmd = [a for a in project.compose(*argv) if a != "--dry-run"]
-        code = subprocess.run(cmd, check=False).returncode
+        code = docker.run(project.compose(*argv), capture=False).returncode
         for plan in created:
-            quiet_hook("after_deploy", progress, project=project, service=plan.service, old_container=None,
+            notify("after_deploy", progress, project=project, service=plan.service, old_container=None,
                        new_container=None, outcome="deployed" if code == 0 else "failed")
         if code != 0:
             raise OperationFailed(f"docker compose up failed (exit {code}); x-atomic services were not replaced")

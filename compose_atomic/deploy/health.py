@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .. import docker
 from ..durations import parse_duration
-from ..errors import ComposeAtomicError
-from . import engine
+from ..errors import HealthFailed
 
 NS = 1e-9
 
@@ -40,14 +40,6 @@ class HealthSettings:
             timeout=parse_duration(health.get("timeout", "60s")),
             interval=parse_duration(health.get("interval", "1s")),
         )
-
-
-class HealthFailed(ComposeAtomicError):
-    """The new container did not pass the gate; ``report`` holds its health log and logs."""
-
-    def __init__(self, message: str, report: str = "") -> None:
-        super().__init__(message)
-        self.report = report
 
 
 def gate_deadline(info: dict[str, Any], settings: HealthSettings) -> float:
@@ -82,7 +74,8 @@ def failure_report(cid: str, info: dict[str, Any] | None) -> str:
         for entry in log[-3:]:
             output = " ".join((entry.get("Output") or "").split())[:200]
             parts.append(f"  exit {entry.get('ExitCode')}: {output}")
-    tail = engine.logs_tail(cid)
+    logs = docker.run(docker.logs_tail(cid))
+    tail = (logs.stdout + logs.stderr).rstrip()
     if tail:
         parts.append("container log (tail):")
         parts += [f"  {line}" for line in tail.splitlines()[-20:]]
@@ -119,19 +112,18 @@ def http_probe(info: dict[str, Any], settings: HealthSettings) -> tuple[bool, st
     return ok, f"GET {settings.path}: {response.status_code}"
 
 
-def wait_healthy(cid: str, settings: HealthSettings, *, custom: Callable[[], bool | None] | None = None,
-                 on_wait: Callable[[str], None] | None = None) -> float:
+def wait_healthy(cid: str, settings: HealthSettings, *, custom: Callable[[], bool | None] | None = None) -> float:
     """Block until the container passes every check; raise HealthFailed at once when it cannot.
 
     Returns the seconds waited.
     """
     started = time.monotonic()
-    info = engine.inspect_one(cid)
+    info = docker.inspect_one(cid)
     deadline = started + gate_deadline(info or {}, settings)
     next_probe = 0.0
     probe_ok, probe_note = settings.path is None, ""
     while True:
-        info = engine.inspect_one(cid)
+        info = docker.inspect_one(cid)
         why = trouble(info)
         if why:
             raise HealthFailed(why, failure_report(cid, info))

@@ -11,16 +11,32 @@ import fcntl
 import json
 import os
 import time
+from enum import Enum
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import OperationFailed
+from ..errors import LockBusy
 from ..project import Project
 
 
-class LockBusy(OperationFailed):
-    """Another compose-atomic command holds the project's deploy lock."""
+class Phase(str, Enum):
+    """How far one service's replacement got; the journal records it before each step.
+
+    Start-first: PLANNED -> CREATING -> CREATED -> GATING -> SWITCHED -> COMMITTED.
+    Stop-first adds OLD_STOPPED after CREATED; ``container_name`` is IN_PLACE throughout;
+    a service with no running container goes PLANNED -> REVIVING -> (GATING ->) SWITCHED.
+    """
+
+    PLANNED = "planned"
+    CREATING = "creating"
+    CREATED = "created"
+    OLD_STOPPED = "old-stopped"
+    GATING = "gating"
+    SWITCHED = "switched"
+    COMMITTED = "committed"
+    IN_PLACE = "stop-first"
+    REVIVING = "reviving"
 
 
 def deploy_dir(project: Project) -> Path:

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import UsageError
+from ..errors import InitError
 
 #: Images whose last path component names a PostgreSQL server.
 POSTGRES_IMAGES = {"postgres", "postgresql", "postgis", "timescaledb", "timescaledb-ha",
@@ -46,10 +46,6 @@ DEFAULT_BACKUP = {"schedule": "0 3 * * *",
                   "keep": {"last": 3, "daily": 7, "weekly": 4, "monthly": 6},
                   "verify": "restore"}
 DEFAULT_PROXY_PORTS = ["80:80", "443:443"]
-
-
-class InitError(UsageError):
-    """The compose files cannot be read or annotated."""
 
 
 # ---- reading -----------------------------------------------------------------

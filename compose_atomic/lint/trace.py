@@ -24,10 +24,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from compose_atomic.errors import DockerUnavailable, OperationFailed
+from compose_atomic.errors import DockerUnavailable
 
+from ..errors import LintUsageError, TraceFailed
 from .engine import LOCK_ORDER
-from .errors import LintUsageError
 from .model import Finding
 from .parser import parse_file
 
@@ -42,10 +42,6 @@ LOCKS = """
 SELECT c.oid, c.relname, l.mode FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
 WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted
 """
-
-
-class TraceFailed(OperationFailed):
-    """The throwaway database could not be started or reached."""
 
 
 @dataclass

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..project import Project
-from .errors import DatabaseUnavailable
+from ..errors import DatabaseUnavailable
 
 PG_PORT = 5432
 # Every connection speaks UTF8, whatever the server's encoding. PostgreSQL converts from

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..durations import parse_duration
 from ..project import Project
-from .errors import UsageError
+from ..errors import UsageError
 
 DEFAULT_TIMEOUT = "60s"
 DEFAULT_LOCK_TIMEOUT = "5s"

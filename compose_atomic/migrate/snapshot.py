@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import NotEnoughSpace, SnapshotFailed, SnapshotNotFound
 from ..progress import Progress
 from ..project import Project
 from . import introspect
 from .database import Database
-from .errors import NotEnoughSpace, SnapshotFailed, SnapshotNotFound
 
 CHUNK = 1 << 20
 #: Without an earlier snapshot to go by, a custom-format dump is assumed to take
@@ -186,14 +186,14 @@ def take_snapshot(project: Project, db: Database, directory: Path, *, reason: st
     instead of queueing forever. On any failure nothing is left behind but the
     existing snapshots.
     """
-    from ..plugins import pm
+    from ..plugins import call_hook
 
     progress = progress or Progress()
     when = _now()
     name = snapshot_name(db.service, reason, label, when)
     final = directory / f"{name}.dump"
     tmp = directory / f".{name}.dump.partial"
-    pm.hook.before_snapshot(project=project, database=db.service, path=str(final))
+    call_hook("before_snapshot", project=project, database=db.service, path=str(final))
 
     conn = db.connect(autocommit=True)
     try:
@@ -252,7 +252,7 @@ def take_snapshot(project: Project, db: Database, directory: Path, *, reason: st
     snap.save_manifest()
     progress.event(f"Snapshot {name}", "Created",
                    f"{_mib(size)}, {len(facts['tables'])} tables, sha256 {digest[:12]}")
-    pm.hook.after_snapshot(project=project, database=db.service, path=str(final), manifest=manifest)
+    call_hook("after_snapshot", project=project, database=db.service, path=str(final), manifest=manifest)
     return snap
 
 
@@ -312,7 +312,7 @@ def _check_archive(db: Database, path: Path) -> int:
 
 def verify_file(snap: Snapshot) -> None:
     """Size and sha256 of the dump must equal the manifest's."""
-    from .errors import RestoreRefused
+    from ..errors import RestoreRefused
 
     size = snap.path.stat().st_size
     if size != snap.manifest["size"]:

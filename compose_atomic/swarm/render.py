@@ -114,7 +114,7 @@ def render_stack(project: Project, stack_name: str | None = None,
     ``caddy_file`` is the proxy config's file name relative to the stack file; the
     caller writes ``RenderedStack.caddy_text`` there.
     """
-    from ..plugins import load_plugins, pm
+    from ..plugins import call_hook, load_plugins
 
     name = stack_name or project.name or "stack"
     out = RenderedStack(stack_name=name, stack={"version": STACK_VERSION, "services": {}},
@@ -125,7 +125,7 @@ def render_stack(project: Project, stack_name: str | None = None,
     _top_level(project, out)
     # Placement and the proxy are the built-in swarm_stack hook (compose_atomic.swarm.plugin).
     load_plugins()
-    pm.hook.swarm_stack(project=project, rendered=out)
+    call_hook("swarm_stack", project=project, rendered=out)
     return out
 
 

@@ -561,6 +561,28 @@ def test_a_table_lock_held_too_long_fails_the_run_instead_of_hanging(stack):
     backup_now(stack)
 
 
+def test_backup_now_never_starts_a_stopped_database(stack):
+    """Compose's depends_on would start the database for `run`: a backup must not."""
+    stack.compose("stop", "db")
+    try:
+        before = stack.files()
+        for command in (("backup", "now"), ("backup", "restore", "--latest", "--target-db", "never")):
+            result = stack.cli(*command)
+            assert result.returncode == 1, result.stdout + result.stderr
+            assert 'the database service "db" is not running' in result.stderr, result.stderr
+            assert "Traceback" not in result.stderr
+            state = stack.compose("ps", "-a", "--format", "{{.State}}", "db").stdout.strip()
+            assert state == "exited", state
+        listed = stack.cli("backup", "list", "--json")  # reads the volume only: works, starts nothing
+        assert listed.returncode == 0, listed.stderr
+        assert stack.compose("ps", "-a", "--format", "{{.State}}", "db").stdout.strip() == "exited"
+        assert stack.files() == before
+    finally:
+        stack.compose("start", "db")
+        stack.wait_db()
+    backup_now(stack)
+
+
 UPGRADE = """\
 services:
   db:

@@ -75,16 +75,15 @@ def lint_gate(project: Project, settings: MigrateSettings, progress: Progress) -
 
 def ensure_database(project: Project, service: str, progress: Progress) -> Database:
     """The database the migration needs, started first if it is not running (first deploy)."""
-    import subprocess
-
     from ..errors import DatabaseUnavailable
     from .database import find_container
 
     if find_container(project, service) is None:
         progress.event(f"Database {service}", "Starting", "the migration needs it", state="working")
-        proc = subprocess.run(project.compose("up", "-d", "--wait", service), capture_output=True,
-                              text=True, check=False)
-        if proc.returncode != 0:
+        from .. import docker
+
+        proc = docker.run(project.compose("up", "-d", "--wait", service))
+        if not proc.ok:
             raise DatabaseUnavailable(f'could not start the database service "{service}": '
                                       f"{proc.stderr.strip()[-500:]}")
     db = Database.locate(project, service)

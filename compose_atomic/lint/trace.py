@@ -132,7 +132,7 @@ class ThrowawayPostgres:
 
     def conninfo(self) -> dict:
         return {"host": "127.0.0.1", "port": self.port, "user": "postgres", "password": self.password,
-                "dbname": "trace"}
+                "dbname": "trace", "client_encoding": "UTF8"}  # text as str on any server encoding
 
     def __exit__(self, *exc) -> None:
         _docker("rm", "-f", "-v", self.name, timeout=60)

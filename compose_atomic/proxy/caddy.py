@@ -60,6 +60,8 @@ READY_LINE = "serving initial configuration"
 #: Methods Caddy may replay on another upstream after the request reached one.
 #: POST and PATCH are never replayed: the first upstream may have acted on them.
 RETRY_METHODS = ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"]
+#: How long the switch waits for a container to accept a connection (see Route.to_caddy).
+DIAL_TIMEOUT = "500ms"
 #: The edge already set these from the client; the switch passes them on unchanged.
 FORWARDED = ["X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"]
 
@@ -101,6 +103,11 @@ class Route:
             "@id": self.handler_id,
             "upstreams": [{"dial": d} for d in self.upstreams],
             "headers": {"request": {"set": {h: [f"{{http.request.header.{h}}}"] for h in FORWARDED}}},
+            # A container that died takes its address with it: a dial to it gets no answer at
+            # all (no ARP reply, no RST) and would hang for Caddy's default 3 s before the retry
+            # goes to the next upstream. On a local bridge a live container answers a dial in
+            # well under a millisecond, so a short dial timeout only ever cuts a dead one.
+            "transport": {"protocol": "http", "dial_timeout": DIAL_TIMEOUT},
             "load_balancing": {
                 # One container: the first upstream that is up takes every request. During a switch
                 # the list is [new, old], so a dial or transport error on the new container sends the

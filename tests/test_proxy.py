@@ -67,7 +67,7 @@ def test_passive_health_only_while_there_is_a_fallback():
     single = Route("web", 3000, upstreams=["new:3000"]).to_caddy()["handle"][0]
     assert "health_checks" not in single
     pair = Route("web", 3000, upstreams=["new:3000", "old:3000"]).to_caddy()["handle"][0]
-    assert pair["health_checks"] == {"passive": {"fail_duration": "1s", "max_fails": 1}}
+    assert pair["health_checks"] == {"passive": {"fail_duration": "10s", "max_fails": 1}}
     assert pair["load_balancing"]["selection_policy"] == {"policy": "first"}
 
 

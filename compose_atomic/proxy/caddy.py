@@ -62,6 +62,8 @@ READY_LINE = "serving initial configuration"
 RETRY_METHODS = ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"]
 #: How long the switch waits for a container to accept a connection (see Route.to_caddy).
 DIAL_TIMEOUT = "500ms"
+#: How long an upstream that failed once is skipped while there is another one to use.
+FAIL_DURATION = "10s"
 #: The edge already set these from the client; the switch passes them on unchanged.
 FORWARDED = ["X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"]
 
@@ -107,7 +109,10 @@ class Route:
             # all (no ARP reply, no RST) and would hang for Caddy's default 3 s before the retry
             # goes to the next upstream. On a local bridge a live container answers a dial in
             # well under a millisecond, so a short dial timeout only ever cuts a dead one.
-            "transport": {"protocol": "http", "dial_timeout": DIAL_TIMEOUT},
+            # No keep-alive to the containers: a request is only ever sent on a connection the
+            # container has just accepted, so a POST that fails was inside the container when it
+            # died; one written on an idle connection it had already closed would be lost too.
+            "transport": {"protocol": "http", "dial_timeout": DIAL_TIMEOUT, "keep_alive": {"enabled": False}},
             "load_balancing": {
                 # One container: the first upstream that is up takes every request. During a switch
                 # the list is [new, old], so a dial or transport error on the new container sends the
@@ -122,7 +127,9 @@ class Route:
         if len(self.upstreams) > 1:
             # Only while a fallback exists: with one upstream, marking it down would turn a
             # transient error into 503s for everyone; retrying it (try_duration) is better.
-            handler["health_checks"] = {"passive": {"fail_duration": "1s", "max_fails": 1}}
+            # A failed upstream stays skipped long enough for compose-atomic to notice and
+            # switch back: its retries then never meet the dead container again.
+            handler["health_checks"] = {"passive": {"fail_duration": FAIL_DURATION, "max_fails": 1}}
         handle = [handler]
         if self.draining:
             # Never reached (reverse_proxy answers and does not call the next handler), but

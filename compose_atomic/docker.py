@@ -282,6 +282,20 @@ def list_labelled(label: str) -> Command:
     return docker("ps", "-aq", "--no-trunc", "--filter", f"label={label}")
 
 
+def node_label_add(node: str, label: str) -> Command:
+    return docker("node", "update", "--label-add", label, node, changes=True)
+
+
+def stack_deploy(stack_file: str, stack: str, *, resolve_image: str = "always", prune: bool = False) -> Command:
+    """``docker stack deploy`` without waiting: compose-atomic follows the update itself."""
+    return docker("stack", "deploy", "--detach=true", "--resolve-image", resolve_image, "-c", stack_file,
+                  *(["--prune"] if prune else []), stack, changes=True, timeout=300)
+
+
+def config_remove(*names: str) -> Command:
+    return docker("config", "rm", *names, changes=True)
+
+
 # ---- queries: a command run and its answer parsed -------------------------------------------
 
 

@@ -255,6 +255,60 @@ def network_connect(network: str, cid: str, *, aliases: Sequence[str] = (), ip: 
     return docker(*args, network, cid, changes=True)
 
 
+def run_detached(name: str, image: str, *, labels: dict[str, str] | None = None, restart: str | None = None,
+                 volumes: Sequence[str] = (), env: dict[str, str] | None = None, network: str | None = None,
+                 entrypoint: str | None = None, command: Sequence[str] = ()) -> Command:
+    """``docker run -d --name NAME ... IMAGE COMMAND`` (the managed proxy's containers)."""
+    args = ["run", "-d", "--name", name]
+    for key, value in (labels or {}).items():
+        args += ["--label", f"{key}={value}"]
+    if restart:
+        args += ["--restart", restart]
+    for volume in volumes:
+        args += ["-v", volume]
+    for key, value in (env or {}).items():
+        args += ["-e", f"{key}={value}"]
+    if network:
+        args += ["--network", network]
+    if entrypoint is not None:
+        args += ["--entrypoint", entrypoint]
+    return docker(*args, image, *command, changes=True, timeout=LONG_TIMEOUT)
+
+
+def rename(old: str, new: str) -> Command:
+    return docker("rename", old, new, changes=True)
+
+
+def volume_create(name: str, labels: dict[str, str] | None = None) -> Command:
+    args = ["volume", "create"]
+    for key, value in (labels or {}).items():
+        args += ["--label", f"{key}={value}"]
+    return docker(*args, name, changes=True)
+
+
+def logs(cid: str, since: str | None = None) -> Command:
+    return docker("logs", *(["--since", since] if since else []), cid)
+
+
+def list_labelled(label: str) -> Command:
+    """The ids of every container (stopped ones too) carrying ``label`` (``key`` or ``key=value``)."""
+    return docker("ps", "-aq", "--no-trunc", "--filter", f"label={label}")
+
+
+def node_label_add(node: str, label: str) -> Command:
+    return docker("node", "update", "--label-add", label, node, changes=True)
+
+
+def stack_deploy(stack_file: str, stack: str, *, resolve_image: str = "always", prune: bool = False) -> Command:
+    """``docker stack deploy`` without waiting: compose-atomic follows the update itself."""
+    return docker("stack", "deploy", "--detach=true", "--resolve-image", resolve_image, "-c", stack_file,
+                  *(["--prune"] if prune else []), stack, changes=True, timeout=300)
+
+
+def config_remove(*names: str) -> Command:
+    return docker("config", "rm", *names, changes=True)
+
+
 # ---- queries: a command run and its answer parsed -------------------------------------------
 
 

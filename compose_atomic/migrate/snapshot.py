@@ -25,7 +25,7 @@ from typing import Any
 from ..errors import NotEnoughSpace, SnapshotFailed, SnapshotNotFound
 from ..progress import Progress
 from ..project import Project
-from . import introspect
+from . import introspect, schemadiff
 from .database import Database
 
 CHUNK = 1 << 20
@@ -220,6 +220,8 @@ def take_snapshot(project: Project, db: Database, directory: Path, *, reason: st
             try:
                 facts["tables"] = introspect.row_counts(conn)
                 facts["schema_sha256"] = introspect.schema_fingerprint(conn)
+                facts["schema_objects"] = schemadiff.describe(conn)
+                facts["bookkeeping"] = schemadiff.bookkeeping(conn)
             except Exception as exc:  # noqa: BLE001 - reported below
                 facts["error"] = exc
 
@@ -246,6 +248,7 @@ def take_snapshot(project: Project, db: Database, directory: Path, *, reason: st
         "database_service": db.service, "dbname": db.dbname, "server_version": version,
         "size": size, "sha256": digest, "toc_entries": toc, "wal_lsn": lsn,
         "tables": facts["tables"], "schema_sha256": facts["schema_sha256"],
+        "schema_objects": facts["schema_objects"], "bookkeeping": facts["bookkeeping"],
         "counters": counters, **(extra or {}),
     }
     snap = Snapshot(final, manifest)

@@ -131,6 +131,7 @@ def guarded_migrate(project: Project, service: str, image: str | None = None,
                                    "image": image, "phase": "migrating", "pid": os.getpid()})
     with db.connect() as conn:
         before = introspect.write_counters(conn)
+        catalog_before = introspect.catalog_version(conn)
     call_hook("before_migrate", project=project, service=service, database=settings.database,
               snapshot_path=str(snap.path))
     resource = f"Migration {service}"
@@ -152,6 +153,7 @@ def guarded_migrate(project: Project, service: str, image: str | None = None,
     interrupted = result.interrupted  # SIGINT: still bring the database to a consistent state
     with db.connect() as conn:
         after = introspect.write_counters(conn)
+        catalog_after = introspect.catalog_version(conn)
     outcome = "migrated" if error is None else type(error).__name__
     executed = cases.classify(result.executed) if settings.sql else cases.command_verdict(settings.command)
     snap.manifest["migration"] = {"service": service, "image": image, "outcome": outcome,
@@ -178,7 +180,8 @@ def guarded_migrate(project: Project, service: str, image: str | None = None,
                 f"{error.message}\n{UNCHANGED} (the migration failed inside one transaction, which "
                 f"PostgreSQL rolled back, or before it changed anything; snapshot {snap.name} kept).",
                 hint=error.hint)
-        message = settle(project, db, snap, settings, progress)
+        message = settle(project, db, snap, settings, progress,
+                         catalog_unchanged=catalog_before == catalog_after)
     except ComposeAtomicError as exc:
         if isinstance(exc, (MigrationFailed, Interrupted, RolledBack)):
             raise
@@ -194,19 +197,38 @@ def guarded_migrate(project: Project, service: str, image: str | None = None,
 UNCHANGED = "The migration changed nothing; the database is left as it is"
 
 
-def judge(db: Database, snap: Snapshot):
-    """How the schema and the tools' bookkeeping differ from the snapshot's (None: cannot tell,
-    the snapshot predates schema descriptions)."""
+def judge(db: Database, snap: Snapshot, progress: Progress, *, catalog_unchanged: bool = False):
+    """How the schema and the tools' bookkeeping differ from the snapshot's.
+
+    None when it cannot be told: the snapshot predates schema descriptions, or another session
+    holds a lock on a table (reading a definition takes a share lock). ``catalog_unchanged``
+    (no committed DDL since before the migration, see ``introspect.catalog_version``) spares
+    reading the schema, which needs no table lock then.
+    """
+    import psycopg
+
     if "schema_objects" not in snap.manifest:
         return None
-    with db.connect() as conn:
-        conn.execute("SET lock_timeout = '10s'")
-        now, books = schemadiff.describe(conn), schemadiff.bookkeeping(conn)
+    try:
+        with db.connect() as conn:
+            conn.execute(f"SET lock_timeout = {int(JUDGE_LOCK_TIMEOUT * 1000)}")
+            books = schemadiff.bookkeeping(conn)
+            if catalog_unchanged:
+                return schemadiff.diff({}, {}, snap.manifest.get("bookkeeping"), books)
+            now = schemadiff.describe(conn)
+    except psycopg.errors.LockNotAvailable:
+        progress.warn(f"Database {db.service}", "cannot compare the schema with the snapshot's: "
+                                                "another session holds a lock on a table")
+        return None
     return schemadiff.diff(snap.manifest["schema_objects"], now, snap.manifest.get("bookkeeping"), books)
 
 
+#: How long reading the schema after a migration waits for a table lock held by another session.
+JUDGE_LOCK_TIMEOUT = 3.0
+
+
 def settle(project: Project, db: Database, snap: Snapshot, settings: MigrateSettings | None,
-           progress: Progress) -> str:
+           progress: Progress, *, catalog_unchanged: bool = False) -> str:
     """After a failed migration or the rollback of its release: leave the database, undo the
     migration in place, or restore the snapshot. Returns what was done, for a message; raises
     RollbackFailed (saying what is left and what the user can do) when none of them could be."""
@@ -214,7 +236,7 @@ def settle(project: Project, db: Database, snap: Snapshot, settings: MigrateSett
     migration = snap.manifest.get("migration") or {}
     executed = cases.Verdict(**migration["executed"]) if migration.get("executed") else None
     command = migration.get("tool") == "command"
-    found = judge(db, snap)
+    found = judge(db, snap, progress, catalog_unchanged=catalog_unchanged)
     if found is not None and found.empty and (command or (executed and executed.case == cases.UNDOABLE)):
         progress.event(resource, "Unchanged", "the migration changed nothing; the database is left as it is")
         return f"{UNCHANGED} (no restore, no session ended; snapshot {snap.name} kept)."

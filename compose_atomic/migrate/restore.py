@@ -21,6 +21,7 @@ import threading
 import time
 from typing import Any
 
+from .. import docker
 from ..errors import Interrupted, RestoreFailed, RestoreRefused
 from ..progress import Progress
 from ..project import Project
@@ -199,8 +200,8 @@ def _pg_restore(db: Database, maint, snap: Snapshot, work_db: str) -> None:
     argv = db.exec_argv("pg_restore", "--exit-on-error", "--no-password", "-U", db.user,
                         "-d", work_db, stdin=True)
     with open(snap.path, "rb") as handle:
-        proc = subprocess.Popen(argv, stdin=handle, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, env=db.exec_env())
+        proc = docker.popen(docker.exec_in(argv), stdin=handle, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=db.exec_env())
         errors: list[bytes] = []
         drain = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)
         drain.start()

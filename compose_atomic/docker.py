@@ -309,6 +309,21 @@ def config_remove(*names: str) -> Command:
     return docker("config", "rm", *names, changes=True)
 
 
+def compose_oneoff(project: str, directory: str, service: str, command: Sequence[str], *, name: str,
+                   env: Sequence[str] = (), timeout: float = LONG_TIMEOUT) -> Command:
+    """``docker compose -f - run --rm --no-deps -T``: a one-off container of ``service`` from a
+    configuration given on stdin (the migration command's), named ``name``, with ``-e`` pairs."""
+    env_args = [arg for pair in env for arg in ("-e", pair)]
+    return Command(("docker", "compose", "-f", "-", "-p", project, "--project-directory", directory,
+                    "run", "--rm", "--no-deps", "-T", "--name", name, *env_args, service, *command),
+                   changes=True, timeout=timeout)
+
+
+def exec_in(argv: Sequence[str], *, timeout: float = LONG_TIMEOUT) -> Command:
+    """A ``docker exec`` argv built elsewhere (the database's, which keeps the password off it)."""
+    return Command(tuple(argv), changes=False, timeout=timeout)
+
+
 # ---- queries: a command run and its answer parsed -------------------------------------------
 
 

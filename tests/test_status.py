@@ -68,7 +68,8 @@ def test_status_after_deploys(project_name, tmp_path, request):
     places = {d["place"]: d for d in data["disk"]}
     assert places["docker"]["path"] == json.loads(docker("info", "--format", "{{json .DockerRootDir}}").stdout)
     assert places["docker"]["free_bytes"] > 0 and places["state"]["free_bytes"] > 0
-    assert data["problems"] == [], data["problems"]
+    assert data["problems"] == ["logs unbounded for web (json-file without max-size grows until the disk is full): "
+                                "set logging.options max-size and max-file"], data["problems"]
 
     # The table: plain without colour under NO_COLOR, data on stdout, nothing on stderr.
     plain, seconds = status(tmp_path, project_name)

@@ -9,13 +9,16 @@ from the state directory: the deploy history and journal, the proxy's saved conf
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .. import docker
-from ..project import Project
+from ..project import ComposeOptions, Project, discover_files, load_project
 from . import state
 from .disk import docker_root_dir, docker_root_space, human, statvfs
 
@@ -91,16 +94,67 @@ def _dial_targets(info: dict[str, Any]) -> set[str]:
     return found
 
 
-def collect(project: Project, only: str | None = None) -> dict[str, Any]:
+@dataclass
+class EngineView:
+    """What the engine says about a project: its containers and their images, and the data root."""
+
+    containers: list[dict[str, Any]]
+    images: dict[str, dict[str, Any]]
+    root_dir: str | None = None
+
+
+def engine_view(name: str) -> EngineView:
+    """Three calls, whatever the project's size: ps, one container inspect, one image inspect."""
+    ids = docker.run(docker.list_project(name)).stdout.split()
+    infos = docker.inspect(*ids)
+    image_ids = sorted({c["Image"] for c in infos if c.get("Image")})
+    images = {i["Id"]: i for i in (docker.run(docker.inspect_images(*image_ids)).json([]) if image_ids else [])}
+    return EngineView(infos, images)
+
+
+def guess_project_name(options: ComposeOptions, environ: dict[str, str] | None = None) -> str | None:
+    """The name Compose will give the project, guessed without running it (None: cannot tell).
+
+    Only to ask the engine while ``docker compose config`` runs; its answer decides.
+    """
+    env = os.environ if environ is None else environ
+    if options.project_name or env.get("COMPOSE_PROJECT_NAME"):
+        return options.project_name or env["COMPOSE_PROJECT_NAME"]
+    files = discover_files(options, env)
+    if not files:
+        return None
+    try:
+        import yaml
+
+        named = (yaml.safe_load(files[0].read_text()) or {}).get("name")
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        return None
+    if isinstance(named, str) and "$" not in named:
+        return named
+    directory = Path(options.project_directory) if options.project_directory else files[0].parent
+    return re.sub(r"[^a-z0-9_-]", "", directory.resolve().name.lower()).lstrip("_-") or None
+
+
+def gather(options: ComposeOptions) -> tuple[Project, EngineView]:
+    """Load the project and read the engine at the same time (``docker compose config`` is the slow one)."""
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        loading = pool.submit(load_project, options)
+        root = pool.submit(docker_root_dir)
+        guess = guess_project_name(options)
+        early = pool.submit(engine_view, guess) if guess else None
+        project = loading.result()
+        view = early.result() if early is not None and guess == project.name else engine_view(project.name)
+        view.root_dir = root.result()
+    return project, view
+
+
+def collect(project: Project, only: str | None = None, view: EngineView | None = None) -> dict[str, Any]:
     """The status as data (what ``--json`` prints)."""
     now = time.time()
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        root_future = pool.submit(docker_root_dir)
-        ids = docker.run(docker.list_project(project.name)).stdout.split()
-        infos = docker.inspect(*ids)
-        image_ids = sorted({c["Image"] for c in infos if c.get("Image")})
-        images = {i["Id"]: i for i in (docker.run(docker.inspect_images(*image_ids)).json([]) if image_ids else [])}
-        root_dir = root_future.result()
+    if view is None:
+        view = engine_view(project.name)
+        view.root_dir = docker_root_dir()
+    infos, images, root_dir = view.containers, view.images, view.root_dir
 
     history = state.history(project)
     routes = state.proxy_routes(project)
@@ -121,6 +175,10 @@ def collect(project: Project, only: str | None = None) -> dict[str, Any]:
             continue
         services.append(_service(project, name, svc, by_service.get(name, []), images, history, routes, now, problems))
 
+    unbounded = [s["service"] for s in services if s["logs_unbounded"] and s["containers"]]
+    if unbounded:
+        problems.append(f"logs unbounded for {', '.join(unbounded)} (json-file without max-size grows until the "
+                        "disk is full): set logging.options max-size and max-file")
     backups = [] if only else _backups(project, sidecars, now, problems)
     disk = [] if only else _disk(project, root_dir, problems)
     if not only:
@@ -294,9 +352,6 @@ def render(data: dict[str, Any], colour: bool) -> str:
             reason = f": {last['reason']}" if last.get("reason") else ""
             out.append(f"{pad}last deploy {last.get('time')} {paint(str(last.get('outcome')), last.get('outcome'))}"
                        f"{took}{reason}")
-        if s.get("logs_unbounded") and s["containers"]:
-            out.append(f"{pad}{paint('logs unbounded', fg='yellow')} (json-file without max-size: "
-                       "set logging.options.max-size, or run compose-atomic init)")
     for b in data["backups"]:
         age = ago(b["newest_age_seconds"]) if b["newest_age_seconds"] is not None else "?"
         limit = f" (limit {ago(b['max_age_seconds'])})" if b["max_age_seconds"] else ""

@@ -70,7 +70,7 @@ def register_commands(cli):
             problems: list[str] = []
         else:
             with project_lock(project, 0):  # never while a deploy runs: it may need an "old" image back
-                plan = plan_prune(project, keep)
+                plan = plan_prune(project, keep, holding_lock=True)
                 problems = apply(plan, progress)
         if as_json:
             click.echo(json.dumps({**plan.as_dict(), "dry_run": dry_run, "problems": problems}, indent=2))

@@ -360,3 +360,54 @@ def image_id(reference: str) -> str | None:
 def container_object(cid: str | None):
     """A python-on-whales ``Container`` for hook arguments (None stays None)."""
     return _current.container_object(cid) if cid else None
+
+    if not cid:
+        return None
+    from python_on_whales import docker as pow_docker
+
+    try:
+        return pow_docker.container.inspect(cid)
+    except Exception:  # noqa: BLE001 - a removed container is not worth failing a hook call for
+        return None
+
+
+# ---- the operator's view (compose_atomic/ops): status, disk pre-flight, prune ---------------
+
+
+def list_project(project: str) -> Command:
+    """The ids of every container of a project (one-offs and stopped ones too): one call for status."""
+    return docker("ps", "-aq", "--no-trunc", "--filter", f"label={LABEL_PROJECT}={project}")
+
+
+def list_all_containers() -> Command:
+    """Every container's id, any project, any state: what an image may still be used by."""
+    return docker("ps", "-aq", "--no-trunc")
+
+
+def container_images(*ids: str) -> Command:
+    """The image id each container was created from, one per line."""
+    return docker("inspect", "--type", "container", "--format", "{{.Image}}", *ids)
+
+
+def inspect_containers_size(*ids: str) -> Command:
+    """``docker inspect --size``: adds SizeRw (the writable layer) to each container."""
+    return docker("inspect", "--type", "container", "--size", *ids)
+
+
+def inspect_images(*references: str) -> Command:
+    """``docker image inspect`` of several images at once (missing ones are left out of stdout)."""
+    return docker("image", "inspect", *references)
+
+
+def list_images_labelled(label: str) -> Command:
+    """Ids of images carrying a label (``key=value``), dangling ones too."""
+    return docker("image", "ls", "-a", "-q", "--no-trunc", "--filter", f"label={label}")
+
+
+def engine_info(template: str = "{{json .}}") -> Command:
+    return docker("info", "--format", template)
+
+
+def remove_images(*references: str) -> Command:
+    """``docker image rm`` without ``--force``: the engine refuses an image a container uses."""
+    return docker("image", "rm", *references, changes=True)

@@ -475,3 +475,69 @@ def test_check_rejects_two_routes_for_the_same_requests(tmp_path):
     assert "Traceback" not in result.stderr
     up = run_cli("up", "--dry-run", cwd=tmp_path, timeout=60)
     assert up.returncode == 2 and 'matches the same requests as service "auth"' in up.stderr, up.stderr
+
+
+def test_caddyfile_forms_and_nginx_upstreams():
+    from compose_atomic.init.detect import parse_caddyfile, parse_nginx_conf
+
+    assert parse_caddyfile("miniflux.example.org\nreverse_proxy miniflux:8080\n") == \
+        {"miniflux": (8080, ["miniflux.example.org"])}
+    assert parse_caddyfile("{$DOMAIN:blog.example.com}\n# comment\nreverse_proxy http://ghost:2368\n") == \
+        {"ghost": (2368, ["${DOMAIN:-blog.example.com}"])}
+    assert parse_caddyfile("import sites/*.caddy\n") == {}
+    conf = ("upstream app_up { server app:3000; }\n"
+            "server {\n  listen 80;\n  server_name shop.example.com www.shop.example.com;\n"
+            "  location / { proxy_pass http://app_up; }\n  location /api { proxy_pass http://api:8080/; }\n}\n"
+            "server { listen 81; server_name _; location / { proxy_pass http://docs; } }\n")
+    assert parse_nginx_conf(conf) == {"app": (3000, ["shop.example.com", "www.shop.example.com"]),
+                                      "api": (8080, ["shop.example.com", "www.shop.example.com"]),
+                                      "docs": (80, [])}
+
+
+def test_a_caddyfile_mounted_as_pwd_and_an_nginx_conf_route_the_upstream(tmp_path):
+    from compose_atomic.init.detect import plan_project, read_file
+
+    (tmp_path / "nginx.conf").write_text("server { server_name shop.example.com; "
+                                         "location / { proxy_pass http://shop:4000; } }\n")
+    (tmp_path / "compose.yaml").write_text(
+        "services:\n  web:\n    image: nginx:1.27\n    ports: [\"80:80\", \"443:443\"]\n"
+        "    volumes: [\"${PWD}/nginx.conf:/etc/nginx/conf.d/default.conf:ro\"]\n"
+        "  shop:\n    build: .\n    expose: [\"4000\", \"9229\"]\n"
+        "  admin:\n    image: acme/admin:1\n    expose: [\"8080\"]\n")
+    plan = plan_project([read_file(tmp_path / "compose.yaml")], {"PWD": str(tmp_path)})
+    assert plan.services["shop"]["route"] == {"port": 4000, "host": "shop.example.com"}
+    assert "admin" not in plan.services
+    assert any(n.startswith("admin: serves HTTP on 8080") and "to other services only" in n for n in plan.notes)
+
+
+def test_route_host_from_the_apps_base_url():
+    from compose_atomic.init.detect import Service, base_url_host
+
+    assert base_url_host(Service("m", {"image": "miniflux/miniflux:2",
+                                       "environment": ["BASE_URL=https://rss.example.org/"]}, {})) == \
+        ("rss.example.org", "BASE_URL")
+    assert base_url_host(Service("g", {"image": "ghost:6", "environment": {"url": "https://${DOMAIN}"}}, {})) == \
+        ("${DOMAIN}", "url")
+    assert base_url_host(Service("p", {"environment": ["BASE_URL=${BASE_URL}"]},
+                                 {"BASE_URL": "https://stats.example.net:8443"})) == ("stats.example.net", "BASE_URL")
+    assert base_url_host(Service("p", {"environment": ["BASE_URL=${BASE_URL}"]}, {})) == (None, "BASE_URL")
+    assert base_url_host(Service("t", {"environment": {"SERVER_URL": "http://localhost:3000"}}, {})) == \
+        (None, "SERVER_URL")
+    assert base_url_host(Service("x", {"environment": {"OTHER": "https://a.example"}}, {})) == (None, None)
+
+
+def test_backup_password_sources(tmp_path):
+    from compose_atomic.init.detect import Service, password_source
+
+    def source(config):
+        return password_source(Service("db", {"image": "postgres:16", **config}, {}), tmp_path)
+
+    assert source({"environment": {"POSTGRES_PASSWORD_FILE": "/run/secrets/pw"}})[0].startswith("POSTGRES_PASSWORD_FILE")
+    assert "Docker secret read from the environment" in source({"environment": {"POSTGRES_PASSWORD": "${PW}"}})[0]
+    assert "written in the compose file" in source({"environment": ["POSTGRES_PASSWORD=x"]})[0]
+    assert "0600 file in the state directory" in source({"environment": ["POSTGRES_PASSWORD"]})[0]
+    (tmp_path / "db.env").write_text("POSTGRES_PASSWORD=x\n")
+    assert "env_file db.env" in source({"env_file": "db.env"})[0]
+    assert source({"environment": ["POSTGRES_PASSWORD="]}) == ("POSTGRES_PASSWORD is empty", False)
+    assert source({}) == ("none found", False)
+    assert source({"environment": {"POSTGRES_HOST_AUTH_METHOD": "trust"}})[1]

@@ -44,6 +44,7 @@ def run_init(options: ComposeOptions | None, *, dry_run: bool, yes: bool, intera
         click.echo(f"add by hand in {snippet}", err=True)
     report = {"files": [_relative(p) for p in paths],
               "annotations": {"project": plan.project, "services": plan.services},
+              "routes": plan.routes, "backups": plan.backups,
               "notes": plan.notes, "warnings": plan.warnings, "manual": edits.manual,
               "diff": "", "written": []}
     if not edits.texts:

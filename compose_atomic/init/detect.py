@@ -536,7 +536,8 @@ def parse_caddyfile(text: str) -> dict[str, tuple[int, list[str]]]:
     routes: dict[str, tuple[int, list[str]]] = {}
     lines = [raw.split(" #", 1)[0].strip() for raw in text.splitlines()]
     lines = [line for line in lines if line and not line.startswith("#")]
-    if lines and "{" not in text and not lines[0].startswith(("reverse_proxy", "import")):
+    if lines and not any(line.endswith("{") for line in lines) \
+            and not lines[0].startswith(("reverse_proxy", "import")):
         lines = [lines[0] + " {", *lines[1:], "}"]  # the single-site form, without braces
     depth, hosts = 0, None
     for line in lines:

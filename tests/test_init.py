@@ -541,3 +541,19 @@ def test_backup_password_sources(tmp_path):
     assert source({"environment": ["POSTGRES_PASSWORD="]}) == ("POSTGRES_PASSWORD is empty", False)
     assert source({}) == ("none found", False)
     assert source({"environment": {"POSTGRES_HOST_AUTH_METHOD": "trust"}})[1]
+
+
+def test_postgres_helpers_are_not_servers_and_a_custom_server_image_is():
+    from compose_atomic.init.detect import Service, is_postgres
+
+    for config in ({"image": "postgrest/postgrest:v14", "environment": {"PGRST_DB_URI": "postgres://db"}},
+                   {"image": "supabase/postgres-meta:v0.95", "environment": {"PG_META_DB_HOST": "db"}},
+                   {"image": "prodrigestivill/postgres-backup-local:16",
+                    "environment": {"POSTGRES_HOST": "db", "POSTGRES_PASSWORD": "x"}},
+                   {"image": "prometheuscommunity/postgres-exporter",
+                    "environment": {"DATA_SOURCE_NAME": "postgresql://db"}},
+                   {"image": "acme/tool:1", "environment": {"POSTGRES_PASSWORD": "x"}, "ports": ["5432"]}):
+        assert is_postgres(Service("x", config, {})) is None, config
+    custom = Service("db", {"image": "acme/pg:16", "environment": {"POSTGRES_PASSWORD": "x"},
+                            "volumes": ["pg:/var/lib/postgresql/data"]}, {})
+    assert "not in the table of PostgreSQL images" in is_postgres(custom)

@@ -322,36 +322,36 @@ class Service:
 def is_postgres(service: Service) -> str | None:
     """Why this service is a PostgreSQL server, or None.
 
-    The image must be one of images.POSTGRES_IMAGES, exactly; a service built from a
-    Dockerfile (or an image no table knows) counts when its variables and one more
-    signal (pg_isready, the data directory, port 5432, a postgres command) agree.
+    The image must be one of images.POSTGRES_IMAGES, exactly (never a substring); an image
+    no table knows, or one built from a Dockerfile, counts when its POSTGRES_* variables and
+    a server sign (pg_isready, the data directory, a postgres command; port 5432 only for a
+    built one) agree, and it is not a client (POSTGRES_HOST, DATABASE_URL, PGHOST).
     """
     known = images.postgres_image(service.image)
     if known:
         return f"image {service.image}, {known}"
     repo = service.repository
     if repo and (repo in images.WEB_IMAGES or repo in images.TCP_IMAGES or image_name(repo) in DATASTORES
-                 or repo in PROXY_IMAGES):
+                 or repo in PROXY_IMAGES or repo in PROXY_HELPERS):
         return None
-    if repo and "postgres" not in repo and not service.config.get("build"):
-        return None  # a named image that is not PostgreSQL, whatever its variables say
     env = service.environment
     if any(k in env for k in ("POSTGRES_HOST", "DATABASE_URL", "PGHOST")):
         return None  # a client of PostgreSQL, not the server
     if not any(k.startswith("POSTGRES_") for k in env):
         return None
-    signals = []
+    strong, weak = [], []
     if "pg_isready" in service.healthcheck_text:
-        signals.append("a pg_isready healthcheck")
+        strong.append("a pg_isready healthcheck")
     if any(t.startswith("/var/lib/postgresql") for t in service.volume_targets()):
-        signals.append("a volume on /var/lib/postgresql")
-    if any(p.target == 5432 for p in service.ports) or 5432 in service.expose:
-        signals.append("port 5432")
+        strong.append("a volume on /var/lib/postgresql")
     if re.search(r"(?:^|\s)postgres(?:\s|$)", service.command_text):
-        signals.append("a postgres command")
-    if signals:
-        return "POSTGRES_* variables and " + " and ".join(signals)
-    return None
+        strong.append("a postgres command")
+    if any(p.target == 5432 for p in service.ports) or 5432 in service.expose:
+        weak.append("port 5432")
+    if not strong and not (weak and (service.config.get("build") or not repo)):
+        return None  # an image no table knows needs a server sign, not just a port
+    what = f"image {service.image}, not in the table of PostgreSQL images, with " if repo else ""
+    return what + "POSTGRES_* variables and " + " and ".join(strong + weak)
 
 
 def proxy_kind(service: Service) -> str | None:

@@ -992,7 +992,9 @@ def _warn_blockers(plan: Plan, service: Service, port: int) -> None:
         maybe = [p for p in others if p not in must]
         parts = []
         if must:
-            parts.append(f"{', '.join(repr(p.raw) for p in must)} must stay on the host (not HTTP)")
+            named = [repr(p.raw) + (f" ({images.TCP_PORTS[p.target]})" if p.target in images.TCP_PORTS else "")
+                     for p in must]
+            parts.append(f"{', '.join(named)} must stay on the host (not HTTP)")
         if maybe:
             parts.append(f"{', '.join(repr(p.raw) for p in maybe)} stay if clients reach them directly")
         plan.warn(name, f"ports: {'; '.join(parts)}; while the old container holds them the new one "

@@ -432,9 +432,11 @@ def test_image_facts_and_the_healthcheck_line(tmp_path):
     assert image_facts({"Healthcheck": {"Test": ["NONE"]}}) == ImageFacts(False, ())
     (tmp_path / "compose.yaml").write_text("services:\n  web:\n    image: shop/web:1\n    ports: [\"8000:8000\"]\n")
     files = [read_file(tmp_path / "compose.yaml")]
-    unknown = plan_project(files, {})
+    unknown = plan_project(files, {}, {"shop/web:1": None})
     assert any("Docker healthcheck: unknown (image shop/web:1 is not on this machine" in n for n in unknown.notes)
     assert not any("no Docker healthcheck" in w for w in unknown.warnings)
+    unasked = plan_project(files, {})  # no engine to ask
+    assert any("unknown (Docker could not be asked about image shop/web:1" in n for n in unasked.notes)
     has = plan_project(files, {}, {"shop/web:1": ImageFacts(True)})
     assert any("Docker healthcheck: the image shop/web:1 (inspected on this machine) defines one" in n
                for n in has.notes)

@@ -130,10 +130,14 @@ def local_images(files: list, env: dict[str, str]) -> dict[str, ImageFacts | Non
             result = docker(*inspect_image_command(image), timeout=15)
         except (DockerUnavailable, subprocess.TimeoutExpired):
             return {}
+        if result.returncode != 0:
+            if "no such image" in (result.stderr or "").lower():
+                found[image] = None  # not on this machine
+            continue  # the engine could not be asked: unknown, not "absent"
         try:
-            found[image] = image_facts(json.loads(result.stdout)) if result.returncode == 0 else None
+            found[image] = image_facts(json.loads(result.stdout))
         except ValueError:
-            found[image] = None
+            continue
     return found
 
 

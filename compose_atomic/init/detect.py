@@ -1038,7 +1038,8 @@ def _docker_healthcheck(plan: Plan, service: Service, port: int, path: str,
         plan.warn(name, "the Docker healthcheck is disabled: readiness rests on the HTTP probe alone",
                   f"remove the disable, or add {suggestion}")
         return
-    facts = (image_info or {}).get(service.image) if service.image else None
+    info = image_info or {}
+    facts = info.get(service.image) if service.image else None
     known = images.web_image(service.image)
     built = _dockerfile_has_healthcheck(service, plan.paths[0].parent if plan.paths else Path("."))
     if facts is not None:
@@ -1048,7 +1049,12 @@ def _docker_healthcheck(plan: Plan, service: Service, port: int, path: str,
     elif known and known.healthcheck:
         has, whose = True, f"the {known.name} image"
     else:
-        where = f"image {service.image} is not on this machine" if service.image else "its Dockerfile was not found"
+        if not service.image:
+            where = "its Dockerfile was not found"
+        elif service.image in info:
+            where = f"image {service.image} is not on this machine"
+        else:
+            where = f"Docker could not be asked about image {service.image}"
         plan.note(name, f"Docker healthcheck: unknown ({where}, so init cannot see whether it defines one; "
                         f"if it does not: {suggestion})")
         return

@@ -547,6 +547,8 @@ def test_backup_password_sources(tmp_path):
     assert "0600 file in the state directory" in source({"environment": ["POSTGRES_PASSWORD"]})[0]
     (tmp_path / "db.env").write_text("POSTGRES_PASSWORD=x\n")
     assert "env_file db.env" in source({"env_file": "db.env"})[0]
+    (tmp_path / "empty.env").write_text("POSTGRES_PASSWORD=\n")
+    assert source({"env_file": ["empty.env"]}) == ("POSTGRES_PASSWORD is empty in env_file empty.env", False)
     assert source({"environment": ["POSTGRES_PASSWORD="]}) == ("POSTGRES_PASSWORD is empty", False)
     assert source({}) == ("none found", False)
     assert source({"environment": {"POSTGRES_HOST_AUTH_METHOD": "trust"}})[1]

@@ -903,7 +903,10 @@ def password_source(service: Service, base: Path) -> tuple[str, bool]:
             text = file.read_text(errors="replace") if file.is_file() else ""
         except OSError:
             text = ""
-        if re.search(r"^\s*(?:export\s+)?POSTGRES_PASSWORD\s*=", text, re.MULTILINE):
+        match = re.search(r"^\s*(?:export\s+)?POSTGRES_PASSWORD\s*=(.*)$", text, re.MULTILINE)
+        if match and not match.group(1).strip().strip("'\""):
+            return f"POSTGRES_PASSWORD is empty in env_file {path}", False
+        if match:
             return f"POSTGRES_PASSWORD comes from env_file {path}; {in_file}{recommend}", True
         if not file.is_file():
             return (f"env_file {path} is not here, so init cannot see a POSTGRES_PASSWORD in it; if it holds "

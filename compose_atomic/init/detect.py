@@ -16,7 +16,8 @@ from typing import Any
 
 import yaml
 
-from ..errors import UsageError
+from ..errors import InitError
+from ..settings import DEFAULTS
 
 #: Images whose last path component names a PostgreSQL server.
 POSTGRES_IMAGES = {"postgres", "postgresql", "postgis", "timescaledb", "timescaledb-ha",
@@ -40,16 +41,12 @@ COMMAND_DEFAULTS = (("gunicorn", 8000), ("uvicorn", 8000), ("daphne", 8000), ("h
 #: Container ports that are conventionally HTTP, in order of preference.
 WEB_PORTS = (80, 8080, 8000, 3000, 5000, 4000, 8888, 9000)
 
-DEFAULT_MONITOR = "10s"
-DEFAULT_DRAIN = "30s"
+DEFAULT_MONITOR = DEFAULTS["monitor"]
+DEFAULT_DRAIN = DEFAULTS["drain"]
 DEFAULT_BACKUP = {"schedule": "0 3 * * *",
                   "keep": {"last": 3, "daily": 7, "weekly": 4, "monthly": 6},
                   "verify": "restore"}
-DEFAULT_PROXY_PORTS = ["80:80", "443:443"]
-
-
-class InitError(UsageError):
-    """The compose files cannot be read or annotated."""
+DEFAULT_PROXY_PORTS = DEFAULTS["proxy.ports"]
 
 
 # ---- reading -----------------------------------------------------------------

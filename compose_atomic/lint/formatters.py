@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Iterable
+
 
 from .model import Finding, Rule
 
@@ -124,9 +124,3 @@ def format_text(findings: list[Finding], texts: dict[str, str], color: bool = Fa
         out.append(f"{errors} error(s), {warnings} warning(s)" + (f", {infos} info" if infos else "")
                    + f" in {files} file(s)")
     return "\n".join(out)
-
-
-def summary_counts(findings: Iterable[Finding]) -> tuple[int, int]:
-    findings = list(findings)
-    errors = sum(1 for f in findings if f.severity == "error")
-    return errors, len(findings) - errors

@@ -459,3 +459,66 @@ def test_every_plan_runs_step_by_step_on_a_table_with_rows_and_ends_at_the_same_
     # a plan adds NOT VALID + VALIDATE only where the original scans
     if text == PLAN_CASES["fk_on_new_column"]:  # the original takes no scan (test above)
         assert not any("VALIDATE" in s for step in plan.steps for s in step.statements), plan.steps
+
+
+# ---- --trace against a database the user points at ------------------------------------------
+
+TRACED = """SET lock_timeout = '2s';
+ALTER TABLE s.t ALTER COLUMN n SET NOT NULL;
+ALTER TABLE s.t ADD CONSTRAINT t_id_positive CHECK (id > 0);
+ALTER TABLE s.t ALTER COLUMN name TYPE text;
+"""
+
+
+def _traced(proc) -> dict[int, list[dict]]:
+    import json
+
+    assert "Traceback" not in proc.stderr, proc.stderr
+    by_line: dict[int, list[dict]] = {}
+    for f in json.loads(proc.stdout):
+        by_line.setdefault(f["line"], []).append(f)
+    return by_line
+
+
+@pytest.mark.parametrize("how", ["database-url", "pg-variables"])
+def test_trace_on_any_database_rechecks_scans_and_rewrites(pg, db, tmp_path, how):
+    from conftest import run_cli
+
+    _, server = pg
+    # a valid CHECK the linter cannot see (it is in the database, not in the files): SET NOT NULL skips its scan
+    db.execute("ALTER TABLE t ADD CONSTRAINT t_n_not_null CHECK (n IS NOT NULL)")
+    (tmp_path / "m.sql").write_text(TRACED)
+    env = {"PGPASSWORD": server.password}  # never in argv
+    args = ["lint", "--trace", "--format", "json", "m.sql"]
+    if how == "database-url":
+        args[2:2] = ["--database-url", f"postgresql://postgres@127.0.0.1:{server.port}/trace"]
+    else:
+        env.update(PGHOST="127.0.0.1", PGPORT=str(server.port), PGUSER="postgres", PGDATABASE="trace")
+    proc = run_cli(*args, cwd=tmp_path, env=env, timeout=120)
+    by_line = _traced(proc)
+    assert f"127.0.0.1:{server.port}/trace" in proc.stderr and "scratch copy" in proc.stderr
+    # SET NOT NULL: statically a scan, on this database none (the valid CHECK): dropped
+    assert "adding-not-nullable-field" not in [f["rule"] for f in by_line.get(2, [])]
+    # ADD CHECK: the scan happened, confirmed with the table named
+    (check,) = [f for f in by_line[3] if f["rule"] == "constraint-missing-not-valid"]
+    assert "Trace: scanned t" in check["message"] and check["trace"]["scanned"] == ["t"]
+    # varchar -> text: no rewrite on the real table: dropped
+    assert "changing-column-type" not in [f["rule"] for f in by_line.get(4, [])]
+    # everything was rolled back
+    assert db.execute("SELECT count(*) FROM pg_constraint WHERE conname = 't_id_positive'").fetchone()[0] == 0
+    assert proc.returncode == 1  # the CHECK without NOT VALID is still an error
+
+
+def test_trace_needs_a_database_and_says_so(tmp_path):
+    from conftest import run_cli
+
+    (tmp_path / "m.sql").write_text("SELECT 1;\n")
+    clean = {"PGHOST": "", "PGDATABASE": "", "PGSERVICE": "", "PGHOSTADDR": ""}
+    proc = run_cli("lint", "--trace", "m.sql", cwd=tmp_path, env=clean)
+    assert proc.returncode == 2 and "--database-url" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("lint", "--database-url", "postgresql://x@127.0.0.1:1/x", "m.sql", cwd=tmp_path)
+    assert proc.returncode == 2 and "goes with --trace" in proc.stderr
+    proc = run_cli("lint", "--trace", "--database-url", "postgresql://x@127.0.0.1:1/x", "m.sql", cwd=tmp_path,
+                   env=clean, timeout=60)
+    assert proc.returncode == 1 and "could not connect to 127.0.0.1:1/x" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr

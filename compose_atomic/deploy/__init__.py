@@ -66,6 +66,11 @@ def print_plan(progress: Progress, plans: list[ServicePlan], rest: list[str], pr
     progress.step("Plan")
     for plan in plans:
         progress.event(plan.service, "Would " + plan.describe(), state="info")
+        if plan.action in ("replace", "create", "restart-dead"):
+            for lines in call_hook("explain_plan", warn=lambda m: progress.warn(plan.service, m), project=project,
+                                   service=plan.service) or []:
+                for line in ([lines] if isinstance(lines, str) else lines or []):
+                    progress.event(plan.service, line, state="info")
     if rest:
         progress.event("compose", "Would run", "docker compose " + " ".join(compose_args + rest), state="info")
     if project.x_atomic.get("proxy") is not None:
@@ -116,6 +121,7 @@ def _locked_up(project: Project, progress: Progress, services: list[str], closur
 
     reconcile(ctx)
     plans = plan_services(project, atomic, force=force)
+    call_hook("before_changes", project=project, plans=plans)  # e.g. the disk pre-flight
     replace = [p for p in plans if p.action == "replace"]
     revive = [p for p in plans if p.action == "restart-dead"]  # gated before routed, see Replacement.revive
     names = {p.service for p in replace + revive}

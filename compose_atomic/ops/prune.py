@@ -27,9 +27,10 @@ from typing import Any
 
 from .. import docker
 from ..project import Project
+from ..settings import DEFAULTS
 from . import state
 
-DEFAULT_RELEASES = 5
+DEFAULT_RELEASES = DEFAULTS["retain.releases"]
 
 
 @dataclass(frozen=True)
@@ -37,13 +38,13 @@ class RetainSettings:
     """``x-atomic.retain``, with defaults."""
 
     releases: int = DEFAULT_RELEASES
-    after_deploy: bool = False
+    after_deploy: bool = DEFAULTS["retain.after_deploy"]
 
 
 def retain_settings(project: Project) -> RetainSettings:
     raw = project.x_atomic.get("retain") or {}
     return RetainSettings(releases=int(raw.get("releases", DEFAULT_RELEASES)),
-                          after_deploy=bool(raw.get("after_deploy", False)))
+                          after_deploy=bool(raw.get("after_deploy", DEFAULTS["retain.after_deploy"])))
 
 
 @dataclass

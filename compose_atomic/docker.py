@@ -262,6 +262,11 @@ def run_detached(name: str, image: str, *, labels: dict[str, str] | None = None,
     return docker(*args, image, *command, changes=True, timeout=LONG_TIMEOUT)
 
 
+def update_restart(name: str, policy: str) -> Command:
+    """Change a container's restart policy in place."""
+    return docker("update", "--restart", policy, name, changes=True)
+
+
 def rename(old: str, new: str) -> Command:
     return docker("rename", old, new, changes=True)
 

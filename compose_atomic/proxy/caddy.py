@@ -35,6 +35,7 @@ the routes it had.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import time
@@ -45,8 +46,21 @@ from typing import Any, Callable, Iterable
 from .. import docker
 from ..errors import ProxyError
 
-#: Restart policy of the edge and the switch (see docs/deploy.md, "After a reboot or an engine crash").
-RESTART_POLICY = "unless-stopped"
+#: Restart policy of the edge and the switch. Not ``unless-stopped``: after dockerd is killed
+#: (SIGKILL, OOM, a power cut), the engine stops the containers it finds on start and does not
+#: restart ``unless-stopped`` ones; ``always`` ones it does (measured on Docker 20.10, see
+#: tests/test_engine_restart.py and docs/deploy.md, "After a reboot or an engine crash").
+RESTART_POLICY = "always"
+#: Seconds a client is told to wait (``Retry-After``) when a route has no live container.
+RETRY_AFTER = 5
+#: How long the switch waits for a connection to a container. On a container network a live
+#: one answers in well under a millisecond; the address of one that is gone answers nothing
+#: (Caddy's default is 3 s, and every request paid it).
+DIAL_TIMEOUT = "1s"
+#: How long a request may look for an upstream when the route has a single container: enough to
+#: try its address, then its name, not enough to make a client wait for one that is down.
+ALONE_TRY_DURATION = "200ms"
+ALONE_TRY_INTERVAL = "50ms"
 #: Bumped when the switch's container layout changes (2: the admin API on a unix socket, no TCP
 #: port), so that an existing switch is handed over to one of the new layout. (The edge's spec
 #: is its whole configuration already.)
@@ -98,19 +112,34 @@ class Route:
         return f"ca_{self.service}"
 
     def to_caddy(self) -> dict[str, Any]:
+        route: dict[str, Any] = {"@id": f"ca_route_{self.service}", "handle": [self.handler()], "terminal": True}
+        match = route_match(self.hosts, self.path)
+        if match:
+            route["match"] = match
+        return route
+
+    def handler(self) -> dict[str, Any]:
+        """The route's handler (``@id`` ``ca_<service>``, what a deploy PATCHes)."""
+        if not self.upstreams:
+            # Nothing to send to (a service not routed yet, or gated): say so at once.
+            return unavailable(self.handler_id)
+        # Several containers (a switch, replicas): hold a request while one fails, another answers.
+        # A single one: a short look (its address, then its name), then 503 with Retry-After.
+        fallback = self.balance or containers_behind(self.upstreams) > 1
         handler = {
             "handler": "reverse_proxy",
             "@id": self.handler_id,
             "upstreams": [{"dial": d} for d in self.upstreams],
             "headers": {"request": {"set": {h: [f"{{http.request.header.{h}}}"] for h in FORWARDED}}},
+            "transport": {"protocol": "http", "dial_timeout": DIAL_TIMEOUT},
             "load_balancing": {
                 # One container: the first upstream that is up takes every request. During a switch
                 # the list is [new, old], so a dial or transport error on the new container sends the
                 # retry (and, for 1 s, everything) to the old one, before compose-atomic even notices.
                 # Replicas: round robin over them, a failed one skipped for 1 s.
                 "selection_policy": {"policy": "round_robin" if self.balance else "first"},
-                "try_duration": self.try_duration,
-                "try_interval": "100ms",
+                "try_duration": self.try_duration if fallback else ALONE_TRY_DURATION,
+                "try_interval": "100ms" if fallback else ALONE_TRY_INTERVAL,
                 "retry_match": [{"method": RETRY_METHODS}],
             },
         }
@@ -118,15 +147,49 @@ class Route:
             # Only while a fallback exists: with one upstream, marking it down would turn a
             # transient error into 503s for everyone; retrying it (try_duration) is better.
             handler["health_checks"] = {"passive": {"fail_duration": "1s", "max_fails": 1}}
-        route: dict[str, Any] = {"@id": f"ca_route_{self.service}", "handle": [handler], "terminal": True}
-        match = route_match(self.hosts, self.path)
-        if match:
-            route["match"] = match
-        return route
+        return handler
 
     def sort_key(self) -> tuple:
         # Specific routes first: with a host before without, longer paths before shorter.
         return (0 if self.hosts else 1, -len(self.path or ""), self.service)
+
+
+def containers_behind(dials: Iterable[str]) -> int:
+    """How many containers a route's dials reach: one container is its address, then its name;
+    replicas are one address each."""
+    dials = list(dials)
+    names = []
+    for dial in dials:
+        host = dial.rsplit(":", 1)[0].strip("[]")
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            names.append(dial)
+    return len(names) if names else len(dials)
+
+
+def unavailable(handler_id: str | None = None, *, retry_after: int = RETRY_AFTER,
+                body: str = "503 Service Unavailable: no container is serving this route right now.\n") -> dict[str, Any]:
+    """A handler that answers 503 with ``Retry-After`` at once."""
+    handler: dict[str, Any] = {
+        "handler": "static_response", "status_code": 503, "body": body,
+        "headers": {"Retry-After": [str(retry_after)], "Content-Type": ["text/plain; charset=utf-8"],
+                    "Cache-Control": ["no-store"]},
+    }
+    if handler_id:
+        handler["@id"] = handler_id
+    return handler
+
+
+def error_routes() -> dict[str, Any]:
+    """A server's error handling: no upstream to reach (a dial failed, or none is available) is a
+    503 with ``Retry-After``; any other error keeps its status (a request that reached a container
+    and failed there is not one a client may simply send again)."""
+    return {"routes": [
+        {"match": [{"vars_regexp": {"{http.error.message}": {"pattern": "^(dial |no upstreams available)"}}}],
+         "handle": [unavailable()], "terminal": True},
+        {"handle": [{"handler": "static_response", "status_code": "{http.error.status_code}"}]},
+    ]}
 
 
 def build_config(routes: list[Route], slot: str = "a") -> dict[str, Any]:
@@ -135,6 +198,7 @@ def build_config(routes: list[Route], slot: str = "a") -> dict[str, Any]:
         "listen": [f"unix/{SOCKET_DIR_IN_CONTAINER}/switch-{slot}.sock"],
         "automatic_https": {"disable": True},
         "routes": [r.to_caddy() for r in sorted(routes, key=Route.sort_key)],
+        "errors": error_routes(),
     }
     return {
         # A unix socket in the run directory (mode 0700), which only the proxy containers mount:
@@ -180,7 +244,8 @@ def build_edge_config(routes: list[Route], ports: list[str | int | dict] | None 
         # Only dial errors are retried (whatever the method): nothing was sent yet.
         "load_balancing": {"try_duration": "10s", "try_interval": "50ms"},
     }
-    server: dict[str, Any] = {"listen": [address for address, _ in listeners], "routes": []}
+    server: dict[str, Any] = {"listen": [address for address, _ in listeners], "routes": [],
+                              "errors": error_routes()}  # the switch down for more than 10 s
     app: dict[str, Any] = {"servers": {"edge": server}}
     if hosts:
         # The host matcher is what tells Caddy which certificates to obtain; the ports that
@@ -329,6 +394,7 @@ class CaddyProxy:
         if (info["Config"].get("Labels") or {}).get(LABEL_SPEC) != spec:
             self._hand_over_switch(slot, spec, networks, report)
             return
+        self._keep_policy(self.switch_name, info)
         if info["State"]["Status"] != "running":
             self._start(self.switch_name)
         self._join(self.switch_name, info, networks)
@@ -368,8 +434,10 @@ class CaddyProxy:
             self._create_edge(self.container_name, spec)
         elif (info["Config"].get("Labels") or {}).get(LABEL_SPEC) != spec:
             self._hand_over_edge(spec, report)
-        elif info["State"]["Status"] != "running":
-            self._start(self.container_name)
+        else:
+            self._keep_policy(self.container_name, info)
+            if info["State"]["Status"] != "running":
+                self._start(self.container_name)
 
     def _create_edge(self, name: str, spec: str) -> None:
         # Labelled like Compose's volumes, so that `down -v` and label filters find it.
@@ -384,6 +452,12 @@ class CaddyProxy:
         self._hand_over(self.container_name, lambda name: self._create_edge(name, spec), report)
 
     # -- both --
+
+    @staticmethod
+    def _keep_policy(name: str, info: dict[str, Any]) -> None:
+        """A proxy container made by an earlier version (``unless-stopped``) gets ``always`` in place."""
+        if ((info.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") != RESTART_POLICY:
+            docker.run(docker.update_restart(name, RESTART_POLICY))
 
     def _hand_over(self, name: str, create: Callable[[str], None],
                    report: Callable[[str, bool], None] | None) -> None:
@@ -503,7 +577,7 @@ class CaddyProxy:
 
         def patch():
             try:
-                self._request("PATCH", f"/id/{route.handler_id}", route.to_caddy()["handle"][0])
+                self._request("PATCH", f"/id/{route.handler_id}", route.handler())
             except ProxyError as exc:
                 if " 404 " in str(exc) or "unknown object ID" in str(exc):
                     self.load()  # the running config predates this route

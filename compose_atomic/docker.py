@@ -212,6 +212,11 @@ def inspect_image_id(reference: str) -> Command:
     return docker("image", "inspect", "--format", "{{.Id}}", reference)
 
 
+def inspect_image_healthcheck(reference: str) -> Command:
+    """The image's ``HEALTHCHECK`` as JSON (``null`` without one)."""
+    return docker("image", "inspect", "--format", "{{json .Config.Healthcheck}}", reference)
+
+
 def start(*ids: str) -> Command:
     return docker("start", *ids, changes=True)
 

@@ -296,3 +296,37 @@ def test_routed_services_that_nothing_restarts_are_listed_for_up_and_init():
     message = restart_warning("web", services)
     assert message.startswith("no restart policy") and "restart: unless-stopped" in message
     assert restart_warning("admin", services).startswith("restart: on-failure")
+
+
+def test_maintenance_mode_answers_503_with_a_page_while_the_app_stays_healthy(project_name, tmp_path):
+    import httpx
+
+    from conftest import docker, run_cli
+    from test_deploy_support import app_service, free_port, wait_for_version, write_project
+
+    port = free_port()
+    write_project(tmp_path, {"web": app_service("v1")}, proxy_port=port)
+    assert run_cli("-p", project_name, "up", cwd=tmp_path).returncode == 0
+    wait_for_version(port, "v1")
+    bad = run_cli("-p", project_name, "maintenance", "on", "nosuch", cwd=tmp_path)
+    assert bad.returncode == 2 and "nosuch is not a service" in bad.stderr and "Traceback" not in bad.stderr
+
+    proc = run_cli("-p", project_name, "maintenance", "on", "web", "--message", "Back at {noon} <b>", "--retry-after",
+                   "30", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    answer = httpx.get(f"http://127.0.0.1:{port}/cgi-bin/v", timeout=5)
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "30"
+    assert "Back at &#123;noon&#125; &lt;b&gt;" in answer.text  # escaped: no HTML, no Caddy placeholder
+    assert answer.headers["content-type"].startswith("text/html")
+    health = docker("inspect", "--format", "{{.State.Health.Status}}", f"{project_name}-web-1").stdout.strip()
+    assert health == "healthy"  # the app is untouched; only its route answers the page
+
+    # A deploy meanwhile keeps the page up (the new version is gated and routed behind it).
+    write_project(tmp_path, {"web": app_service("v2")}, proxy_port=port)
+    proc = run_cli("-p", project_name, "up", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert httpx.get(f"http://127.0.0.1:{port}/cgi-bin/v", timeout=5).status_code == 503
+
+    proc = run_cli("-p", project_name, "maintenance", "off", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    wait_for_version(port, "v2", timeout=10)

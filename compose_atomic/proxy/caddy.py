@@ -106,13 +106,25 @@ class Route:
     try_duration: str = "5s"
     #: Spread requests over every upstream (replicas) instead of sending them to the first one up.
     balance: bool = False
+    #: In maintenance: ``{"message": ..., "retry_after": seconds}`` (see ``compose-atomic maintenance``).
+    maintenance: dict[str, Any] | None = None
 
     @property
     def handler_id(self) -> str:
         return f"ca_{self.service}"
 
+    @property
+    def route_id(self) -> str:
+        return f"ca_route_{self.service}"
+
     def to_caddy(self) -> dict[str, Any]:
-        route: dict[str, Any] = {"@id": f"ca_route_{self.service}", "handle": [self.handler()], "terminal": True}
+        handle = [self.handler()]
+        if self.maintenance is not None:
+            # The page answers before the proxy handler, which stays (with its upstreams) for the
+            # deploys that PATCH it meanwhile and for `maintenance off`.
+            handle.insert(0, maintenance_page(self.maintenance.get("message"),
+                                              int(self.maintenance.get("retry_after", RETRY_AFTER))))
+        route: dict[str, Any] = {"@id": self.route_id, "handle": handle, "terminal": True}
         match = route_match(self.hosts, self.path)
         if match:
             route["match"] = match
@@ -179,6 +191,20 @@ def unavailable(handler_id: str | None = None, *, retry_after: int = RETRY_AFTER
     if handler_id:
         handler["@id"] = handler_id
     return handler
+
+
+def maintenance_page(message: str | None, retry_after: int) -> dict[str, Any]:
+    """A small HTML page with 503 and ``Retry-After``, for a route in maintenance."""
+    import html
+
+    text = html.escape(message or "This service is down for maintenance. Please try again shortly.")
+    # Caddy expands {placeholders} in a static body: a message with braces must stay literal.
+    text = text.replace("{", "&#123;").replace("}", "&#125;")
+    body = ("<!doctype html><html><head><meta charset=\"utf-8\"><title>Maintenance</title></head>"
+            f"<body><h1>Down for maintenance</h1><p>{text}</p></body></html>\n")
+    return unavailable(retry_after=retry_after, body=body) | {
+        "headers": {"Retry-After": [str(retry_after)], "Content-Type": ["text/html; charset=utf-8"],
+                    "Cache-Control": ["no-store"]}}
 
 
 def error_routes() -> dict[str, Any]:
@@ -263,14 +289,20 @@ def build_edge_config(routes: list[Route], ports: list[str | int | dict] | None 
 
 def routes_from_config(config: dict[str, Any]) -> dict[str, list[str]]:
     """Upstreams per service as a saved configuration has them."""
-    found: dict[str, list[str]] = {}
+    return {service: dials for service, (dials, _) in balanced_routes_from_config(config).items()}
+
+
+def balanced_routes_from_config(config: dict[str, Any]) -> dict[str, tuple[list[str], bool]]:
+    """Upstreams per service as a saved configuration has them, and whether they are balanced."""
+    found: dict[str, tuple[list[str], bool]] = {}
     servers = config.get("apps", {}).get("http", {}).get("servers", {})
     for server in servers.values():
         for route in server.get("routes", []):
             for handler in route.get("handle", []):
                 hid = handler.get("@id", "")
-                if hid.startswith("ca_"):
-                    found[hid[3:]] = [u["dial"] for u in handler.get("upstreams", [])]
+                if hid.startswith("ca_") and not hid.startswith("ca_route_"):
+                    policy = ((handler.get("load_balancing") or {}).get("selection_policy") or {}).get("policy")
+                    found[hid[3:]] = ([u["dial"] for u in handler.get("upstreams", [])], policy == "round_robin")
     return found
 
 
@@ -294,8 +326,62 @@ class CaddyProxy:
         self.routes = {r.service: r for r in routes}
         self.data_volume = f"{project_name}-atomic-proxy-data"  # the edge's certificates
         self.slot = self._serving_slot()  # the sockets the serving switch listens on
+        for service, state in self._maintenance_state().items():
+            if service in self.routes:
+                self.routes[service].maintenance = state
 
     # ---- saved state -------------------------------------------------------
+
+    @property
+    def maintenance_path(self) -> Path:
+        return self.config_dir / "maintenance.json"
+
+    def _maintenance_state(self) -> dict[str, dict[str, Any]]:
+        try:
+            state = json.loads(self.maintenance_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return state if isinstance(state, dict) else {}
+
+    def restore_saved(self) -> None:
+        """Give the routes the upstreams the saved configuration has (for commands other than up)."""
+        for path in (self.config_dir / f"switch-{self.slot}.json", self.config_path):
+            try:
+                saved = balanced_routes_from_config(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                continue
+            for service, (dials, balance) in saved.items():
+                if service in self.routes:
+                    self.routes[service].upstreams, self.routes[service].balance = dials, balance
+            return
+
+    def set_maintenance(self, services: list[str], state: dict[str, Any] | None, networks: list[str]) -> None:
+        """Put ``services``' routes in maintenance (``state``: message, retry_after) or take them out (None)."""
+        current = self._maintenance_state()
+        for service in services:
+            self.routes[service].maintenance = state
+            if state is None:
+                current.pop(service, None)
+            else:
+                current[service] = state
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.maintenance_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(current, indent=2))
+        os.replace(tmp, self.maintenance_path)
+        self._save()
+
+        def patch():
+            for service in services:
+                route = self.routes[service]
+                try:
+                    self._request("PATCH", f"/id/{route.route_id}", route.to_caddy())
+                except ProxyError as exc:
+                    if " 404 " in str(exc) or "unknown object ID" in str(exc):
+                        self.load()
+                        return
+                    raise
+
+        self._with_retry(patch, networks)
 
     def saved_upstreams(self) -> dict[str, list[str]]:
         """What the proxy routes to according to the saved configuration."""

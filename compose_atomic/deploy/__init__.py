@@ -18,6 +18,7 @@ from ..errors import OperationFailed, UsageError
 from ..plugins import call_hook
 from ..progress import Progress
 from ..project import Project
+from ..proxy.checks import restart_warning, routed_without_restart
 from .plan import ServicePlan, plan_services, with_dependencies
 from .rollout import Context, Replacement, notify
 from .routing import make_proxy, proxy_networks, sync_proxy
@@ -92,6 +93,8 @@ def up(project: Project, *, services: list[str], flags: dict, raw_args: list[str
     atomic = [s for s in closure if s in deployable_services(project)]
     compose_args = compose_up_args(flags)
     force = bool(flags.get("force_recreate"))
+    for service in routed_without_restart({s: project.services[s] for s in atomic}):
+        progress.warn(service, restart_warning(service, project.services))
 
     if project.options.dry_run:
         plans = plan_services(project, atomic, force=force)

@@ -1,4 +1,4 @@
-"""Default plugin of the proxy: ``compose-atomic maintenance on|off [SERVICE]`` (docs/deploy.md).
+"""Default plugin of the deploy: ``compose-atomic maintenance on|off [SERVICE]`` (docs/deploy.md).
 
 Top-level imports stay light (click only): the proxy loads when the command runs.
 """
@@ -47,8 +47,8 @@ def register_commands(cli):
         page up. `maintenance off` routes to them again.
         """
         from ..config import load_valid_project
-        from ..deploy import make_proxy, proxy_networks
-        from ..deploy.state import project_lock
+        from .routing import make_proxy, proxy_networks
+        from .state import project_lock
         from ..durations import parse_duration
         from ..errors import UsageError
         from ..progress import Progress

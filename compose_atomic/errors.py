@@ -168,6 +168,10 @@ class MigrationFailed(OperationFailed):
     """The migration exited with an error."""
 
 
+class RollbackUnsafe(OperationFailed):
+    """``db check-rollback``: the previous image fails on the new release's schema."""
+
+
 class MigrationTimedOut(MigrationFailed):
     """The migration ran past its timeout and was cancelled on the server."""
 

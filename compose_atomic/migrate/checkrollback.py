@@ -102,7 +102,6 @@ def previous_image(project: Project, service: str) -> str:
 
 def check_rollback(project: Project, service: str, progress: Progress | None = None) -> CheckReport:
     """Run the check; never touches the live database. Returns the report (``safe`` says)."""
-    from ..deploy.health import HealthSettings, wait_healthy
     from .guard import service_image
 
     progress = progress or Progress()
@@ -141,18 +140,62 @@ def check_rollback(project: Project, service: str, progress: Progress | None = N
             report.failed = f"the previous image did not start: {up.last_line()}"
             return report
         cid = docker.service_containers(name, service)[0]["Id"]
-        health = HealthSettings.from_annotation(project.service_x_atomic(service))
         progress.event(resource, "Gating", f"{old} on the migrated copy", state="working")
-        try:
-            wait_healthy(cid, health)
-        except OperationFailed as exc:
-            report.failed = f"the previous image {old} fails its health gate on the migrated schema: {exc.message}"
+        why = health_gate(cid, project.service_x_atomic(service).get("health") or {})
+        if why:
+            report.failed = f"the previous image {old} fails its health gate on the migrated schema: {why}"
             return report
         report.steps.append(f"the previous image {old} passed its health gate on the migrated copy")
         report.safe = True
         return report
     finally:
         _compose(scratch, config, "down", "-v", "--remove-orphans", "-t", "1", timeout=120)
+
+
+#: Without a HEALTHCHECK or a health path, how long the old app must keep running.
+STABLE = 5.0
+
+
+def health_gate(cid: str, health: dict[str, Any]) -> str:
+    """The gate the deploy applies, on the scratch container: the image's HEALTHCHECK must
+    report healthy and ``x-atomic.health.path`` (if set) answer below 400, within
+    ``health.timeout``; without either, it must keep running for a few seconds. Returns why it
+    failed, or empty. (Written here rather than imported: migrate does not use deploy.)"""
+    import httpx
+
+    from ..durations import parse_duration
+
+    deadline = time.monotonic() + parse_duration(health.get("timeout", "60s"))
+    path, port = health.get("path"), health.get("port")
+    started = time.monotonic()
+    last = "it did not become healthy in time"
+    while time.monotonic() < deadline:
+        info = docker.inspect_one(cid)
+        if info is None:
+            return "its container disappeared"
+        state = info["State"]
+        if state["Status"] in ("exited", "dead"):
+            return f"it exited with code {state.get('ExitCode')}"
+        status = (state.get("Health") or {}).get("Status")
+        if status == "unhealthy":
+            log = (state.get("Health") or {}).get("Log") or []
+            output = (log[-1].get("Output") or "").strip().splitlines() if log else []
+            return "its HEALTHCHECK reports unhealthy" + (f": {output[-1]}" if output else "")
+        probe_ok = path is None
+        if path is not None and port:
+            ips = [n.get("IPAddress") for n in (info["NetworkSettings"].get("Networks") or {}).values()]
+            ip = next((i for i in ips if i), None)
+            try:
+                code = httpx.get(f"http://{ip}:{port}{path}", timeout=2.0).status_code
+                probe_ok = code == int(health["status"]) if health.get("status") else code < 400
+                last = f"GET {path} answered {code}"
+            except httpx.HTTPError as exc:
+                last = f"GET {path} failed: {exc}"
+        if status in (None, "healthy") and probe_ok:
+            if status == "healthy" or path is not None or time.monotonic() - started >= STABLE:
+                return ""
+        time.sleep(0.5)
+    return last
 
 
 def _ready(scratch: Project, service: str) -> Database:

@@ -19,19 +19,19 @@ from ..errors import (
     ComposeAtomicError,
     Interrupted,
     MigrationFailed,
-    OperationFailed,
     RestoreRefused,
     RollbackFailed,
     RolledBack,
 )
 from ..progress import Progress
 from ..project import Project
+from ..statedir import Snapshot, find_snapshot, write_json_atomic
 from . import cases, introspect, schemadiff
 from .database import Database
 from .restore import describe_writes, restore, unattributed_window_writes
-from .undo import undo_additions
 from .settings import MigrateSettings, migrate_settings, snapshot_dir
-from .snapshot import PRE_MIGRATE, Snapshot, find_snapshot, prune, take_snapshot, write_json_atomic
+from .snapshot import PRE_MIGRATE, prune, take_snapshot
+from .undo import undo_additions
 
 
 def _state_path(project: Project, service: str) -> Path:

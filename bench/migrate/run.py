@@ -184,7 +184,7 @@ def main() -> None:
         dump_mib = snaps[-1].manifest["size"] / 2**20
         cpu = os.cpu_count()
         print(f"\n## pgbench scale {args.scale}: {size / 2**30:.2f} GiB database, dump {dump_mib:.0f} MiB\n")
-        print(f"{platform.node()} ({cpu} cores, shared), PostgreSQL 15 ({IMAGE}), "
+        print(f"{platform.node()} ({cpu} cores, shared), PostgreSQL {snaps[-1].manifest['server_version']} ({IMAGE}), "
               f"{args.repeat} rounds, best (median) seconds\n")
         print("| operation | seconds | ratio |")
         print("|---|---|---|")

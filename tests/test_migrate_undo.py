@@ -51,7 +51,7 @@ services:
       PGDATABASE: app
       PGPASSWORD: {password}
     healthcheck:
-      test: ["CMD", "psql", "-tAc", "SELECT qty FROM items LIMIT 1"]
+      test: ["CMD", "psql", "-tAc", "SELECT {web_reads} FROM items LIMIT 1"]
       interval: 1s
       timeout: 5s
       retries: 3
@@ -77,10 +77,10 @@ class Stack:
         self.pg = _postgres_image()
         self.write()
 
-    def write(self, on_failure: str = "refuse") -> None:
+    def write(self, on_failure: str = "refuse", web_reads: str = "qty") -> None:
         (self.dir / "compose.yaml").write_text(COMPOSE.format(
             name=self.name, state_dir=self.state_dir, pg=self.pg, busybox=IMAGE_BUSYBOX,
-            password=PASSWORD, on_failure=on_failure))
+            password=PASSWORD, on_failure=on_failure, web_reads=web_reads))
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         return run_cli("-p", self.name, *args, cwd=self.dir)
@@ -368,3 +368,28 @@ def test_check_rollback_says_whether_the_previous_image_runs_on_the_new_schema(s
     assert left == []
     subprocess.run(["docker", "compose", "-p", stack.name, "rm", "-sf", "web"], cwd=stack.dir,
                    capture_output=True, timeout=120)
+
+
+def test_up_of_a_release_that_fails_its_health_gate_with_nothing_to_migrate_leaves_the_database(stack):
+    """Through `compose-atomic up`: no pending migration, the new version's gate fails."""
+    reset(stack)
+    up = subprocess.run(["docker", "compose", "-p", stack.name, "up", "-d", "--wait", "web"], cwd=stack.dir,
+                        capture_output=True, text=True, timeout=180)
+    assert up.returncode == 0, up.stderr
+    stack.write(web_reads="no_such_column")  # the new release is broken
+    try:
+        with stack.connect() as pool:
+            backend = _pool_backend(pool)
+            with Writer(stack) as writer:
+                proc = stack.cli("up", "web")
+            assert _pool_backend(pool) == backend  # the old app's session was never ended
+        assert proc.returncode == EXIT_ROLLED_BACK, proc.stderr
+        assert "the migration changed nothing; the database is left as it is" in proc.stderr
+        assert "Restor" not in proc.stderr and "Traceback" not in proc.stderr
+        _check_kept(stack, writer)
+        print(f"\nup with a failing gate: {len(writer.acked)} rows written during `up`, all kept, "
+              f"{writer.failed} failed")
+    finally:
+        stack.write()
+        subprocess.run(["docker", "compose", "-p", stack.name, "rm", "-sf", "web"], cwd=stack.dir,
+                       capture_output=True, timeout=120)

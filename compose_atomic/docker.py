@@ -329,6 +329,12 @@ def compose_oneoff(project: str, directory: str, service: str, command: Sequence
                    changes=True, timeout=timeout)
 
 
+def compose_stdin(project: str, directory: str, *args: str, timeout: float = LONG_TIMEOUT) -> Command:
+    """``docker compose -f - -p PROJECT ARGS``: a configuration given on stdin (a scratch project)."""
+    return Command(("docker", "compose", "-f", "-", "-p", project, "--project-directory", directory, *args),
+                   changes=True, timeout=timeout)
+
+
 def exec_in(argv: Sequence[str], *, timeout: float = LONG_TIMEOUT) -> Command:
     """A ``docker exec`` argv built elsewhere (the database's, which keeps the password off it)."""
     return Command(tuple(argv), changes=False, timeout=timeout)

@@ -33,8 +33,8 @@ def before_deploy(project, service, old_container, new_image):
 
 
 @hookimpl
-def on_rollback(project, service, old_container, new_container, reason):
-    """Bring the database back to the snapshot taken before this deploy's migration."""
+def rollback_deploy(project, service, reason):
+    """Settle the database of a rolled-back release: leave it, undo the migration in place, or restore."""
     from .guard import rollback
 
     rollback(project, service, reason, _progress(project))

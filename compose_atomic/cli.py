@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import click
 
 from . import __version__
 from .completion.services import complete_services
-from .errors import ComposeAtomicError, EXIT_INTERRUPTED
-from .plugins import get_plugins, load_plugins, pm
+from .errors import EXIT_INTERRUPTED, ComposeAtomicError
+from .plugins import call_hook, get_plugins, load_plugins
 from .progress import error_line
-from .project import ComposeOptions, compose_command
+from .project import ComposeOptions, exec_compose
 
 PASSTHROUGH_HELP = (
     "Every other command (ps, logs, down, exec, run, config, ...) is passed to "
@@ -27,15 +26,17 @@ PASSTHROUGH_HELP = (
 )
 
 
-def exec_compose(options: ComposeOptions, *args: str) -> None:
-    """Replace this process with ``docker compose``: same TTY, signals and exit code."""
-    argv = compose_command(options, *args)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    try:
-        os.execvp(argv[0], argv)
-    except FileNotFoundError:
-        raise click.ClickException("the docker CLI was not found on PATH") from None
+def without_lock_wait(args: list[str]) -> list[str]:
+    """``up``'s arguments less compose-atomic's own ``--lock-wait [=]VALUE``, for Compose."""
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--lock-wait":
+            skip = True
+        elif not arg.startswith("--lock-wait="):
+            kept.append(arg)
+    return kept
 
 
 class PassThrough(click.Command):
@@ -61,10 +62,6 @@ class RawArgsCommand(click.Command):
 class ComposeAtomicGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         return super().get_command(ctx, cmd_name) or PassThrough(cmd_name)
-
-    def resolve_command(self, ctx, args):
-        name, cmd, rest = super().resolve_command(ctx, args)
-        return name, cmd, rest
 
     def invoke(self, ctx: click.Context):
         try:
@@ -102,6 +99,9 @@ def cli(ctx: click.Context, files, project_name, project_directory, env_files, p
     Use it wherever you use `docker compose`: annotate services with `x-atomic`
     and `compose-atomic up` replaces them without downtime.
     """
+    from . import docker
+
+    docker.configure(dry_run=dry_run)
     if ansi == "never":
         os.environ.setdefault("NO_COLOR", "1")
     ctx.obj = ComposeOptions(
@@ -151,7 +151,7 @@ def up(ctx: click.Context, services: tuple[str, ...], lock_wait: str | None, **f
     from .project import load_project
 
     options: ComposeOptions = ctx.obj
-    raw = [a for a in ctx.meta["raw_args"] if not a.startswith("--lock-wait")]
+    raw = without_lock_wait(ctx.meta["raw_args"])
     try:
         project = load_project(options)
     except ConfigError:
@@ -211,7 +211,7 @@ def plugins(as_json: bool, show_all: bool) -> None:
 
 
 load_plugins()
-pm.hook.register_commands(cli=cli)
+call_hook("register_commands", cli=cli)
 
 
 def main() -> None:

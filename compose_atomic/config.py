@@ -47,7 +47,7 @@ def base_schema() -> dict[str, Any]:
 
 def full_schema() -> dict[str, Any]:
     """The shipped schema plus the keys plugins declare through ``register_config_schema``."""
-    from .plugins import load_plugins, pm
+    from .plugins import call_hook, load_plugins
 
     load_plugins()
     schema = copy.deepcopy(base_schema())
@@ -57,18 +57,18 @@ def full_schema() -> dict[str, Any]:
             raise ValueError(f"scope must be one of {SCOPES}, not {scope!r}")
         schema["$defs"][scope]["properties"][key] = key_schema
 
-    pm.hook.register_config_schema(register=register)
+    call_hook("register_config_schema", register=register)
     return schema
 
 
 def validate_project(project: Project) -> None:
     """Raise ConfigError listing every problem in the project's annotations."""
-    from .plugins import pm
+    from .plugins import call_hook
 
     problems = list(schema_problems(project.config, full_schema()))
     if not problems:
-        for found in pm.hook.validate_config(project=project):
-            problems.extend(found or [])
+        for found in call_hook("validate_config", project=project):
+                               problems.extend(found or [])
     if problems:
         located = [_locate_problem(p, project.files) for p in problems]
         count = f"{len(located)} problems" if len(located) > 1 else "1 problem"

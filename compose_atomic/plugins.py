@@ -6,10 +6,12 @@ import importlib
 import importlib.metadata
 import os
 import sys
+from typing import Any, Callable
 
 import pluggy
 
 from . import hookspecs
+from .errors import ComposeAtomicError, HookFailed
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "compose_atomic.default_plugins.core",
@@ -89,3 +91,31 @@ def get_plugins() -> list[dict]:
             info["version"] = dist.version
         plugins.append(info)
     return sorted(plugins, key=lambda p: (p["builtin"], p["name"]))
+
+
+def call_hook(name: str, *, warn: Callable[[str], None] | None = None, **kwargs: Any) -> Any:
+    """Call a hook by the policy its spec declares (see :mod:`compose_atomic.hookspecs`).
+
+    A gate's error stops the operation: a ComposeAtomicError goes on as it is (its exit code
+    counts), anything else becomes a HookFailed naming the hook and the plugin. A
+    notification's error is passed to ``warn`` (default: a warning line on stderr) and the
+    call returns None: it never changes the outcome.
+    """
+    load_plugins()
+    kind = getattr(getattr(hookspecs, name), "kind")
+    try:
+        return getattr(pm.hook, name)(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - a plugin bug must not become a traceback
+        where = kwargs.get("service") or kwargs.get("database")
+        prefix = f"{where}: " if isinstance(where, str) else ""
+        what = exc.message if isinstance(exc, ComposeAtomicError) else f"{type(exc).__name__}: {exc}"
+        if kind == hookspecs.GATE:
+            if isinstance(exc, ComposeAtomicError):
+                raise
+            raise HookFailed(f"{prefix}the {name} hook failed: {what}") from exc
+        (warn or _warn)(f"{prefix}the {name} hook failed (ignored, it is a notification): {what}")
+        return None
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)

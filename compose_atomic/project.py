@@ -8,12 +8,14 @@ output (its JSON output drops service-level ``x-*`` keys, docker/compose#11528).
 from __future__ import annotations
 
 import os
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, DockerUnavailable
+
+if TYPE_CHECKING:
+    from .docker import Command
 
 DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
 OVERRIDE_FILES = (
@@ -71,6 +73,13 @@ def compose_command(options: ComposeOptions, *args: str) -> list[str]:
     return ["docker", "compose", *options.argv(), *args]
 
 
+def exec_compose(options: ComposeOptions, *args: str) -> None:
+    """Hand the command to ``docker compose`` (this process is replaced by it)."""
+    from . import docker
+
+    docker.gateway().exec(compose_command(options, *args))
+
+
 @dataclass
 class Project:
     """A resolved compose project plus where its files are."""
@@ -115,8 +124,15 @@ class Project:
         path = Path(configured) if configured else Path(".compose-atomic")
         return path if path.is_absolute() else self.working_dir / path
 
-    def compose(self, *args: str) -> list[str]:
-        return compose_command(self.options, *args)
+    def compose(self, *args: str, changes: bool = True, timeout: float | None = None) -> "Command":
+        """``docker compose`` with the user's global options, as a gateway command.
+
+        ``--dry-run`` is left to the gateway: a command that changes things is printed, not run.
+        """
+        from .docker import LONG_TIMEOUT, compose
+
+        return compose(self.options.argv(), *args, changes=changes,
+                       timeout=LONG_TIMEOUT if timeout is None else timeout)
 
 
 def discover_files(options: ComposeOptions, environ: dict[str, str] | None = None) -> list[Path]:
@@ -166,16 +182,10 @@ def load_project(options: ComposeOptions) -> Project:
 
     Raises ConfigError with Compose's own message when Compose rejects the files.
     """
-    cmd = compose_command(options, "config")
+    from . import docker
+
     # --dry-run changes nothing for `config` and some versions refuse it there.
-    cmd = [a for a in cmd if a != "--dry-run"]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    except FileNotFoundError as exc:
-        raise DockerUnavailable(
-            "the docker CLI was not found on PATH",
-            hint="Install Docker with the Compose v2 plugin (scripts/testbed.sh does it on Debian).",
-        ) from exc
+    proc = docker.run(docker.compose(options.argv(), "config", changes=False))
     if proc.returncode != 0:
         message = proc.stderr.strip() or f"docker compose config exited with {proc.returncode}"
         if "is not a docker command" in message or "unknown command" in message and "compose" in message:

@@ -28,6 +28,15 @@ def test_every_hook_is_documented_with_its_signature():
     assert not missing, f"hooks missing from docs/plugin_hooks.md: {missing}"
 
 
+def test_every_hook_states_its_kind_as_the_code_does():
+    text = (DOCS / "plugin_hooks.md").read_text()
+    for name, func in inspect.getmembers(hookspecs, inspect.isfunction):
+        if hasattr(func, "compose_atomic_spec"):
+            heading = f"### {hook_signatures()[name]}"
+            section = text.split(heading, 1)[1].split("\n### ", 1)[0]
+            assert f"Kind: **{func.kind}**" in section, f"{name}: docs/plugin_hooks.md must say Kind: **{func.kind}**"
+
+
 def test_every_hook_has_a_one_line_docstring():
     for name, func in inspect.getmembers(hookspecs, inspect.isfunction):
         if hasattr(func, "compose_atomic_spec"):

@@ -304,12 +304,8 @@ def test_json_report(tmp_path):
 
 CORPUS = Path(__file__).resolve().parent / "init_corpus"
 CORPUS_CASES = sorted(p.name for p in CORPUS.iterdir() if (p / "expected.yaml").is_file())
-#: Password forms `backup generate` does not take yet: the backup helper's change (a literal,
-#: a pass-through `- POSTGRES_PASSWORD`, an env_file, ${VAR:?message}, handed to the sidecar as
-#: a 0600 file in the state directory) is pending; these steps flip to passing when it lands.
-PENDING_PASSWORDS = {"literal", "pass-through", "env_file", "empty", "variable-required"}
-
-
+#: A case whose expected.yaml says `password: empty` ships without a password (init warns):
+#: `backup generate` must refuse it clearly, then work once `fix` (file, old text, new text) is applied.
 def corpus_case(name: str, tmp_path: Path) -> tuple[Path, dict, list[str]]:
     folder = tmp_path / name
     shutil.copytree(CORPUS / name, folder)
@@ -361,25 +357,26 @@ def test_corpus_init_routes_the_entry_point_only(case, tmp_path):
     assert again.returncode == 0 and "nothing to add" in again.stderr, again.stderr
 
 
-def _pending(case: str) -> list:
-    expected = yaml.safe_load((CORPUS / case / "expected.yaml").read_text())
-    if expected["backups"] and expected.get("password") in PENDING_PASSWORDS:
-        return [pytest.mark.xfail(strict=True, reason=f"POSTGRES_PASSWORD is {expected['password']}: pending "
-                                                      "the backup helper's fix (backup generate hands such "
-                                                      "a password to the sidecar as a 0600 file)")]
-    return []
-
-
-@pytest.mark.parametrize("case", [pytest.param(c, marks=_pending(c)) for c in CORPUS_CASES])
+@pytest.mark.parametrize("case", CORPUS_CASES)
 def test_corpus_init_then_backup_generate_then_check(case, tmp_path):
     folder, expected, files = corpus_case(case, tmp_path)
     assert run_in(folder, *files, "init", "--yes").returncode == 0
     if expected["backups"]:
+        if expected.get("password") == "empty":  # init warned; the next step says so too
+            refused = run_in(folder, *files, "backup", "generate", "-o", "compose.backup.yml")
+            assert refused.returncode == 2 and "POSTGRES_PASSWORD" in refused.stderr, refused.stderr
+            assert "Traceback" not in refused.stderr
+            name, old, new = expected["fix"]
+            (folder / name).write_text((folder / name).read_text().replace(old, new))
         generated = run_in(folder, *files, "backup", "generate", "-o", "compose.backup.yml")
         assert generated.returncode == 0, generated.stderr
         files = [*files, "-f", "compose.backup.yml"]
         sidecars = yaml.safe_load((folder / "compose.backup.yml").read_text())["services"]
         assert {f"{db}-backup" for db in expected["backups"]} <= set(sidecars)
+        for db in expected["backups"]:  # the password reaches the sidecar as a 0600 file
+            if expected.get("password") != "secret":
+                secret = folder / ".compose-atomic" / "backup" / f"{db}.password"
+                assert secret.is_file() and secret.stat().st_mode & 0o077 == 0
     check = run_in(folder, *files, "check")
     assert check.returncode == 0, check.stderr
 
@@ -542,9 +539,14 @@ def test_backup_password_sources(tmp_path):
         return password_source(Service("db", {"image": "postgres:16", **config}, {}), tmp_path)
 
     assert source({"environment": {"POSTGRES_PASSWORD_FILE": "/run/secrets/pw"}})[0].startswith("POSTGRES_PASSWORD_FILE")
-    assert "Docker secret read from the environment" in source({"environment": {"POSTGRES_PASSWORD": "${PW}"}})[0]
+    assert source({"environment": {"POSTGRES_PASSWORD": "${PW}"}})[1] is False  # PW is not set here
+    with_pw = password_source(Service("db", {"environment": {"POSTGRES_PASSWORD": "${PW}"}}, {"PW": "x"}), tmp_path)
+    assert "0600 file in the state directory" in with_pw[0] and with_pw[1]
+    assert source({"environment": ["POSTGRES_PASSWORD"]})[1] is False  # passed through, but from nowhere
     assert "written in the compose file" in source({"environment": ["POSTGRES_PASSWORD=x"]})[0]
-    assert "0600 file in the state directory" in source({"environment": ["POSTGRES_PASSWORD"]})[0]
+    passed = password_source(Service("db", {"environment": ["POSTGRES_PASSWORD"]}, {"POSTGRES_PASSWORD": "x"}),
+                             tmp_path)
+    assert "passed through" in passed[0] and "0600 file in the state directory" in passed[0]
     (tmp_path / "db.env").write_text("POSTGRES_PASSWORD=x\n")
     assert "env_file db.env" in source({"env_file": "db.env"})[0]
     (tmp_path / "empty.env").write_text("POSTGRES_PASSWORD=\n")

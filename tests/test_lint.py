@@ -145,7 +145,9 @@ def test_comments_strings_dollar_quotes_and_unicode_positions():
            "CREATE INDEX ünï ON users (email);\n")
     findings = [f for f in lint_text(sql) if f.rule == "require-concurrent-index-creation"]
     assert [(f.line, f.column, f.end_column) for f in findings] == [(5, 1, 34)]
-    assert sorted(rules_of(sql)) == ["prefer-robust-stmts", "require-concurrent-index-creation", "require-lock-timeout"]
+    # the DO block's EXECUTE of a literal is analysed (tests/test_lint_reader.py): it really drops the table
+    assert sorted(rules_of(sql)) == ["ban-drop-table", "prefer-robust-stmts", "require-concurrent-index-creation",
+                                     "require-lock-timeout"]
 
 
 def test_transactions_explicit_assumed_and_disabled_per_file():
@@ -315,12 +317,16 @@ def test_gate_stops_on_errors_prints_findings_and_can_be_lowered(tmp_path):
 
 
 def test_docs_describe_every_rule():
+    from compose_atomic.lint.reference import rule_reference
+
     text = (Path(__file__).resolve().parent.parent / "docs" / "lint.md").read_text()
     for rule in get_rules().values():
         section = text.split(f"### {rule.id}\n", 1)
         assert len(section) == 2, f"docs/lint.md has no section for {rule.id}"
         body = section[1].split("\n### ", 1)[0]
         assert "**Why:**" in body and "**Lock:**" in body and "**Safe recipe:**" in body, rule.id
+        assert rule.postgres, f"{rule.id} does not say which PostgreSQL behaviour it encodes"
+    assert text.endswith(rule_reference(get_rules())), "run: python -m compose_atomic.lint.reference"
 
 
 def test_example_rule_plugin_package():

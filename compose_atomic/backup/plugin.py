@@ -48,7 +48,7 @@ def validate_config(project):
 
 def offsite_targets() -> dict:
     """Offsite targets from every plugin (``register_offsite_targets``)."""
-    from ..plugins import load_plugins, pm
+    from ..plugins import call_hook, load_plugins
 
     load_plugins()
     targets: dict = {}
@@ -56,23 +56,20 @@ def offsite_targets() -> dict:
     def register(name: str, build) -> None:
         targets[name] = build
 
-    pm.hook.register_offsite_targets(register=register)
+    call_hook("register_offsite_targets", register=register)
     return targets
 
 
 def _before_backup(project, service: str) -> None:
     """Call before_backup; a plugin that raises stops the backup with its reason, not a traceback."""
-    from ..errors import ComposeAtomicError
-    from ..plugins import pm
-    from .host import BackupFailed
+    from ..errors import BackupFailed, HookFailed
+    from ..plugins import call_hook
 
     try:
-        pm.hook.before_backup(project=project, service=service)
-    except ComposeAtomicError:
-        raise
-    except Exception as error:  # noqa: BLE001 - any plugin error stops the backup, explained
+        call_hook("before_backup", project=project, service=service)
+    except HookFailed as error:
         raise BackupFailed(f"a before_backup hook stopped the backup of {service}: "
-                           f"{type(error).__name__}: {error}") from None
+                           f"{error.__cause__.__class__.__name__}: {error.__cause__}") from None
 
 
 def _project(ctx: click.Context):
@@ -100,11 +97,17 @@ def register_commands(cli):
         from pathlib import Path
 
         from ..config import load_valid_project
-        from .generate import build, render
+        from .generate import build, render, write_password_files
 
         project = load_valid_project(ctx.obj)
-        document = build(project, offsite_targets())
+        password_files: dict = {}
+        document = build(project, offsite_targets(), password_files)
         text = render(project, document, output if output != "-" else "compose.backup.yml")
+        write_password_files(password_files)
+        for path in password_files:
+            click.echo(f"note: the sidecar reads the POSTGRES_PASSWORD Compose resolved from {path} (0600, "
+                       "rewritten by every generate); a Docker secret with POSTGRES_PASSWORD_FILE is "
+                       "recommended (docs/backups.md)", err=True)
         if output == "-":
             click.echo(text, nl=False)
             return
@@ -127,22 +130,24 @@ def register_commands(cli):
     @click.pass_context
     def now(ctx, service, as_json):
         """Take a backup now, with the sidecar's checks and verification."""
-        from ..plugins import pm
-        from .host import BackupFailed, failure, pick, result_lines, run_sidecar
+        from ..errors import BackupFailed
+        from ..plugins import call_hook
+        from .host import failure, pick, require_running, result_lines, run_sidecar
 
         project = _project(ctx)
         sidecar = pick(project, service)
+        require_running(project, sidecar, "backup now")
         _before_backup(project, sidecar.service)
         proc = run_sidecar(project, sidecar, "now")
         if proc.returncode != 0:
             error = failure(proc.stdout or "", proc.returncode)
-            pm.hook.on_backup_failure(project=project, service=sidecar.service, error=error)
+            call_hook("on_backup_failure", project=project, service=sidecar.service, error=error)
             raise BackupFailed(f"backup of {sidecar.service} failed: {error}",
                                hint="Existing backups are untouched.")
         written = []
         for path, size, checksum, verified, seconds in result_lines(proc.stdout, "OK"):
-            pm.hook.after_backup(project=project, service=sidecar.service, path=path, size=int(size),
-                                 checksum=checksum, verified=verified)
+            call_hook("after_backup", project=project, service=sidecar.service, path=path, size=int(size),
+                      checksum=checksum, verified=verified)
             written.append({"path": path, "size": int(size), "sha256": checksum, "verified": verified,
                             "seconds": int(seconds)})
             if not as_json:
@@ -156,11 +161,12 @@ def register_commands(cli):
     @click.pass_context
     def list_(ctx, service, as_json):
         """List the verified backups (newest last) and the last run's result."""
-        from .host import BackupFailed, parse_manifest, pick, run_sidecar
+        from ..errors import BackupFailed
+        from .host import parse_manifest, pick, run_sidecar
 
         project = _project(ctx)
         sidecar = pick(project, service)
-        proc = run_sidecar(project, sidecar, "list")
+        proc = run_sidecar(project, sidecar, "list", timeout=300)
         if proc.returncode != 0:
             raise BackupFailed(f"cannot read the backups of {sidecar.service} (exit {proc.returncode})")
         backups, status = parse_manifest(proc.stdout)
@@ -185,15 +191,16 @@ def register_commands(cli):
     @click.pass_context
     def verify(ctx, service, latest, file):
         """Check a backup: checksum, archive listing, restore into a throwaway server."""
-        from ..plugins import pm
-        from .host import BackupFailed, failure, pick, run_sidecar
+        from ..errors import BackupFailed
+        from ..plugins import call_hook
+        from .host import failure, pick, run_sidecar
 
         project = _project(ctx)
         sidecar = pick(project, service)
         proc = run_sidecar(project, sidecar, "verify", _target(latest, file))
         if proc.returncode != 0:
             error = failure(proc.stdout or "", proc.returncode)
-            pm.hook.on_backup_failure(project=project, service=sidecar.service, error=error)
+            call_hook("on_backup_failure", project=project, service=sidecar.service, error=error)
             raise BackupFailed(f"verification failed: {error}")
         for line in proc.stdout.splitlines():
             if line.startswith("VERIFIED\t"):
@@ -208,12 +215,13 @@ def register_commands(cli):
     @click.pass_context
     def restore(ctx, service, latest, target_db, file):
         """Restore a backup into a new database on the database server."""
-        from ..errors import UsageError
-        from ..plugins import pm
-        from .host import BackupFailed, failure, parse_manifest, pick, run_sidecar
+        from ..errors import BackupFailed, UsageError
+        from ..plugins import call_hook
+        from .host import failure, parse_manifest, pick, require_running, run_sidecar
 
         project = _project(ctx)
         sidecar = pick(project, service)
+        require_running(project, sidecar, "backup restore")
         chosen = _target(latest, file)
         if not target_db:
             listing = run_sidecar(project, sidecar, "list")
@@ -226,7 +234,7 @@ def register_commands(cli):
         proc = run_sidecar(project, sidecar, "restore", chosen, target_db)
         if proc.returncode != 0:
             error = failure(proc.stdout or "", proc.returncode)
-            pm.hook.on_backup_failure(project=project, service=sidecar.service, error=error)
+            call_hook("on_backup_failure", project=project, service=sidecar.service, error=error)
             raise BackupFailed(f"restore failed: {error}", hint="Production was not touched.")
         click.echo(target_db)
         click.echo(f"restored into the new database {target_db}; row counts match the source at dump time",

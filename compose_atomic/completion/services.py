@@ -7,12 +7,10 @@ failure (no docker, no compose file, a slow engine) completes nothing, silently.
 
 from __future__ import annotations
 
-import subprocess
-
 import click
 from click.shell_completion import CompletionItem
 
-from ..project import ComposeOptions, compose_command
+from ..project import ComposeOptions
 
 TIMEOUT = 5.0
 
@@ -35,12 +33,14 @@ def options_from_context(ctx: click.Context) -> ComposeOptions:
 
 def service_names(options: ComposeOptions) -> list[str]:
     """The project's services, or an empty list when Compose cannot tell."""
+    from .. import docker
+    from ..errors import ComposeAtomicError
+
     try:
-        proc = subprocess.run(compose_command(options, "config", "--services"), capture_output=True,
-                              text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL, check=False)
-    except (OSError, subprocess.SubprocessError):
+        proc = docker.run(docker.compose(options.argv(), "config", "--services", changes=False, timeout=TIMEOUT))
+    except ComposeAtomicError:
         return []
-    return sorted(proc.stdout.split()) if proc.returncode == 0 else []
+    return sorted(proc.stdout.split()) if proc.ok else []
 
 
 def complete_services(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:

@@ -9,45 +9,13 @@ aegis-stack#714 trap), and at least ``x-atomic.health.timeout``.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..durations import parse_duration
-from ..errors import ComposeAtomicError
-from . import engine
+from .. import docker
+from ..errors import HealthFailed
+from ..settings import HealthSettings
 
 NS = 1e-9
-
-
-@dataclass
-class HealthSettings:
-    """``x-atomic.health`` resolved against ``route``."""
-
-    path: str | None = None
-    port: int | None = None
-    status: int | None = None
-    timeout: float = 60.0
-    interval: float = 1.0
-
-    @classmethod
-    def from_annotation(cls, annotation: dict[str, Any]) -> "HealthSettings":
-        health = annotation.get("health") or {}
-        route = annotation.get("route") or {}
-        return cls(
-            path=health.get("path") if health else None,
-            port=health.get("port") or route.get("port"),
-            status=health.get("status"),
-            timeout=parse_duration(health.get("timeout", "60s")),
-            interval=parse_duration(health.get("interval", "1s")),
-        )
-
-
-class HealthFailed(ComposeAtomicError):
-    """The new container did not pass the gate; ``report`` holds its health log and logs."""
-
-    def __init__(self, message: str, report: str = "") -> None:
-        super().__init__(message)
-        self.report = report
 
 
 def gate_deadline(info: dict[str, Any], settings: HealthSettings) -> float:
@@ -82,7 +50,8 @@ def failure_report(cid: str, info: dict[str, Any] | None) -> str:
         for entry in log[-3:]:
             output = " ".join((entry.get("Output") or "").split())[:200]
             parts.append(f"  exit {entry.get('ExitCode')}: {output}")
-    tail = engine.logs_tail(cid)
+    logs = docker.run(docker.logs_tail(cid))
+    tail = (logs.stdout + logs.stderr).rstrip()
     if tail:
         parts.append("container log (tail):")
         parts += [f"  {line}" for line in tail.splitlines()[-20:]]
@@ -119,19 +88,18 @@ def http_probe(info: dict[str, Any], settings: HealthSettings) -> tuple[bool, st
     return ok, f"GET {settings.path}: {response.status_code}"
 
 
-def wait_healthy(cid: str, settings: HealthSettings, *, custom: Callable[[], bool | None] | None = None,
-                 on_wait: Callable[[str], None] | None = None) -> float:
+def wait_healthy(cid: str, settings: HealthSettings, *, custom: Callable[[], bool | None] | None = None) -> float:
     """Block until the container passes every check; raise HealthFailed at once when it cannot.
 
     Returns the seconds waited.
     """
     started = time.monotonic()
-    info = engine.inspect_one(cid)
+    info = docker.inspect_one(cid)
     deadline = started + gate_deadline(info or {}, settings)
     next_probe = 0.0
     probe_ok, probe_note = settings.path is None, ""
     while True:
-        info = engine.inspect_one(cid)
+        info = docker.inspect_one(cid)
         why = trouble(info)
         if why:
             raise HealthFailed(why, failure_report(cid, info))

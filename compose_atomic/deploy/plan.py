@@ -8,12 +8,12 @@ reference points to is not the one the container runs.
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import docker
+from ..errors import OperationFailed
 from ..project import Project
-from . import engine
 
 START_FIRST = "start-first"
 STOP_FIRST = "stop-first"
@@ -26,7 +26,6 @@ class ServicePlan:
     strategy: str = START_FIRST
     reason: str = ""
     old: list[dict[str, Any]] = field(default_factory=list)  # running containers, inspected
-    dead: list[dict[str, Any]] = field(default_factory=list)
     image: str = ""
     needs_pull: bool = False
 
@@ -40,8 +39,11 @@ class ServicePlan:
 def config_hashes(project: Project, services: list[str]) -> dict[str, str]:
     if not services:
         return {}
-    cmd = [a for a in project.compose("config", "--hash", ",".join(services)) if a != "--dry-run"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    proc = docker.run(project.compose("config", "--hash", ",".join(services), changes=False,
+                                      timeout=docker.DEFAULT_TIMEOUT))
+    if not proc.ok:
+        raise OperationFailed(f"docker compose config --hash failed: {proc.last_line()}",
+                              hint="Nothing was changed. Check the compose files with `compose-atomic check`.")
     hashes = {}
     for line in proc.stdout.splitlines():
         parts = line.split()
@@ -68,37 +70,45 @@ def stop_first_reason(project: Project, service: str) -> str | None:
 
 
 def plan_services(project: Project, services: list[str], *, force: bool = False) -> list[ServicePlan]:
-    """A plan for each x-atomic service among ``services``."""
+    """A plan for each x-atomic service among ``services``: the engine is read, then :func:`decide`."""
     hashes = config_hashes(project, services)
     plans = []
     for service in services:
-        svc = project.services[service]
-        image = svc.get("image") or f"{project.name}-{service}"
-        containers = engine.service_containers(project.name, service)
-        running = [c for c in containers if c["State"]["Status"] == "running"]
-        plan = ServicePlan(service, "unchanged", image=image, old=running,
-                           dead=[c for c in containers if c not in running])
-        current_image = engine.image_id(image)
-        plan.needs_pull = current_image is None and "build" not in svc
-        if not containers:
-            plan.action = "create"
-        elif not running:
-            plan.action, plan.reason = "restart-dead", "no running container to keep serving"
-        else:
-            reasons = []
-            if force:
-                reasons.append("--force-recreate")
-            if any(c["Config"]["Labels"].get(engine.LABEL_HASH) != hashes.get(service) for c in running):
-                reasons.append("configuration changed")
-            if current_image is None or any(c["Image"] != current_image for c in running):
-                reasons.append("image changed")
-            if reasons:
-                plan.action, plan.reason = "replace", ", ".join(reasons)
-                why_stop = stop_first_reason(project, service)
-                if why_stop:
-                    plan.strategy, plan.reason = STOP_FIRST, f"{plan.reason}; {why_stop}"
-        plans.append(plan)
+        image = image_of(project, service)
+        plans.append(decide(project, service, containers=docker.service_containers(project.name, service),
+                            image_id=docker.image_id(image), config_hash=hashes.get(service), force=force))
     return plans
+
+
+def image_of(project: Project, service: str) -> str:
+    return project.services[service].get("image") or f"{project.name}-{service}"
+
+
+def decide(project: Project, service: str, *, containers: list[dict[str, Any]], image_id: str | None,
+           config_hash: str | None, force: bool = False) -> ServicePlan:
+    """What to do with one service, from what the engine said (pure: no engine call)."""
+    svc = project.services[service]
+    running = [c for c in containers if c["State"]["Status"] == "running"]
+    plan = ServicePlan(service, "unchanged", image=image_of(project, service), old=running)
+    plan.needs_pull = image_id is None and "build" not in svc
+    if not containers:
+        plan.action = "create"
+    elif not running:
+        plan.action, plan.reason = "restart-dead", "no running container to keep serving"
+    else:
+        reasons = []
+        if force:
+            reasons.append("--force-recreate")
+        if any(c["Config"]["Labels"].get(docker.LABEL_HASH) != config_hash for c in running):
+            reasons.append("configuration changed")
+        if image_id is None or any(c["Image"] != image_id for c in running):
+            reasons.append("image changed")
+        if reasons:
+            plan.action, plan.reason = "replace", ", ".join(reasons)
+            why_stop = stop_first_reason(project, service)
+            if why_stop:
+                plan.strategy, plan.reason = STOP_FIRST, f"{plan.reason}; {why_stop}"
+    return plan
 
 
 def with_dependencies(project: Project, services: list[str]) -> list[str]:

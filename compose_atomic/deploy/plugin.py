@@ -69,29 +69,38 @@ def register_commands(cli):
     @click.pass_context
     def down(ctx: click.Context) -> None:
         """Stop and remove the project (and compose-atomic's proxy); arguments as `docker compose down`."""
-        from ..cli import exec_compose
-        from .engine import docker
+        from .. import docker
+        from ..project import exec_compose, load_project
 
         try:
-            from ..project import load_project
-
             name = load_project(ctx.obj).name
         except Exception:  # noqa: BLE001 - Compose will explain a broken project itself
             name = None
         if name:
-            found = docker("ps", "-a", "--format", "{{.Names}}",
-                           "--filter", f"label=dev.compose-atomic.proxy={name}").stdout.split()
+            label = f"label=dev.compose-atomic.proxy={name}"
+            found = docker.run(docker.docker("ps", "-a", "--format", "{{.Names}}", "--filter", label)).stdout.split()
             if found:
-                docker("rm", "-f", *found)
-                for container in sorted(found):
-                    click.echo(f" Container {container}  Removed", err=True)
+                _say_removed("Container", sorted(found), docker.run(docker.remove(*found)))
             if {"-v", "--volumes"} & set(ctx.args):  # the proxy's certificates go with the volumes
-                volumes = docker("volume", "ls", "-q", "--filter", f"label=dev.compose-atomic.proxy={name}").stdout.split()
+                volumes = docker.run(docker.docker("volume", "ls", "-q", "--filter", label)).stdout.split()
                 if volumes:
-                    docker("volume", "rm", *volumes)
-                    for volume in volumes:
-                        click.echo(f" Volume {volume}  Removed", err=True)
+                    _say_removed("Volume", volumes, docker.run(docker.docker("volume", "rm", *volumes, changes=True)))
         exec_compose(ctx.obj, "down", *ctx.args)
+
+
+def _say_removed(kind: str, names: list[str], result) -> None:
+    """Compose-style lines for what ``down`` removed, or would remove, or could not."""
+    from .. import docker
+
+    if docker.gateway().dry_run:
+        state = "Would remove"
+    elif result.ok:
+        state = "Removed"
+    else:
+        click.echo(f" {kind} {' '.join(names)}  Error: {result.last_line()}", err=True)
+        return
+    for name in names:
+        click.echo(f" {kind} {name}  {state}", err=True)
 
 
 @hookimpl

@@ -13,9 +13,10 @@ import dataclasses
 
 import yaml
 
+from .. import docker
 from ..errors import OperationFailed, UsageError
 from ..project import ComposeOptions, Project, _included_files, load_project
-from . import engine, up
+from . import up
 from .state import History, deploy_dir
 
 
@@ -31,12 +32,12 @@ def pick_target(project: Project, service: str, to: str | None) -> str:
             for key in ("old_image_id", "new_image_id"):
                 if entry.get(key) and _strip(entry[key]).startswith(wanted):
                     return entry[key]
-        found = engine.image_id(to)
+        found = docker.image_id(to)
         if found:
             return found
         raise UsageError(f"{service}: no image {to!r} in the history or on this host; "
                          f"`compose-atomic history {service}` lists them")
-    running = engine.service_containers(project.name, service, running_only=True)
+    running = docker.service_containers(project.name, service, running_only=True)
     current = running[0]["Image"] if running else None
     deployed = [e for e in entries if e.get("outcome") == "deployed" and e.get("old_image_id")]
     for entry in reversed(deployed):
@@ -59,7 +60,7 @@ def rollback(project: Project, options: ComposeOptions, *, service: str | None, 
     if service not in project.services:
         raise UsageError(f"no such service: {service}; services are: {', '.join(project.services)}")
     target = pick_target(project, service, to)
-    if engine.image_id(target) is None:
+    if docker.image_id(target) is None:
         raise OperationFailed(f"{service}: image {target[:19]} is no longer on this host (pruned?)",
                               hint="Pull or rebuild it, then run rollback --to with its id.")
     override = deploy_dir(project) / f"rollback-{service}.yaml"

@@ -31,28 +31,22 @@ finished or undone by the next ``up`` (see :func:`reconcile`).
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from .. import docker
 from ..durations import format_duration, parse_duration
-from ..errors import (ComposeAtomicError, Interrupted, OperationFailed, RollbackFailed, RolledBack)
-from ..plugins import pm
+from ..errors import ComposeAtomicError, DeployFailed, Interrupted, OperationFailed, RollbackFailed, RolledBack
+from ..plugins import call_hook
 from ..progress import Progress
 from ..project import Project
-from . import engine
-from .health import HealthFailed, HealthSettings, trouble, wait_healthy
+from ..settings import deploy_settings
+from .health import HealthFailed, trouble, wait_healthy
 from .plan import STOP_FIRST, ServicePlan
-from .state import History, Journal
-
-DEFAULT_MONITOR = "10s"
-DEFAULT_DRAIN = "30s"
-
-
-class DeployFailed(OperationFailed):
-    """The new version failed before it took traffic; the old one never stopped serving."""
+from .routing import dials, set_aliases, upstreams_for
+from .state import History, Journal, Phase
 
 
 @dataclass
@@ -88,97 +82,23 @@ def grace_period(project: Project, service: str) -> float:
         return 10.0
 
 
-def dials(info: dict[str, Any], port: int, networks: list[str]) -> list[str]:
-    """Where the proxy reaches a container: its address on a network the proxy shares, then its name.
-
-    The address first: no DNS lookup per connection (Docker's embedded DNS was seen timing out
-    on a busy engine, which turned into 502s); the name second, as the fallback that follows the
-    container if a restart gave it another address.
-    """
-    found = []
-    joined = (info.get("NetworkSettings") or {}).get("Networks") or {}
-    for net in networks:
-        ip = (joined.get(net) or {}).get("IPAddress")
-        if ip:
-            found.append(f"{ip}:{port}")
-            break
-    found.append(f"{engine.name_of(info)}:{port}")
-    return found
+def compose_run(project: Project, *args: str) -> docker.Result:
+    return docker.run(project.compose(*args))
 
 
-def upstreams_for(infos: list[dict[str, Any]], port: int, networks: list[str]) -> tuple[list[str], bool]:
-    """The proxy's upstreams for the containers that serve a route, and whether to balance them.
-
-    One container: its address, then its name, and the first one up serves. Replicas: round
-    robin over one address each (a name would cost a DNS lookup per connection).
-    """
-    if len(infos) > 1:
-        return [dials(i, port, networks)[0] for i in infos], True
-    return [d for i in infos for d in dials(i, port, networks)], False
+def stop(grace: float, *ids: str) -> None:
+    if ids:
+        docker.run(docker.stop(grace, *ids))
 
 
-def compose_run(project: Project, *args: str) -> subprocess.CompletedProcess:
-    cmd = [a for a in project.compose(*args) if a != "--dry-run"]
-    return subprocess.run(cmd, capture_output=True, text=True, check=False)
+def remove(*ids: str) -> None:
+    if ids:
+        docker.run(docker.remove(*ids))
 
 
-def call_hook(name: str, **kwargs: Any) -> Any:
-    """Run a hook; a plugin's own exception becomes an OperationFailed naming the hook."""
-    try:
-        return getattr(pm.hook, name)(**kwargs)
-    except ComposeAtomicError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a plugin bug must not become a traceback
-        raise OperationFailed(f"{kwargs.get('service')}: the {name} hook failed: {type(exc).__name__}: {exc}")
-
-
-def quiet_hook(name: str, progress: Progress, **kwargs: Any) -> None:
-    """Run a hook whose failure must not change the outcome (on_rollback, after_deploy)."""
-    try:
-        getattr(pm.hook, name)(**kwargs)
-    except Exception as exc:  # noqa: BLE001
-        progress.warn(kwargs.get("service", "deploy"), f"{name} hook failed: {type(exc).__name__}: {exc}")
-
-
-# ---- aliases: the new container is reachable by service name only once healthy ----------
-
-
-def service_aliases(project: Project, service: str, network_key: str) -> list[str]:
-    aliases = [service]
-    nets = project.services[service].get("networks") or {}
-    conf = nets.get(network_key) if isinstance(nets, dict) else None
-    aliases += list((conf or {}).get("aliases") or [])
-    return aliases
-
-
-def network_keys(project: Project) -> dict[str, str]:
-    """Engine network name -> compose network key."""
-    found = {}
-    for key, net in (project.config.get("networks") or {}).items():
-        found[(net or {}).get("name") or f"{project.name}_{key}"] = key
-    return found
-
-
-def set_aliases(project: Project, service: str, info: dict[str, Any], *, with_service: bool) -> None:
-    """Reconnect a container to its networks with or without the service's aliases."""
-    keys = network_keys(project)
-    name = engine.name_of(info)
-    for net, conf in (info["NetworkSettings"].get("Networks") or {}).items():
-        if net not in keys:
-            continue  # host, bridge, none or an external network we do not manage
-        own = service_aliases(project, service, keys[net])
-        current = [a for a in (conf.get("Aliases") or []) if a not in own and a != info["Id"][:12]]
-        if name not in current:
-            current.insert(0, name)
-        wanted = current + (own if with_service else [])
-        args = ["network", "connect"]
-        for alias in wanted:
-            args += ["--alias", alias]
-        ipam = conf.get("IPAMConfig") or {}
-        if ipam.get("IPv4Address"):
-            args += ["--ip", ipam["IPv4Address"]]
-        engine.docker("network", "disconnect", "--force", net, info["Id"])
-        engine.docker(*args, net, info["Id"])
+def notify(name: str, progress: Progress, **kwargs: Any) -> None:
+    """Call a notification hook; its failure is a warning in the deploy's progress."""
+    call_hook(name, warn=lambda message: progress.warn(kwargs.get("service", "deploy"), message), **kwargs)
 
 
 # ---- one service ------------------------------------------------------------------------
@@ -196,12 +116,12 @@ class Replacement:
         self.plan = plan
         self.project = ctx.project
         self.service = plan.service
-        self.annotation = ctx.project.service_x_atomic(plan.service)
-        self.route = self.annotation.get("route")
-        self.health = HealthSettings.from_annotation(self.annotation)
+        self.settings = deploy_settings(ctx.project, plan.service)
+        self.route = self.settings.route
+        self.health = self.settings.health
         self.old: list[dict[str, Any]] = plan.old
         self.new_ids: list[str] = []
-        self.phase = "planned"
+        self.phase = Phase.PLANNED
         self.started = time.monotonic()
         self.proxied = bool(ctx.proxy and self.route)
         self.stop_first_mode = plan.strategy == STOP_FIRST
@@ -211,42 +131,52 @@ class Replacement:
 
     # -- bookkeeping --
 
-    def record(self, phase: str) -> None:
+    def record(self, phase: Phase) -> None:
         self.phase = phase
-        self.ctx.journal.write({"service": self.service, "phase": phase, "action": self.plan.action,
+        self.ctx.journal.write({"service": self.service, "phase": phase.value, "action": self.plan.action,
                                 "strategy": self.plan.strategy,
                                 "old": [c["Id"] for c in self.old], "new": self.new_ids,
                                 "proxied": self.proxied, "image": self.plan.image})
 
     def hook_args(self) -> dict[str, Any]:
         return {"project": self.project, "service": self.service,
-                "old_container": engine.whale(self.old[0]["Id"] if self.old else None),
-                "new_container": engine.whale(self.new_ids[0] if self.new_ids else None)}
+                "old_container": docker.container_object(self.old[0]["Id"] if self.old else None),
+                "new_container": docker.container_object(self.new_ids[0] if self.new_ids else None)}
 
     def finish(self, outcome: str, reason: str = "") -> None:
-        new_info = engine.inspect_one(self.new_ids[0]) if self.new_ids else None
+        new_info = docker.inspect_one(self.new_ids[0]) if self.new_ids else None
         self.ctx.history.append({
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "service": self.service, "outcome": outcome,
             "reason": reason, "image": self.plan.image,
             "old_image_id": self.old[0]["Image"] if self.old else None,
-            "new_image_id": (new_info or {}).get("Image") or engine.image_id(self.plan.image),
-            "old_container": engine.name_of(self.old[0]) if self.old else None,
-            "new_container": engine.name_of(new_info) if new_info else None,
+            "new_image_id": (new_info or {}).get("Image") or docker.image_id(self.plan.image),
+            "old_container": docker.name_of(self.old[0]) if self.old else None,
+            "new_container": docker.name_of(new_info) if new_info else None,
             "strategy": self.plan.strategy, "seconds": round(time.monotonic() - self.started, 2),
         })
         self.ctx.journal.clear()
 
-    def route_to(self, ids: list[str], fallback: list[str] | None = None) -> None:
+    def route_to(self, ids: list[str], leaving: list[str] | None = None, *, fallback: bool = False) -> None:
         """Point the proxy at containers as they are now (a restart may have moved an address).
 
-        A single container gets the fallback's dials after its own (the first one up serves);
-        replicas get none (a failed replica is skipped; the monitor switches back if one fails).
+        ``leaving`` are containers that stop being routed; the proxy keeps counting their open
+        requests (see :meth:`drain`). With ``fallback`` a single new container gets their dials
+        after its own (the first one up serves, so they take over at once if it fails);
+        replicas never get a fallback (a failed replica is skipped; the monitor switches back).
         """
-        port, nets = self.route["port"], self.ctx.networks
-        upstreams, balance = upstreams_for(engine.inspect(*ids), port, nets)
-        if not balance:
-            upstreams += [d for i in engine.inspect(*(fallback or [])) for d in dials(i, port, nets)]
-        self.ctx.proxy.set_upstreams(self.service, upstreams, nets, balance=balance)
+        port, nets = self.route.port, self.ctx.networks
+        upstreams, balance = upstreams_for(docker.inspect(*ids), port, nets)
+        gone = self.dials_of(leaving or [])
+        if fallback and not balance:
+            upstreams += gone
+        self.ctx.proxy.set_upstreams(self.service, upstreams, nets, balance=balance, draining=gone)
+
+    def dials_of(self, ids: list[str]) -> list[str]:
+        return [d for i in docker.inspect(*ids) for d in dials(i, self.route.port, self.ctx.networks)]
+
+    def drained(self, leaving: list[str]) -> bool:
+        """No request is open to any of these dials, as far as the proxy can tell (unknown: not drained)."""
+        return all(self.ctx.proxy.in_flight(d) == 0 for d in leaving)
 
     # -- the flow --
 
@@ -285,20 +215,21 @@ class Replacement:
     def before_deploy(self) -> None:
         try:
             call_hook("before_deploy", project=self.project, service=self.service,
-                      old_container=engine.whale(self.old[0]["Id"] if self.old else None),
+                      old_container=docker.container_object(self.old[0]["Id"] if self.old else None),
                       new_image=self.plan.image)
         except ComposeAtomicError as exc:
             self.finish("failed", str(exc.message))
-            quiet_hook("after_deploy", self.ctx.progress, **self.hook_args(), outcome="failed")
+            notify("after_deploy", self.ctx.progress, **self.hook_args(), outcome="failed")
             raise
 
     def pull(self) -> None:
         proc = compose_run(self.project, "pull", "--quiet", self.service)
-        if proc.returncode != 0 or engine.image_id(self.plan.image) is None:
+        if proc.returncode != 0 or docker.image_id(self.plan.image) is None:
             self.finish("failed", "image not found")
+            notify("after_deploy", self.ctx.progress, **self.hook_args(), outcome="failed")
             raise OperationFailed(
                 f"{self.service}: image {self.plan.image} could not be pulled: "
-                f"{engine.last_line(proc.stderr) or 'not found'}",
+                f"{proc.last_line() or 'not found'}",
                 hint="Nothing was changed; the running version keeps serving.")
 
     def create_new(self) -> None:
@@ -307,12 +238,12 @@ class Replacement:
         Not started, so that a host port (bound only at start) or anything else that cannot
         exist twice does not clash while the old container still runs.
         """
-        self.record("creating")
-        complaint = self.compose_create("created", "--no-recreate", "--scale", f"{self.service}={len(self.old) * 2}")
+        self.record(Phase.CREATING)
+        complaint = self.compose_create(Phase.CREATED, "--no-recreate", "--scale", f"{self.service}={len(self.old) * 2}")
         if complaint:
             raise DeployFailed(f"{self.service}: Compose could not create the new container: {complaint}")
 
-    def compose_create(self, phase: str, *args: str) -> str:
+    def compose_create(self, phase: Phase, *args: str) -> str:
         """``up --no-start`` the service's containers that are not the old ones, out of the aliases.
 
         Records ``phase`` once the new ids are known (for reconcile); returns Compose's
@@ -320,32 +251,31 @@ class Replacement:
         """
         proc = compose_run(self.project, "up", "--no-start", "--no-deps", *args, self.service)
         old_ids = {c["Id"] for c in self.old}
-        self.new_ids = [c["Id"] for c in engine.service_containers(self.project.name, self.service)
+        self.new_ids = [c["Id"] for c in docker.service_containers(self.project.name, self.service)
                         if c["Id"] not in old_ids]
         self.record(phase)
         if proc.returncode != 0 or not self.new_ids:
-            return engine.last_line(proc.stderr) or engine.last_line(proc.stdout) or "Compose failed"
-        for info in engine.inspect(*self.new_ids):
+            return proc.last_line() or "Compose failed"
+        for info in docker.inspect(*self.new_ids):
             set_aliases(self.project, self.service, info, with_service=False)
         return ""
 
     def stop_old(self) -> None:
         """Stop-first: the old containers stop (their own grace period) but stay, to be started again."""
-        self.record("old-stopped")
+        self.record(Phase.OLD_STOPPED)
         self.old_stopped = True
-        engine.stop(grace_period(self.project, self.service), *[c["Id"] for c in self.old])
+        stop(grace_period(self.project, self.service), *[c["Id"] for c in self.old])
         for info in self.old:
-            self.ctx.progress.event(f"Container {engine.name_of(info)}", "Stopped", "kept until the new one is healthy")
+            self.ctx.progress.event(f"Container {docker.name_of(info)}", "Stopped", "kept until the new one is healthy")
 
     def start_new(self) -> None:
-        proc = engine.docker("start", *self.new_ids)
-        if proc.returncode != 0:
-            raise HealthFailed(f"the new container did not start: {engine.last_line(proc.stderr)}",
-                               "")
+        proc = docker.run(docker.start(*self.new_ids))
+        if not proc.ok:
+            raise HealthFailed(f"the new container did not start: {proc.last_line()}")
 
     def gate(self) -> None:
-        self.record("gating")
-        first = engine.inspect_one(self.new_ids[0]) or {}
+        self.record(Phase.GATING)
+        first = docker.inspect_one(self.new_ids[0]) or {}
         test = ((first.get("Config") or {}).get("Healthcheck") or {}).get("Test") or ["NONE"]
         if test[0] == "NONE" and self.health.path is None:
             self.ctx.progress.warn(self.service, "no healthcheck and no x-atomic.health: the gate only "
@@ -353,38 +283,38 @@ class Replacement:
         for cid in self.new_ids:
             def custom(cid=cid):
                 return call_hook("check_health", project=self.project, service=self.service,
-                                 container=engine.whale(cid))
+                                 container=docker.container_object(cid))
             waited = wait_healthy(cid, self.health, custom=custom)
-            name = engine.name_of(engine.inspect_one(cid) or {"Name": cid})
+            name = docker.name_of(docker.inspect_one(cid) or {"Name": cid})
             self.ctx.progress.event(f"Container {name}", "Healthy", elapsed=waited)
 
     def switch_to_new(self) -> None:
-        for info in engine.inspect(*self.new_ids):
+        for info in docker.inspect(*self.new_ids):
             set_aliases(self.project, self.service, info, with_service=True)
-        new = engine.inspect(*self.new_ids)  # after the reconnect: addresses may have changed
+        new = docker.inspect(*self.new_ids)  # after the reconnect: addresses may have changed
         if self.proxied:
             # New first, old as the fallback the proxy itself fails over to (policy "first");
             # a stopped old container (stop-first) is no fallback.
-            self.route_to(self.new_ids, [] if self.stop_first_mode else [c["Id"] for c in self.old])
+            self.route_to(self.new_ids, [] if self.stop_first_mode else [c["Id"] for c in self.old], fallback=True)
         elif not self.stop_first_mode:
             # A stopped container is not in Docker's DNS: stop-first leaves the old aliases as they are.
             for info in self.old:
                 set_aliases(self.project, self.service, info, with_service=False)
-        self.record("switched")
+        self.record(Phase.SWITCHED)
         self.ctx.progress.event(self.service, "Switched", "traffic goes to " +
-                                ", ".join(engine.name_of(i) for i in new))
+                                ", ".join(docker.name_of(i) for i in new))
 
     def switch_back(self) -> None:
         """Route to the old containers again (they kept running)."""
         if not self.old:
             return
-        alive = [c["Id"] for c in self.old if running(engine.inspect_one(c["Id"]))]
+        alive = [c["Id"] for c in self.old if running(docker.inspect_one(c["Id"]))]
         if not alive:
-            engine.docker("start", *[c["Id"] for c in self.old])
+            docker.run(docker.start(*[c["Id"] for c in self.old]))
         if self.proxied:
             self.route_to([c["Id"] for c in self.old])
         else:
-            for info in engine.inspect(*[c["Id"] for c in self.old]):
+            for info in docker.inspect(*[c["Id"] for c in self.old]):
                 set_aliases(self.project, self.service, info, with_service=True)
 
     def restore_old(self) -> None:
@@ -393,75 +323,85 @@ class Replacement:
         Routed at once (the proxy holds requests while the dial fails) and then checked like
         any deploy, so that "rolled back" is only said of an old version that serves.
         """
-        stopped = [c["Id"] for c in self.old if not running(engine.inspect_one(c["Id"]))]
-        if not stopped and self.phase != "switched":
+        stopped = [c["Id"] for c in self.old if not running(docker.inspect_one(c["Id"]))]
+        if not stopped and self.phase != Phase.SWITCHED:
             return  # it never stopped, and the proxy never left it
         if stopped:
-            proc = engine.docker("start", *stopped)
-            if proc.returncode != 0:
-                raise OperationFailed(f"the old container did not start again: {engine.last_line(proc.stderr)}")
+            proc = docker.run(docker.start(*stopped))
+            if not proc.ok:
+                raise OperationFailed(f"the old container did not start again: {proc.last_line()}")
         if self.proxied:
             self.route_to([c["Id"] for c in self.old])
         for cid in stopped:
             waited = wait_healthy(cid, self.health)
-            name = engine.name_of(engine.inspect_one(cid) or {"Name": cid})
+            name = docker.name_of(docker.inspect_one(cid) or {"Name": cid})
             self.ctx.progress.event(f"Container {name}", "Started again", "healthy", elapsed=waited)
 
     def monitor(self) -> None:
         """Watch the new containers for ``monitor`` while the old ones drain."""
-        window = parse_duration(self.annotation.get("monitor", DEFAULT_MONITOR))
-        drain = parse_duration(self.annotation.get("drain", DEFAULT_DRAIN))
+        window, drain = self.settings.monitor, self.settings.drain
         start = time.monotonic()
-        old_dials = [d for c in self.old for d in dials(c, self.route["port"], self.ctx.networks)] \
+        old_dials = [d for c in self.old for d in dials(c, self.route.port, self.ctx.networks)] \
             if self.proxied and not self.stop_first_mode else []
-        drained = not old_dials
-        restarts = {i: (engine.inspect_one(i) or {}).get("RestartCount", 0) for i in self.new_ids}
+        drained = not old_dials or drain <= 0
+        restarts = {i: (docker.inspect_one(i) or {}).get("RestartCount", 0) for i in self.new_ids}
         self.ctx.progress.event(self.service, "Monitoring", f"for {format_duration(window)}", state="working")
         while True:
             for cid in self.new_ids:
-                why = trouble(engine.inspect_one(cid), restarts[cid])
+                why = trouble(docker.inspect_one(cid), restarts[cid])
                 if why:
                     raise HealthFailed(f"{why} {time.monotonic() - start:.1f}s after the switch")
             now = time.monotonic()
             if not drained:
-                drained = now - start >= drain or all(self.ctx.proxy.in_flight(d) == 0 for d in old_dials)
+                drained = now - start >= drain or self.drained(old_dials)
             if now - start >= window and drained:
                 return
             time.sleep(0.2)
 
     def retire_old(self) -> None:
-        self.record("committed")
+        """Take the old containers out of the routes, wait for their open requests, stop them."""
+        self.record(Phase.COMMITTED)
+        old_ids = [c["Id"] for c in self.old]
         if self.proxied and self.new_ids and not self.stop_first_mode:
-            # The window closed: the old container stops being the fallback before it stops.
+            # The window closed: the old container stops being the fallback before it stops,
+            # and is stopped only once the proxy has no request open to it (or drain runs out).
             try:
+                self.route_to(self.new_ids, old_ids)
+                self.drain(self.dials_of(old_ids))
                 self.route_to(self.new_ids)
             except ComposeAtomicError as exc:  # [new, old] still routes to new first; the next up tidies
                 self.ctx.progress.warn(self.service, f"could not drop the old upstream: {exc.message}")
-        engine.stop(grace_period(self.project, self.service), *[c["Id"] for c in self.old])
+        stop(grace_period(self.project, self.service), *old_ids)
         for info in self.old:
-            engine.remove(info["Id"])
-            self.ctx.progress.event(f"Container {engine.name_of(info)}", "Removed")
+            remove(info["Id"])
+            self.ctx.progress.event(f"Container {docker.name_of(info)}", "Removed")
+
+    def drain(self, leaving: list[str]) -> None:
+        """Wait until no request is open to ``leaving`` (unknown counts as open), at most ``drain``."""
+        deadline = time.monotonic() + self.settings.drain
+        while leaving and not self.drained(leaving) and time.monotonic() < deadline:
+            time.sleep(0.1)
 
     def undo(self, reason: str) -> str:
         """Bring the old version back and remove the new one; return the outcome."""
         args = self.hook_args()
         try:
             if self.stop_first_mode:
-                engine.remove(*self.new_ids)  # first: it may hold the host port the old one needs
+                remove(*self.new_ids)  # first: it may hold the host port the old one needs
                 self.restore_old()
             else:
-                if self.phase == "switched":
+                if self.phase == Phase.SWITCHED:
                     self.switch_back()
-                engine.remove(*self.new_ids)  # only once the old one is routed again
+                remove(*self.new_ids)  # only once the old one is routed again
             outcome = "rolled-back"
         except Exception as exc:  # noqa: BLE001 - report it, the caller raises RollbackFailed
             self.ctx.progress.fail(self.service, f"putting the previous version back failed: "
                                                  f"{getattr(exc, 'message', exc)}")
             outcome = "rollback-failed"
         if outcome == "rolled-back":
-            quiet_hook("on_rollback", self.ctx.progress, **args, reason=reason)
+            notify("on_rollback", self.ctx.progress, **args, reason=reason)
         self.finish(outcome, reason)
-        quiet_hook("after_deploy", self.ctx.progress, **args, outcome=outcome)
+        notify("after_deploy", self.ctx.progress, **args, outcome=outcome)
         return outcome
 
     def say_failed(self, exc: ComposeAtomicError, report: str = "") -> str:
@@ -479,7 +419,7 @@ class Replacement:
         if outcome == "rollback-failed":
             raise RollbackFailed(f"{self.service}: {reason}; putting the previous version back failed too",
                                  hint="Check `compose-atomic ps` and the proxy, then run `compose-atomic up` again.")
-        names = ", ".join(engine.name_of(c) for c in self.old) or "nothing"
+        names = ", ".join(docker.name_of(c) for c in self.old) or "nothing"
         if self.old_stopped:
             raise RolledBack(f"{self.service}: the new version failed ({reason}); rolled back: "
                              f"{names} was started again and serves")
@@ -495,17 +435,19 @@ class Replacement:
             self.gate()
             call_hook("before_switch", **self.hook_args())
             self.switch_to_new()
-            quiet_hook("after_switch", self.ctx.progress, **self.hook_args())
+            notify("after_switch", self.ctx.progress, **self.hook_args())
             self.monitor()
         except HealthFailed as exc:
             self.fail(exc, exc.report)
         except ComposeAtomicError as exc:
             self.fail(exc)
+        except Exception as exc:  # noqa: BLE001 - e.g. the proxy's admin API failing mid-switch
+            self.fail(DeployFailed(f"{type(exc).__name__}: {exc}"))
         args = self.hook_args()
         with shielded():
             self.retire_old()
         self.finish("deployed")
-        quiet_hook("after_deploy", self.ctx.progress, **args, outcome="deployed")
+        notify("after_deploy", self.ctx.progress, **args, outcome="deployed")
         self.ctx.progress.event(self.service, "Deployed", self.plan.strategy,
                                 elapsed=time.monotonic() - self.started)
         return "deployed"
@@ -517,12 +459,12 @@ class Replacement:
         service that sets container_name: creating the new container means recreating the
         old one, which removes it even when it was renamed aside first.
         """
-        self.record("stop-first")
+        self.record(Phase.IN_PLACE)
         proc = compose_run(self.project, "up", "-d", "--no-deps", self.service)
-        self.new_ids = [c["Id"] for c in engine.service_containers(self.project.name, self.service)
+        self.new_ids = [c["Id"] for c in docker.service_containers(self.project.name, self.service)
                         if c["Id"] not in {o["Id"] for o in self.old}]
         if proc.returncode != 0 or not self.new_ids:
-            return self.in_place_failed(engine.last_line(proc.stderr) or "Compose failed")
+            return self.in_place_failed(proc.last_line() or "Compose failed")
         try:
             self.gate()
         except HealthFailed as exc:
@@ -531,14 +473,14 @@ class Replacement:
         if self.proxied:
             self.route_to(self.new_ids)
         self.finish("deployed")
-        quiet_hook("after_deploy", self.ctx.progress, **self.hook_args(), outcome="deployed")
+        notify("after_deploy", self.ctx.progress, **self.hook_args(), outcome="deployed")
         self.ctx.progress.event(self.service, "Deployed", "stop-first", elapsed=time.monotonic() - self.started)
         return "deployed"
 
     def in_place_failed(self, reason: str) -> str:
         self.old = []
         self.finish("failed", reason)
-        quiet_hook("after_deploy", self.ctx.progress, **self.hook_args(), outcome="failed")
+        notify("after_deploy", self.ctx.progress, **self.hook_args(), outcome="failed")
         raise RollbackFailed(
             f"{self.service}: the new version failed ({reason}); it sets container_name, so Compose "
             "recreated it in place and no old version is left to return to",
@@ -562,8 +504,8 @@ class Replacement:
             self.pull()
         self.before_deploy()
         try:
-            self.record("reviving")
-            complaint = self.compose_create("reviving")
+            self.record(Phase.REVIVING)
+            complaint = self.compose_create(Phase.REVIVING)
             if complaint:
                 raise OperationFailed(f"{self.service}: Compose could not recreate it: {complaint}")
             self.start_new()
@@ -580,20 +522,20 @@ class Replacement:
             raise Interrupted(f"{self.service}: interrupted; it was not serving before and is stopped again",
                               hint="Run `compose-atomic up` again to recreate it.") from None
         self.finish("deployed", "recreated: no container was running")
-        quiet_hook("after_deploy", self.ctx.progress, **self.hook_args(), outcome="deployed")
+        notify("after_deploy", self.ctx.progress, **self.hook_args(), outcome="deployed")
         self.ctx.progress.event(self.service, "Deployed", "recreated", elapsed=time.monotonic() - self.started)
         return "deployed"
 
     def park_new(self) -> None:
         """Stop containers that never became healthy; kept for `docker logs`, never routed."""
-        engine.stop(grace_period(self.project, self.service), *self.new_ids)
+        stop(grace_period(self.project, self.service), *self.new_ids)
 
     def revive_failed(self, exc: ComposeAtomicError, report: str = "") -> None:
         reason = self.say_failed(exc, report)
         with shielded():
             self.park_new()
             self.finish("failed", reason)
-        quiet_hook("after_deploy", self.ctx.progress, **self.hook_args(), outcome="failed")
+        notify("after_deploy", self.ctx.progress, **self.hook_args(), outcome="failed")
         raise OperationFailed(
             f"{self.service}: the recreated container did not get healthy ({reason}); nothing was serving "
             "before, so there is nothing to roll back to: it is stopped and not routed",

@@ -104,21 +104,23 @@ def _check_plan(plan: Plan) -> None:
                         + "\n".join(f"  - {p}" for p in problems))
 
 
-def inspect_image_command(image: str) -> list[str]:
-    """``docker image inspect`` of one image's config (argv for deploy.engine.docker)."""
-    return ["image", "inspect", "--format", "{{json .Config}}", image]
+def inspect_image_config(image: str):
+    """``docker image inspect`` of one image's config: read-only, never a pull."""
+    from ..docker import docker
+
+    return docker("image", "inspect", "--format", "{{json .Config}}", image, timeout=15)
 
 
 def local_images(files: list, env: dict[str, str]) -> dict[str, ImageFacts | None]:
     """What the images on this machine define (healthcheck, ports); None for an image not here.
 
-    Read-only and local: nothing is pulled. Without a docker CLI every image is unknown.
+    Read-only and local: nothing is pulled. An image the engine could not be asked about is
+    left out (unknown); without a docker CLI or engine every image is unknown.
     """
     import json
-    import subprocess
 
-    from ..deploy.engine import docker
-    from ..errors import DockerUnavailable
+    from .. import docker
+    from ..errors import DockerTimeout, DockerUnavailable
     from .detect import Service
 
     found: dict[str, ImageFacts | None] = {}
@@ -127,13 +129,15 @@ def local_images(files: list, env: dict[str, str]) -> dict[str, ImageFacts | Non
         if not image or image in found or "$" in image:
             continue
         try:
-            result = docker(*inspect_image_command(image), timeout=15)
-        except (DockerUnavailable, subprocess.TimeoutExpired):
-            return {}
+            result = docker.run(inspect_image_config(image))
+        except DockerUnavailable:
+            return found
+        except DockerTimeout:
+            continue
         if result.returncode != 0:
             if "no such image" in (result.stderr or "").lower():
                 found[image] = None  # not on this machine
-            continue  # the engine could not be asked: unknown, not "absent"
+            continue  # the engine could not say: unknown, not "absent"
         try:
             found[image] = image_facts(json.loads(result.stdout))
         except ValueError:

@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 
 from .. import images
-from ..errors import UsageError
+from ..errors import InitError
+from ..settings import DEFAULTS
 
 PROXY_IMAGES, PROXY_HELPERS, DATASTORES = images.PROXY_IMAGES, images.PROXY_HELPERS, images.DATASTORES
 #: App servers recognised in `command:`, with the port they listen on by default.
@@ -33,16 +34,12 @@ WEB_PORTS = (80, 8080, 8000, 3000, 5000, 4000, 8888, 9000)
 BASE_URL_VARS = ("BASE_URL", "APP_URL", "ROOT_URL", "SITE_URL", "PUBLIC_URL", "SERVER_URL", "EXTERNAL_URL",
                  "URL", "url")
 
-DEFAULT_MONITOR = "10s"
-DEFAULT_DRAIN = "30s"
+DEFAULT_MONITOR = DEFAULTS["monitor"]
+DEFAULT_DRAIN = DEFAULTS["drain"]
 DEFAULT_BACKUP = {"schedule": "0 3 * * *",
                   "keep": {"last": 3, "daily": 7, "weekly": 4, "monthly": 6},
                   "verify": "restore"}
-DEFAULT_PROXY_PORTS = ["80:80", "443:443"]
-
-
-class InitError(UsageError):
-    """The compose files cannot be read or annotated."""
+DEFAULT_PROXY_PORTS = DEFAULTS["proxy.ports"]
 
 
 # ---- reading -----------------------------------------------------------------
@@ -876,12 +873,17 @@ def _choose_routes(plan: Plan, candidates: list[Candidate],
 
 
 def password_source(service: Service, base: Path) -> tuple[str, bool]:
-    """Where the backup sidecar's password comes from, and whether it is known to exist."""
+    """Where the backup sidecar's password comes from, and whether it is known to have a value.
+
+    However POSTGRES_PASSWORD is written, `backup generate` writes the value Compose resolves
+    into a 0600 file in the state directory, which the sidecar reads as a file secret;
+    POSTGRES_PASSWORD_FILE reuses the service's own Docker secret.
+    """
     written = raw_env(service.config.get("environment"))
+    in_file = ("`backup generate` writes the value Compose resolves into a 0600 file in the state "
+               "directory, which the sidecar reads as a file secret (never argv or its environment)")
     recommend = ("; a Docker secret is better: POSTGRES_PASSWORD_FILE: /run/secrets/db_password with "
                  "secrets: {db_password: {file: ./db_password.txt}}")
-    in_file = ("`backup generate` gives the sidecar the password in a 0600 file in the state "
-               "directory (never argv or its environment)")
     if written.get("POSTGRES_PASSWORD_FILE"):
         return "POSTGRES_PASSWORD_FILE: the sidecar reuses that Docker secret", True
     if str(written.get("POSTGRES_HOST_AUTH_METHOD") or "").lower() == "trust":
@@ -889,12 +891,16 @@ def password_source(service: Service, base: Path) -> tuple[str, bool]:
     if "POSTGRES_PASSWORD" in written:
         value = written["POSTGRES_PASSWORD"]
         if value is None:
+            if not service.env.get("POSTGRES_PASSWORD"):
+                return ("POSTGRES_PASSWORD is passed through (- POSTGRES_PASSWORD), but it is set neither in "
+                        "the shell nor in .env"), False
             return f"POSTGRES_PASSWORD is passed through from your shell or .env; {in_file}{recommend}", True
-        if re.fullmatch(r"\$\{?[A-Za-z_][A-Za-z0-9_]*(?::?[-?][^}]*)?\}?", value.strip()):
-            return (f"POSTGRES_PASSWORD is {value.strip()}: `backup generate` hands it to the sidecar as a "
-                    "Docker secret read from the environment"), True
+        if "$" in value and not interpolate(value, service.env).strip():
+            return f"POSTGRES_PASSWORD is {value.strip()}, which is empty here (set it in the shell or .env)", False
         if not value.strip():
             return "POSTGRES_PASSWORD is empty", False
+        if "$" in value:
+            return f"POSTGRES_PASSWORD is {value.strip()}; {in_file}{recommend}", True
         return f"POSTGRES_PASSWORD is written in the compose file; {in_file}{recommend}", True
     for entry in as_list(service.config.get("env_file")):
         path = str(entry.get("path", "")) if isinstance(entry, dict) else str(entry)

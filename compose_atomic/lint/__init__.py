@@ -13,19 +13,19 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .engine import LintConfig, Linter, parse_pg_version
-    from .errors import LintConfigError, LintFailed, LintUsageError
+    from ..errors import LintConfigError, LintFailed, LintUsageError
     from .model import Finding, Hit, Rule
 
 # Imported on first use: `compose-atomic --help` loads the lint plugin, not the linter.
-_LAZY = {"LintConfig": "engine", "Linter": "engine", "parse_pg_version": "engine", "LintConfigError": "errors",
-         "LintFailed": "errors", "LintUsageError": "errors", "Finding": "model", "Hit": "model", "Rule": "model"}
+_LAZY = {"LintConfig": "engine", "Linter": "engine", "parse_pg_version": "engine", "LintConfigError": "..errors",
+         "LintFailed": "..errors", "LintUsageError": "..errors", "Finding": "model", "Hit": "model", "Rule": "model"}
 
 
 def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        value = getattr(importlib.import_module(_LAZY[name] if _LAZY[name].startswith("..") else f".{_LAZY[name]}", __name__), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -51,7 +51,7 @@ def expand_paths(patterns, base=None) -> list[str]:
     import glob
     import os
 
-    from .errors import LintUsageError
+    from ..errors import LintUsageError
 
     found: list[str] = []
     for pattern in patterns:

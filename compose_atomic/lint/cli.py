@@ -10,7 +10,7 @@ from compose_atomic import __version__
 from compose_atomic.durations import parse_duration
 
 from .engine import LintConfig, Linter, parse_pg_version
-from .errors import LintUsageError
+from ..errors import LintUsageError
 from .formatters import format_github, format_json, format_sarif, format_text
 from .model import SEVERITIES
 from .registry import get_rules

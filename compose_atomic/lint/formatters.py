@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Iterable
+
 
 from .model import Finding, Rule
 
@@ -26,11 +26,15 @@ def format_github(findings: list[Finding]) -> str:
 
     lines = []
     for f in findings:
-        level = "error" if f.severity == "error" else "warning"
+        level = {"error": "error", "info": "notice"}.get(f.severity, "warning")
         message = f.message + (f"\n{f.help}" if f.help else "")
         lines.append(f"::{level} file={esc_prop(f.file)},line={f.line},col={f.column},endLine={f.end_line},"
                      f"endColumn={f.end_column},title={esc_prop(f.rule)}::{esc_data(message)}")
     return "\n".join(lines)
+
+
+def _sarif_level(severity: str) -> str:
+    return {"error": "error", "info": "note"}.get(severity, "warning")
 
 
 def format_sarif(findings: list[Finding], rules: dict[str, Rule], version: str) -> str:
@@ -47,14 +51,14 @@ def format_sarif(findings: list[Finding], rules: dict[str, Rule], version: str) 
             "fullDescription": {"text": (rule.why if rule and rule.why else rule_id)},
             "help": {"text": rule.recipe if rule and rule.recipe else rule_id},
             "helpUri": f"{DOCS_URL}#{rule_id}",
-            "defaultConfiguration": {"level": "error" if not rule or rule.severity == "error" else "warning"},
+            "defaultConfiguration": {"level": _sarif_level(rule.severity if rule else "error")},
         })
     results = []
     for f in findings:
         result = {
             "ruleId": f.rule,
             "ruleIndex": index[f.rule],
-            "level": "error" if f.severity == "error" else "warning",
+            "level": _sarif_level(f.severity),
             "message": {"text": f.message + (f" {f.help}" if f.help else "")},
             "locations": [{"physicalLocation": {
                 "artifactLocation": {"uri": f.file.replace(os.sep, "/")},
@@ -90,7 +94,7 @@ def format_text(findings: list[Finding], texts: dict[str, str], color: bool = Fa
 
     out: list[str] = []
     for f in findings:
-        colour = "red" if f.severity == "error" else "yellow"
+        colour = {"error": "red", "info": "blue"}.get(f.severity, "yellow")
         out.append(f"{style(f'{f.file}:{f.line}:{f.column}', bold=True)}: "
                    f"{style(f.severity, colour, True)}[{f.rule}] {f.message}")
         lines = texts.get(f.file, "").splitlines()
@@ -113,14 +117,10 @@ def format_text(findings: list[Finding], texts: dict[str, str], color: bool = Fa
             out.append(f"  {style('safe:', 'green')} {f.help}")
         out.append("")
     errors = sum(1 for f in findings if f.severity == "error")
-    warnings = len(findings) - errors
+    infos = sum(1 for f in findings if f.severity == "info")
+    warnings = len(findings) - errors - infos
     files = len({f.file for f in findings})
     if findings:
-        out.append(f"{errors} error(s), {warnings} warning(s) in {files} file(s)")
+        out.append(f"{errors} error(s), {warnings} warning(s)" + (f", {infos} info" if infos else "")
+                   + f" in {files} file(s)")
     return "\n".join(out)
-
-
-def summary_counts(findings: Iterable[Finding]) -> tuple[int, int]:
-    findings = list(findings)
-    errors = sum(1 for f in findings if f.severity == "error")
-    return errors, len(findings) - errors

@@ -7,7 +7,7 @@ from pathlib import Path
 from compose_atomic.errors import ConfigError
 
 from . import expand_paths, lint_paths
-from .errors import LintFailed, LintUsageError
+from ..errors import LintFailed, LintUsageError
 from .model import Finding
 from .registry import get_rules
 from .settings import config_from_x_atomic

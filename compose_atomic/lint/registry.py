@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import LintUsageError
+from ..errors import LintUsageError
 from .model import Rule
 
 _cache: dict[str, Rule] | None = None
@@ -13,7 +13,7 @@ def get_rules(refresh: bool = False) -> dict[str, Rule]:
     global _cache
     if _cache is not None and not refresh:
         return _cache
-    from compose_atomic.plugins import load_plugins, pm
+    from compose_atomic.plugins import call_hook, load_plugins
 
     load_plugins()
     rules: dict[str, Rule] = {}
@@ -25,6 +25,6 @@ def get_rules(refresh: bool = False) -> dict[str, Rule]:
             raise LintUsageError(f"lint rule {rule.id!r} is registered twice (by two plugins?)")
         rules[rule.id] = rule
 
-    pm.hook.register_lint_rules(register=register)
+    call_hook("register_lint_rules", register=register)
     _cache = rules
     return rules

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .engine import LintConfig, parse_pg_version
-from .errors import LintConfigError, LintUsageError
+from ..errors import LintConfigError, LintUsageError
 from .model import SEVERITIES, SQUAWK_ONLY_RULES, Rule
 
 

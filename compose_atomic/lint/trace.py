@@ -24,10 +24,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from compose_atomic.errors import DockerUnavailable, OperationFailed
+from compose_atomic.errors import DockerUnavailable
 
+from ..errors import LintUsageError, TraceFailed
 from .engine import LOCK_ORDER
-from .errors import LintUsageError
 from .model import Finding
 from .parser import parse_file
 
@@ -42,10 +42,6 @@ LOCKS = """
 SELECT c.oid, c.relname, l.mode FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
 WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted
 """
-
-
-class TraceFailed(OperationFailed):
-    """The throwaway database could not be started or reached."""
 
 
 @dataclass
@@ -136,7 +132,7 @@ class ThrowawayPostgres:
 
     def conninfo(self) -> dict:
         return {"host": "127.0.0.1", "port": self.port, "user": "postgres", "password": self.password,
-                "dbname": "trace"}
+                "dbname": "trace", "client_encoding": "UTF8"}  # text as str on any server encoding
 
     def __exit__(self, *exc) -> None:
         _docker("rm", "-f", "-v", self.name, timeout=60)
@@ -144,7 +140,7 @@ class ThrowawayPostgres:
 
 def _find_snapshot(project, service: str, name: str) -> Path:
     """The dump of a ``compose-atomic db snapshot`` of ``service``: by name, or the newest."""
-    from compose_atomic.migrate.snapshot import list_snapshots
+    from ..statedir import list_snapshots
 
     found = list_snapshots(project.state_dir / "snapshots", service)
     if not found:

@@ -28,7 +28,7 @@ import yaml
 from ..project import Project
 from . import introspect
 from .database import Database, container_ips
-from .errors import MigrationFailed, MigrationTimedOut
+from ..errors import MigrationFailed, MigrationTimedOut
 
 
 @dataclass

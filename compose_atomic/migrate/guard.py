@@ -15,16 +15,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import Interrupted
+from ..errors import (
+    ComposeAtomicError,
+    Interrupted,
+    MigrationFailed,
+    OperationFailed,
+    RestoreRefused,
+    RollbackFailed,
+    RolledBack,
+)
 from ..progress import Progress
 from ..project import Project
+from ..statedir import Snapshot, find_snapshot, write_json_atomic
 from . import introspect
 from .database import Database
-from .errors import (ComposeAtomicError, MigrationFailed, OperationFailed, RestoreRefused,
-                     RollbackFailed, RolledBack)
 from .restore import restore
 from .settings import MigrateSettings, migrate_settings, snapshot_dir
-from .snapshot import PRE_MIGRATE, Snapshot, find_snapshot, prune, take_snapshot, write_json_atomic
+from .snapshot import PRE_MIGRATE, prune, take_snapshot
 
 
 def _state_path(project: Project, service: str) -> Path:
@@ -69,16 +76,14 @@ def lint_gate(project: Project, settings: MigrateSettings, progress: Progress) -
 
 def ensure_database(project: Project, service: str, progress: Progress) -> Database:
     """The database the migration needs, started first if it is not running (first deploy)."""
-    import subprocess
-
+    from .. import docker
+    from ..errors import DatabaseUnavailable
     from .database import find_container
-    from .errors import DatabaseUnavailable
 
     if find_container(project, service) is None:
         progress.event(f"Database {service}", "Starting", "the migration needs it", state="working")
-        proc = subprocess.run(project.compose("up", "-d", "--wait", service), capture_output=True,
-                              text=True, check=False)
-        if proc.returncode != 0:
+        proc = docker.run(project.compose("up", "-d", "--wait", service))
+        if not proc.ok:
             raise DatabaseUnavailable(f'could not start the database service "{service}": '
                                       f"{proc.stderr.strip()[-500:]}")
     db = Database.locate(project, service)
@@ -102,7 +107,7 @@ def guarded_migrate(project: Project, service: str, image: str | None = None,
     database unchanged, RolledBack (exit 3) when the snapshot was restored and
     verified, RollbackFailed (exit 4) when the restore was refused or failed.
     """
-    from ..plugins import pm
+    from ..plugins import call_hook
 
     settings = migrate_settings(project, service)
     if settings is None:
@@ -124,8 +129,8 @@ def guarded_migrate(project: Project, service: str, image: str | None = None,
     with db.connect() as conn:
         before = introspect.write_counters(conn)
         schema_before = introspect.catalog_version(conn)
-    pm.hook.before_migrate(project=project, service=service, database=settings.database,
-                           snapshot_path=str(snap.path))
+    call_hook("before_migrate", project=project, service=service, database=settings.database,
+              snapshot_path=str(snap.path))
     resource = f"Migration {service}"
     progress.event(resource, "Running", _describe(settings), state="working")
     started = time.monotonic()
@@ -150,8 +155,8 @@ def guarded_migrate(project: Project, service: str, image: str | None = None,
     snap.manifest["migration"] = {"service": service, "image": image, "outcome": outcome,
                                   "counters_before": before, "counters_after": after}
     snap.save_manifest()
-    pm.hook.after_migrate(project=project, service=service, database=settings.database,
-                          snapshot_path=str(snap.path), outcome=outcome)
+    call_hook("after_migrate", project=project, service=service, database=settings.database,
+              snapshot_path=str(snap.path), outcome=outcome)
     elapsed = time.monotonic() - started
 
     if error is None:

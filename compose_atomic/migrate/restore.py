@@ -21,12 +21,11 @@ import threading
 import time
 from typing import Any
 
-from ..errors import Interrupted
+from ..errors import Interrupted, RestoreFailed, RestoreRefused
 from ..progress import Progress
 from ..project import Project
 from . import introspect
 from .database import Database
-from .errors import RestoreFailed, RestoreRefused
 from .snapshot import Snapshot, verify_file
 
 
@@ -69,7 +68,7 @@ def restore(project: Project, db: Database, snap: Snapshot, *, target_db: str | 
     and ``force`` is false; RestoreFailed when the restore or its verification
     fails (the live database is unchanged); Interrupted on SIGINT (likewise).
     """
-    from ..plugins import pm
+    from ..plugins import call_hook
 
     progress = progress or Progress()
     resource = f"Database {db.service}/{target_db or db.dbname}"
@@ -96,8 +95,8 @@ def restore(project: Project, db: Database, snap: Snapshot, *, target_db: str | 
                                      hint="Pick another --target-db, or add --force to replace it.")
             _drop(maint, target_db)
 
-        pm.hook.before_restore(project=project, database=db.service, path=str(snap.path),
-                               target_db=target_db or live)
+        call_hook("before_restore", project=project, database=db.service, path=str(snap.path),
+                  target_db=target_db or live)
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d%H%M%S")
         work_db = f"{live[:30]}__ca_restore_{stamp}" if replacing_live else target_db
         owner = maint.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s",
@@ -128,8 +127,8 @@ def restore(project: Project, db: Database, snap: Snapshot, *, target_db: str | 
         snap.save_manifest()
     elapsed = time.monotonic() - started
     progress.event(resource, "Restored", f"{snap.name}, verified {len(verified)} tables", elapsed=elapsed)
-    pm.hook.after_restore(project=project, database=db.service, path=str(snap.path),
-                          target_db=target_db or live)
+    call_hook("after_restore", project=project, database=db.service, path=str(snap.path),
+              target_db=target_db or live)
     return {"snapshot": snap.name, "database": target_db or live, "tables": verified,
             "seconds": round(elapsed, 3)}
 

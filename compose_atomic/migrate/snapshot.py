@@ -12,21 +12,20 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import os
 import re
 import shutil
 import subprocess
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import NotEnoughSpace, SnapshotFailed
 from ..progress import Progress
 from ..project import Project
+from ..statedir import Snapshot, fsync_dir, list_snapshots  # noqa: F401 - Snapshot, list_snapshots: re-exported
 from . import introspect
 from .database import Database
-from .errors import NotEnoughSpace, SnapshotFailed, SnapshotNotFound
 
 CHUNK = 1 << 20
 #: Without an earlier snapshot to go by, a custom-format dump is assumed to take
@@ -41,49 +40,6 @@ MANUAL = "manual"
 LOCK_WAIT = 60.0
 
 
-@dataclass
-class Snapshot:
-    """A dump file and its manifest."""
-
-    path: Path
-    manifest: dict[str, Any]
-
-    @property
-    def name(self) -> str:
-        return self.manifest["name"]
-
-    @property
-    def manifest_path(self) -> Path:
-        return self.path.with_suffix(".json")
-
-    @property
-    def created(self) -> dt.datetime:
-        return dt.datetime.fromisoformat(self.manifest["created"])
-
-    def save_manifest(self) -> None:
-        write_json_atomic(self.manifest_path, self.manifest)
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON through a 0600 temporary file, fsync, rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 
@@ -96,43 +52,6 @@ def snapshot_name(database_service: str, reason: str, label: str | None, when: d
 
 
 # ---- listing ----------------------------------------------------------------------
-
-
-def list_snapshots(directory: Path, database_service: str | None = None) -> list[Snapshot]:
-    """Complete snapshots (dump plus manifest), oldest first."""
-    found = []
-    if not directory.is_dir():
-        return found
-    for manifest_path in directory.glob("*.json"):
-        if manifest_path.name.startswith("."):
-            continue
-        dump = manifest_path.with_suffix(".dump")
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except (OSError, ValueError):
-            continue
-        if not dump.is_file():
-            continue
-        if database_service and manifest.get("database_service") != database_service:
-            continue
-        found.append(Snapshot(dump, manifest))
-    return sorted(found, key=lambda s: (s.manifest["created"], s.name))
-
-
-def find_snapshot(directory: Path, database_service: str, name: str | None) -> Snapshot:
-    """A snapshot by name (or file name), or the newest when name is None."""
-    snapshots = list_snapshots(directory, database_service)
-    if name is None:
-        if not snapshots:
-            raise SnapshotNotFound(f'no snapshot of "{database_service}" in {directory}',
-                                   hint="Take one with: compose-atomic db snapshot")
-        return snapshots[-1]
-    for snap in snapshots:
-        if name in (snap.name, snap.path.name):
-            return snap
-    names = ", ".join(s.name for s in snapshots[-5:]) or "none"
-    raise SnapshotNotFound(f'no snapshot named "{name}" (latest: {names})',
-                           hint="List them with: compose-atomic db snapshots")
 
 
 # ---- retention --------------------------------------------------------------------
@@ -186,14 +105,14 @@ def take_snapshot(project: Project, db: Database, directory: Path, *, reason: st
     instead of queueing forever. On any failure nothing is left behind but the
     existing snapshots.
     """
-    from ..plugins import pm
+    from ..plugins import call_hook
 
     progress = progress or Progress()
     when = _now()
     name = snapshot_name(db.service, reason, label, when)
     final = directory / f"{name}.dump"
     tmp = directory / f".{name}.dump.partial"
-    pm.hook.before_snapshot(project=project, database=db.service, path=str(final))
+    call_hook("before_snapshot", project=project, database=db.service, path=str(final))
 
     conn = db.connect(autocommit=True)
     try:
@@ -234,7 +153,7 @@ def take_snapshot(project: Project, db: Database, directory: Path, *, reason: st
             raise SnapshotFailed(f"reading row counts for the snapshot failed: {facts['error']}")
         toc = _check_archive(db, tmp)
         os.replace(tmp, final)
-        _fsync_dir(directory)
+        fsync_dir(directory)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -252,7 +171,7 @@ def take_snapshot(project: Project, db: Database, directory: Path, *, reason: st
     snap.save_manifest()
     progress.event(f"Snapshot {name}", "Created",
                    f"{_mib(size)}, {len(facts['tables'])} tables, sha256 {digest[:12]}")
-    pm.hook.after_snapshot(project=project, database=db.service, path=str(final), manifest=manifest)
+    call_hook("after_snapshot", project=project, database=db.service, path=str(final), manifest=manifest)
     return snap
 
 
@@ -312,7 +231,7 @@ def _check_archive(db: Database, path: Path) -> int:
 
 def verify_file(snap: Snapshot) -> None:
     """Size and sha256 of the dump must equal the manifest's."""
-    from .errors import RestoreRefused
+    from ..errors import RestoreRefused
 
     size = snap.path.stat().st_size
     if size != snap.manifest["size"]:

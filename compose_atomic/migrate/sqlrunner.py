@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..progress import Progress
 from .database import Database
-from .errors import MigrationFailed, MigrationTimedOut, UsageError
+from ..errors import MigrationFailed, MigrationTimedOut, UsageError
 
 TABLE = "compose_atomic_migrations"
 APPLICATION_NAME = "compose-atomic-migrate"

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ..errors import OperationFailed
+from ..errors import ProxyError
 
 ADMIN_PORT = 2019
 CONFIG_DIR_IN_CONTAINER = "/etc/compose-atomic"
@@ -60,12 +60,10 @@ READY_LINE = "serving initial configuration"
 #: Methods Caddy may replay on another upstream after the request reached one.
 #: POST and PATCH are never replayed: the first upstream may have acted on them.
 RETRY_METHODS = ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"]
+#: How long the switch waits for a container to accept a connection (see Route.to_caddy).
+DIAL_TIMEOUT = "500ms"
 #: The edge already set these from the client; the switch passes them on unchanged.
 FORWARDED = ["X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"]
-
-
-class ProxyError(OperationFailed):
-    """The managed proxy could not be started or reconfigured."""
 
 
 def route_match(hosts: Iterable[str], path: str | None) -> list[dict[str, Any]]:
@@ -91,6 +89,9 @@ class Route:
     try_duration: str = "5s"
     #: Spread requests over every upstream (replicas) instead of sending them to the first one up.
     balance: bool = False
+    #: Containers leaving the route: they get no new request, but Caddy keeps counting the requests
+    #: still open to them (an upstream that no handler lists is forgotten, its count with it).
+    draining: list[str] = field(default_factory=list)
 
     @property
     def handler_id(self) -> str:
@@ -102,6 +103,11 @@ class Route:
             "@id": self.handler_id,
             "upstreams": [{"dial": d} for d in self.upstreams],
             "headers": {"request": {"set": {h: [f"{{http.request.header.{h}}}"] for h in FORWARDED}}},
+            # A container that died takes its address with it: a dial to it gets no answer at
+            # all (no ARP reply, no RST) and would hang for Caddy's default 3 s before the retry
+            # goes to the next upstream. On a local bridge a live container answers a dial in
+            # well under a millisecond, so a short dial timeout only ever cuts a dead one.
+            "transport": {"protocol": "http", "dial_timeout": DIAL_TIMEOUT},
             "load_balancing": {
                 # One container: the first upstream that is up takes every request. During a switch
                 # the list is [new, old], so a dial or transport error on the new container sends the
@@ -117,7 +123,13 @@ class Route:
             # Only while a fallback exists: with one upstream, marking it down would turn a
             # transient error into 503s for everyone; retrying it (try_duration) is better.
             handler["health_checks"] = {"passive": {"fail_duration": "1s", "max_fails": 1}}
-        route: dict[str, Any] = {"@id": f"ca_route_{self.service}", "handle": [handler], "terminal": True}
+        handle = [handler]
+        if self.draining:
+            # Never reached (reverse_proxy answers and does not call the next handler), but
+            # provisioned: it keeps the leaving upstreams, and their in-flight counts, known.
+            handle.append({"handler": "reverse_proxy", "@id": f"ca_drain_{self.service}",
+                           "upstreams": [{"dial": d} for d in self.draining]})
+        route: dict[str, Any] = {"@id": f"ca_route_{self.service}", "handle": handle, "terminal": True}
         match = route_match(self.hosts, self.path)
         if match:
             route["match"] = match
@@ -201,7 +213,7 @@ def routes_from_config(config: dict[str, Any]) -> dict[str, list[str]]:
         for route in server.get("routes", []):
             for handler in route.get("handle", []):
                 hid = handler.get("@id", "")
-                if hid.startswith("ca_"):
+                if hid.startswith("ca_") and not hid.startswith("ca_drain_"):
                     found[hid[3:]] = [u["dial"] for u in handler.get("upstreams", [])]
     return found
 
@@ -436,11 +448,6 @@ class CaddyProxy:
                                  hint=hint)
             time.sleep(0.1)
 
-    def remove(self) -> None:
-        ids = _docker("ps", "-aq", "--filter", f"label={LABEL_PROXY}={self.project_name}").stdout.split()
-        if ids:
-            _docker("rm", "-f", *ids)
-
     # ---- the admin API -----------------------------------------------------
 
     def admin_url(self) -> str:
@@ -495,19 +502,22 @@ class CaddyProxy:
             self.ensure(networks)
         return result
 
-    def set_upstreams(self, service: str, dials: list[str], networks: list[str], *, balance: bool = False) -> None:
+    def set_upstreams(self, service: str, dials: list[str], networks: list[str], *, balance: bool = False,
+                      draining: list[str] | None = None) -> None:
         """Point ``service``'s route at ``dials`` in one atomic change (saved first).
 
-        The whole handler is replaced, not only its upstreams: the selection policy and the
-        passive health checks depend on how many upstreams there are.
+        The route's whole handler list is replaced, not only its upstreams: the selection policy
+        and the passive health checks depend on how many upstreams there are, and ``draining``
+        (containers leaving the route) keeps their in-flight requests counted for :meth:`in_flight`.
         """
         route = self.routes[service]
         route.upstreams, route.balance = list(dials), balance
+        route.draining = [d for d in draining or [] if d not in route.upstreams]
         self._save()
 
         def patch():
             try:
-                self._request("PATCH", f"/id/{route.handler_id}", route.to_caddy()["handle"][0])
+                self._request("PATCH", f"/id/ca_route_{service}/handle", route.to_caddy()["handle"])
             except ProxyError as exc:
                 if " 404 " in str(exc) or "unknown object ID" in str(exc):
                     self.load()  # the running config predates this route
@@ -516,8 +526,12 @@ class CaddyProxy:
 
         self._with_retry(patch, networks)
 
-    def in_flight(self, dial: str) -> int:
-        """Requests the proxy has open to ``dial`` right now (0 when unknown)."""
+    def in_flight(self, dial: str) -> int | None:
+        """Requests the proxy has open to ``dial`` right now; None when it cannot tell.
+
+        Unknown is never "drained": an upstream that no handler lists is not reported (see
+        ``Route.draining``), and an admin API that does not answer says nothing.
+        """
         import httpx
 
         try:
@@ -525,5 +539,5 @@ class CaddyProxy:
                 if upstream.get("address") == dial:
                     return int(upstream.get("num_requests", 0))
         except (httpx.HTTPError, ProxyError):
-            return 0
-        return 0
+            return None
+        return None

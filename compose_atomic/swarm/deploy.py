@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import DockerUnavailable, OperationFailed
+from ..errors import DockerUnavailable, NotASwarmManager, OperationFailed, StackDeployFailed
 from ..progress import Progress
 from ..project import Project
 from .render import RenderedStack, stack_yaml
@@ -34,14 +34,6 @@ UPDATE_GRACE = 2.0
 CHANGED_GRACE = 30.0
 POLL = 1.0
 _REPLICAS = re.compile(r"^(\d+)/(\d+)")
-
-
-class NotASwarmManager(OperationFailed):
-    """This engine is not a swarm manager, so it cannot deploy a stack."""
-
-
-class StackDeployFailed(OperationFailed):
-    """``docker stack deploy`` refused the stack."""
 
 
 @dataclass
@@ -342,7 +334,7 @@ def deploy_stack(project: Project, rendered: RenderedStack, directory: Path, *, 
                  resolve_image: str = "auto", prune: bool = False,
                  progress: Progress | None = None) -> StackResult:
     """Write, submit and follow the stack until it settles; the caller maps the result to an exit code."""
-    from ..plugins import pm
+    from ..plugins import call_hook
     from .render import PROXY_CONFIG
 
     progress = progress or Progress()
@@ -375,5 +367,5 @@ def deploy_stack(project: Project, rendered: RenderedStack, directory: Path, *, 
     if result.exit_code == 0:
         result.proxy_answers = proxy_answers(rendered, progress)
     result.seconds = round(time.monotonic() - started, 1)
-    pm.hook.after_stack_deploy(project=project, result=result)
+    call_hook("after_stack_deploy", project=project, result=result)
     return result

@@ -4,7 +4,8 @@ Matching is exact on the image's repository (registry host and tag stripped, Doc
 Hub's ``library/`` dropped), never by substring: ``postgrest/postgrest``,
 ``supabase/postgres-meta``, ``prometheuscommunity/postgres-exporter`` and
 ``prodrigestivill/postgres-backup-local`` talk to PostgreSQL but are not servers.
-``init`` and ``backup`` import these tables; nothing else should keep its own copy.
+``init`` reads these tables; any other capability that needs to recognise an image (backup,
+say) imports them from here rather than keeping its own copy.
 """
 
 from __future__ import annotations

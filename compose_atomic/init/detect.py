@@ -1,7 +1,8 @@
 """Recognise what a compose project runs and decide which x-atomic annotations to propose.
 
-Everything here is a pure function over the files' parsed YAML, so it runs without
-Docker and is cheap to test. The files are merged the way Compose merges override
+Everything here is a pure function over the files' parsed YAML (and, when given, what
+``docker image inspect`` said about the images: command.local_images asks), so it runs
+without Docker and is cheap to test. The files are merged the way Compose merges override
 files (mappings deep-merged, ``ports``/``expose`` appended), which is enough to
 recognise services; Compose itself stays the authority once the files are written.
 """

@@ -8,6 +8,8 @@ missing final newline all survive), the annotations must pass `compose-atomic ch
 from __future__ import annotations
 
 import difflib
+import functools
+import re
 import subprocess
 import shutil
 from pathlib import Path
@@ -570,3 +572,47 @@ def test_postgres_helpers_are_not_servers_and_a_custom_server_image_is():
     custom = Service("db", {"image": "acme/pg:16", "environment": {"POSTGRES_PASSWORD": "x"},
                             "volumes": ["pg:/var/lib/postgresql/data"]}, {})
     assert "not in the table of PostgreSQL images" in is_postgres(custom)
+
+
+def test_init_then_backup_generate_then_up_on_the_real_engine(project_name, tmp_path):
+    """The path the docs give, first time, on a stack shaped like the corpus: a web app that
+    publishes its port, a worker on the same image, PostgreSQL with the password written in the
+    file; the test bed's images, the real engine, Caddy and PostgreSQL. The only edits are the
+    ones init asks for (drop the app's host port) and this machine's proxy port and image."""
+    from conftest import IMAGE_CADDY, IMAGE_POSTGRES
+    from test_deploy_support import app_service, free_port, wait_for_version
+
+    web = app_service("v1", restart="unless-stopped", ports=["127.0.0.1:18080:8080"])
+    del web["x-atomic"]
+    worker = {"image": web["image"], "command": ["sh", "-c", "exec sleep 3600", "worker"], "init": True}
+    db = {"image": IMAGE_POSTGRES, "restart": "unless-stopped",
+          "environment": {"POSTGRES_PASSWORD": "literal-secret", "POSTGRES_DB": "shop"},
+          "volumes": ["pg:/var/lib/postgresql/data"],
+          "healthcheck": {"test": ["CMD", "pg_isready", "-U", "postgres"], "interval": "1s", "retries": 30}}
+    compose = tmp_path / "compose.yaml"
+    compose.write_text(yaml.safe_dump({"services": {"web": web, "worker": worker, "db": db},
+                                       "volumes": {"pg": None}}, sort_keys=False))
+    cli = functools.partial(run_cli, "-p", project_name, cwd=tmp_path, timeout=300)
+
+    init = cli("init", "--yes")
+    assert init.returncode == 0, init.stderr
+    assert "worker: a worker (its command runs worker)" in init.stderr
+    assert "db: backup password: POSTGRES_PASSWORD is written in the compose file" in init.stderr
+    routes, backups, _ = chosen(compose)
+    assert routes == {"web": {"port": 8080, "health": "/healthz"}} and backups == ["db"]
+
+    port = free_port()
+    text = compose.read_text().replace('    - "80:80"\n    - "443:443"\n',  # this machine's port and image
+                                       f'    - "127.0.0.1:{port}:80"\n    image: {IMAGE_CADDY}\n')
+    assert IMAGE_CADDY in text
+    compose.write_text(re.sub(r"\n *ports:\n *- 127\.0\.0\.1:18080:8080", "", text))  # init's fix for web
+    assert "18080" not in compose.read_text()
+
+    generated = cli("backup", "generate", "-o", "compose.backup.yml")
+    assert generated.returncode == 0, generated.stderr
+    env = {"COMPOSE_FILE": "compose.yaml:compose.backup.yml"}
+    up = cli("up", "-d", env=env)
+    assert up.returncode == 0, up.stderr
+    assert wait_for_version(port, "v1") == "v1"
+    now = cli("backup", "now", env=env)
+    assert now.returncode == 0, now.stderr

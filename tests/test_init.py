@@ -621,3 +621,16 @@ def test_init_then_backup_generate_then_up_on_the_real_engine(project_name, tmp_
     assert wait_for_version(port, "v1") == "v1"
     now = cli("backup", "now", env=env)
     assert now.returncode == 0, now.stderr
+
+
+def test_a_routed_service_that_nothing_restarts_gets_a_note(tmp_path):
+    from compose_atomic.init.detect import plan_project, read_file
+
+    body = "services:\n  web:\n    image: nginx\n    ports: [\"8080:80\"]\n{restart}"
+    for restart, expected in (("", "no restart: policy, so nothing starts it again"),
+                              ("    restart: on-failure\n", "restart: on-failure, so nothing starts it again"),
+                              ("    restart: unless-stopped\n", None)):
+        (tmp_path / "compose.yaml").write_text(body.format(restart=restart))
+        notes = plan_project([read_file(tmp_path / "compose.yaml")], {}).notes
+        found = [n for n in notes if "nothing starts it again" in n]
+        assert (found[0].startswith(f"web: {expected}") if expected else not found), notes

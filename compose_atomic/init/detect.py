@@ -966,9 +966,11 @@ def _plan_web(plan: Plan, candidate: Candidate, databases: dict[str, str],
     plan.note(name, f"monitor {DEFAULT_MONITOR}: watch the new version that long after the switch and "
                     f"roll back if it fails; drain {DEFAULT_DRAIN}: the old one gets up to that long to "
                     "finish its requests")
-    if "restart" not in service.config and not (service.config.get("deploy") or {}).get("restart_policy"):
-        plan.note(name, "no restart: policy, so nothing starts it again after a crash or a reboot; add "
-                        "restart: unless-stopped")
+    policy = _restart_policy(service.config)
+    if policy not in ("always", "unless-stopped"):
+        what = f"restart: {policy}" if policy else "no restart: policy"
+        plan.note(name, f"{what}, so nothing starts it again after a reboot or an engine crash (and its route "
+                        "answers 503 until the next `compose-atomic up`); add restart: unless-stopped")
     for dependency in _depends_on(service):
         if dependency in databases:
             plan.note(name, f"uses PostgreSQL service {dependency}: to run migrations guarded by a "
@@ -976,6 +978,18 @@ def _plan_web(plan: Plan, candidate: Candidate, databases: dict[str, str],
             break
     _warn_blockers(plan, service, port)
     _docker_healthcheck(plan, service, port, path, image_info)
+
+
+def _restart_policy(config: dict[str, Any]) -> str | None:
+    """The restart policy Compose applies on one host (as proxy.checks.restart_policy reads it)."""
+    restart = config.get("restart")
+    if restart is not None:
+        restart = str(restart).strip()
+        return None if restart in ("", "no", "false") else restart
+    condition = ((config.get("deploy") or {}).get("restart_policy") or {}).get("condition")
+    if condition in (None, "none"):
+        return None
+    return "always" if condition == "any" else str(condition)
 
 
 def _depends_on(service: Service) -> list[str]:

@@ -123,7 +123,8 @@ PROXY_IMAGES = {"caddy": "Caddy", "traefik": "Traefik", "nginxproxy/nginx-proxy"
                 "envoyproxy/envoy": "Envoy"}
 #: Helpers that only serve an existing proxy (certificates), by repository.
 PROXY_HELPERS = {"nginxproxy/acme-companion": "nginx-proxy's certificate companion",
-                 "jrcs/letsencrypt-nginx-proxy-companion": "nginx-proxy's certificate companion"}
+                 "jrcs/letsencrypt-nginx-proxy-companion": "nginx-proxy's certificate companion",
+                 "certbot/certbot": "a certificate tool for the proxy"}
 #: Stateful services compose-atomic does not replace (last path component of the image).
 DATASTORES = {"redis", "valkey", "keydb", "memcached", "rabbitmq", "mysql", "mariadb", "mongo",
               "mongodb", "elasticsearch", "opensearch", "minio", "kafka", "zookeeper", "nats",

@@ -567,6 +567,7 @@ def _site_host(address: str) -> str:
 
 def parse_nginx_conf(text: str) -> dict[str, tuple[int, list[str]]]:
     """``upstream host -> (port, server names)`` from an nginx config's ``proxy_pass`` lines."""
+    text = re.sub(r"#[^\n]*", "", text)
     upstreams: dict[str, tuple[str, int]] = {}
     for name, body in re.findall(r"upstream\s+([\w.-]+)\s*\{([^}]*)\}", text):
         match = re.search(r"server\s+([\w.-]+):(\d+)", body)
@@ -601,6 +602,15 @@ def proxy_routes(proxy: Service, base: Path) -> tuple[dict[str, tuple[int, list[
         path = path if path.is_absolute() else base / path
         if path.is_dir() and target.rstrip("/") == "/etc/caddy":
             path = path / "Caddyfile"
+        if path.is_dir() and target.rstrip("/").endswith(("/conf.d", "/etc/nginx")):
+            try:  # an nginx config directory: the first file that proxies to a service
+                for conf in sorted(path.glob("*.conf")):
+                    found = parse_nginx_conf(conf.read_text(errors="replace"))
+                    if found:
+                        return found, f"{written}/{conf.name}"
+            except OSError:
+                pass
+            continue
         try:
             if path.is_file() and (path.name == "Caddyfile" or target.endswith("Caddyfile")):
                 return parse_caddyfile(path.read_text(errors="replace")), written
@@ -966,7 +976,7 @@ def _plan_web(plan: Plan, candidate: Candidate, databases: dict[str, str],
     plan.note(name, f"monitor {DEFAULT_MONITOR}: watch the new version that long after the switch and "
                     f"roll back if it fails; drain {DEFAULT_DRAIN}: the old one gets up to that long to "
                     "finish its requests")
-    policy = _restart_policy(service.config)
+    policy = _restart_policy(service.config, service.env)
     if policy not in ("always", "unless-stopped"):
         what = f"restart: {policy}" if policy else "no restart: policy"
         plan.note(name, f"{what}, so nothing starts it again after a reboot or an engine crash (and its route "
@@ -980,11 +990,11 @@ def _plan_web(plan: Plan, candidate: Candidate, databases: dict[str, str],
     _docker_healthcheck(plan, service, port, path, image_info)
 
 
-def _restart_policy(config: dict[str, Any]) -> str | None:
+def _restart_policy(config: dict[str, Any], env: dict[str, str]) -> str | None:
     """The restart policy Compose applies on one host (as proxy.checks.restart_policy reads it)."""
     restart = config.get("restart")
     if restart is not None:
-        restart = str(restart).strip()
+        restart = interpolate(str(restart), env).strip()
         return None if restart in ("", "no", "false") else restart
     condition = ((config.get("deploy") or {}).get("restart_policy") or {}).get("condition")
     if condition in (None, "none"):
@@ -1002,7 +1012,10 @@ def _warn_blockers(plan: Plan, service: Service, port: int) -> None:
     published = [p for p in service.ports if p.published]
     routed = [p for p in published if p.target == port and p.protocol == "tcp"]
     udp_numbers = {p.target for p in published if p.protocol == "udp"}
-    others = [p for p in published if p not in routed]
+    others: list[PortMapping] = []
+    for port_ in published:  # an override file may repeat the base file's entries
+        if port_ not in routed and all(port_.raw != o.raw for o in others):
+            others.append(port_)
     if routed:
         raw = ", ".join(f'"{p.raw}"' for p in routed)
         plan.warn(name, f"ports {raw} publishes the app on the host: during a replacement the old and "

@@ -280,7 +280,7 @@ def test_a_route_with_nothing_to_send_to_answers_503_at_once_with_retry_after():
 
 
 def test_routed_services_that_nothing_restarts_are_listed_for_up_and_init():
-    from compose_atomic.proxy.checks import restart_policy, restart_warning, routed_without_restart
+    from compose_atomic.restarts import restart_policy, restart_warning, routed_without_restart
 
     route = {"x-atomic": {"route": {"port": 80}}}
     services = {

@@ -18,7 +18,7 @@ from ..errors import OperationFailed, UsageError
 from ..plugins import call_hook
 from ..progress import Progress
 from ..project import Project
-from ..proxy.checks import restart_warning, routed_without_restart
+from ..restarts import restart_warning, routed_without_restart
 from .plan import ServicePlan, plan_services, with_dependencies
 from .rollout import Context, Replacement, notify
 from .routing import make_proxy, proxy_networks, sync_proxy

@@ -19,6 +19,7 @@ import yaml
 
 from .. import images
 from ..errors import InitError
+from ..restarts import RESTARTING, restart_policy
 from ..settings import DEFAULTS
 
 PROXY_IMAGES, PROXY_HELPERS, DATASTORES = images.PROXY_IMAGES, images.PROXY_HELPERS, images.DATASTORES
@@ -976,8 +977,11 @@ def _plan_web(plan: Plan, candidate: Candidate, databases: dict[str, str],
     plan.note(name, f"monitor {DEFAULT_MONITOR}: watch the new version that long after the switch and "
                     f"roll back if it fails; drain {DEFAULT_DRAIN}: the old one gets up to that long to "
                     "finish its requests")
-    policy = _restart_policy(service.config, service.env)
-    if policy not in ("always", "unless-stopped"):
+    config = dict(service.config)
+    if config.get("restart") is not None:
+        config["restart"] = interpolate(str(config["restart"]), service.env)
+    policy = restart_policy(config)
+    if policy not in RESTARTING:
         what = f"restart: {policy}" if policy else "no restart: policy"
         plan.note(name, f"{what}, so nothing starts it again after a reboot or an engine crash (and its route "
                         "answers 503 until the next `compose-atomic up`); add restart: unless-stopped")
@@ -988,18 +992,6 @@ def _plan_web(plan: Plan, candidate: Candidate, databases: dict[str, str],
             break
     _warn_blockers(plan, service, port)
     _docker_healthcheck(plan, service, port, path, image_info)
-
-
-def _restart_policy(config: dict[str, Any], env: dict[str, str]) -> str | None:
-    """The restart policy Compose applies on one host (as proxy.checks.restart_policy reads it)."""
-    restart = config.get("restart")
-    if restart is not None:
-        restart = interpolate(str(restart), env).strip()
-        return None if restart in ("", "no", "false") else restart
-    condition = ((config.get("deploy") or {}).get("restart_policy") or {}).get("condition")
-    if condition in (None, "none"):
-        return None
-    return "always" if condition == "any" else str(condition)
 
 
 def _depends_on(service: Service) -> list[str]:

@@ -1,4 +1,8 @@
-"""Checks on a project's routed services that `up` and `init` report (pure functions)."""
+"""Restart policies of a project's services, as `up` and `init` report them (pure functions).
+
+The managed proxy comes back after any engine restart or crash (restart policy ``always``,
+docs/deploy.md); a routed service comes back only if its own policy says so.
+"""
 
 from __future__ import annotations
 

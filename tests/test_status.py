@@ -11,13 +11,19 @@ import pytest
 from conftest import IMAGE_BUSYBOX, docker, run_cli
 from test_deploy_support import app_service, free_port, wait_for_version, write_project
 
-from compose_atomic.ops.status import _parse_time, ago
+from compose_atomic.ops.status import _parse_time, ago, root_from_layers
 
 
 def test_ago_and_docker_timestamps():
     assert [ago(s) for s in (5, 65, 3720, 90000)] == ["5s", "1m05s", "1h02m", "1d01h"]
     assert _parse_time("2026-12-01T20:00:00.123456789Z") == _parse_time("2026-12-01T21:00:00+01:00")
     assert _parse_time("0001-01-01T00:00:00Z") is None
+
+
+def test_data_root_from_the_storage_driver_paths():
+    overlay = {"GraphDriver": {"Name": "overlay2", "Data": {"UpperDir": "/srv/docker/overlay2/ab12/diff"}}}
+    assert root_from_layers([{"GraphDriver": {}}, overlay]) == "/srv/docker"
+    assert root_from_layers([{"GraphDriver": {"Name": "overlayfs", "Data": None}}]) is None  # containerd: ask docker info
 
 
 def status(tmp_path, project_name, *args):

@@ -1,8 +1,9 @@
 """``compose-atomic status``: what serves, how healthy, what the last deploy did, what is at risk.
 
-One pass over the engine for the whole project: ``docker ps -aq`` of the project, one
-container ``inspect`` of all of them, one image ``inspect`` of every image they run, and
-``docker info`` for Docker's data root (in parallel with the rest). Everything else comes
+One pass over the engine for the whole project, while ``docker compose config`` resolves it:
+``docker ps -aq`` of the project, one container ``inspect`` of all of them, one image
+``inspect`` of every image they run. Docker's data root is read from the storage driver's
+paths in that inspect (``docker info`` only when no container shows them). Everything else comes
 from the state directory: the deploy history and journal, the proxy's saved configuration.
 """
 
@@ -135,16 +136,28 @@ def guess_project_name(options: ComposeOptions, environ: dict[str, str] | None =
     return re.sub(r"[^a-z0-9_-]", "", directory.resolve().name.lower()).lstrip("_-") or None
 
 
+def root_from_layers(infos: list[dict[str, Any]]) -> str | None:
+    """Docker's data root as the storage driver's paths show it (``<root>/<driver>/<id>/diff``).
+
+    Saves the ``docker info`` call when a container is there to tell; None otherwise (then ask).
+    """
+    for info in infos:
+        driver = info.get("GraphDriver") or {}
+        name, upper = driver.get("Name"), (driver.get("Data") or {}).get("UpperDir")
+        if name and upper and f"/{name}/" in upper:
+            return upper.split(f"/{name}/", 1)[0] or None
+    return None
+
+
 def gather(options: ComposeOptions) -> tuple[Project, EngineView]:
     """Load the project and read the engine at the same time (``docker compose config`` is the slow one)."""
-    with ThreadPoolExecutor(max_workers=3) as pool:
+    with ThreadPoolExecutor(max_workers=2) as pool:
         loading = pool.submit(load_project, options)
-        root = pool.submit(docker_root_dir)
         guess = guess_project_name(options)
         early = pool.submit(engine_view, guess) if guess else None
         project = loading.result()
         view = early.result() if early is not None and guess == project.name else engine_view(project.name)
-        view.root_dir = root.result()
+    view.root_dir = root_from_layers(view.containers) or docker_root_dir()
     return project, view
 
 
@@ -153,7 +166,7 @@ def collect(project: Project, only: str | None = None, view: EngineView | None =
     now = time.time()
     if view is None:
         view = engine_view(project.name)
-        view.root_dir = docker_root_dir()
+        view.root_dir = root_from_layers(view.containers) or docker_root_dir()
     infos, images, root_dir = view.containers, view.images, view.root_dir
 
     history = state.history(project)

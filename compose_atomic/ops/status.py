@@ -347,8 +347,9 @@ def render(data: dict[str, Any], colour: bool) -> str:
         replicas = f"{s['replicas']['running']}/{s['replicas']['desired']}"
         since = f"up {ago(s['since_seconds'])}" if s["since_seconds"] is not None else "not running"
         digest = f"@{s['digest'][:19]}" if s["digest"] else ""
+        health = f"{s['health']:<10}"  # padded before it is painted: escape codes have no width
         head = (f"{(mark(s['health']) + ' ') if colour else ''}{s['service']:<{width}}  "
-                f"{paint(s['health'], s['health']):<{10 if not colour else 19}}  {replicas:<5} {since:<12}  "
+                f"{paint(health, s['health'])} {replicas:<5} {since:<12}  "
                 f"{s['image']} ({_short(s['image_id'])}{digest})")
         out.append(head)
         pad = " " * (width + (4 if colour else 2))

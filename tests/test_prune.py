@@ -10,7 +10,7 @@ import uuid
 import pytest
 import yaml
 
-from compose_atomic.ops.prune import releases
+from compose_atomic.ops.prune import foreign_tags, releases, repository
 from conftest import IMAGE_BUSYBOX, docker, run_cli
 
 REPO = "compose-atomic-testbed/app"
@@ -27,6 +27,13 @@ def test_releases_are_deployed_images_newest_first():
     order, named = releases(history, "web")
     assert order == ["i1", "i2", "i0"]  # i1 served last, so it is the newest release
     assert named == {"i0", "i1", "i2", "bad"}
+
+
+def test_repository_of_a_reference():
+    assert repository("registry:5000/acme/web:2.4@sha256:ab") == "registry:5000/acme/web"
+    assert repository("registry:5000/acme/web") == "registry:5000/acme/web"
+    assert repository("postgres:16") == "postgres"
+    assert foreign_tags(["acme/web:1", "postgres:16"], "acme/web") == ["postgres:16"]
 
 
 def build(tag: str, *labels: str) -> str:
@@ -47,6 +54,7 @@ def images(project_name, request):
     other = f"catest-{uuid.uuid4().hex[:8]}"
     made = {"ours": [build(f"{REPO}:{project_name}-r{n}") for n in range(1, 8)],
             "bad": build(f"{REPO}:{project_name}-bad"),
+            "moved_from": build(f"compose-atomic-testbed/before-{project_name}:1"),
             "theirs": [build(f"{REPO}:{other}-r{n}") for n in range(1, 4)],
             "theirs_built": build(f"{other}-web", f"com.docker.compose.project={other}",
                                   "com.docker.compose.service=web")}
@@ -54,7 +62,7 @@ def images(project_name, request):
 
     def cleanup():
         docker("rm", "-f", f"{project_name}-keeper", f"{project_name}-web-9", check=False)
-        ids = made["ours"] + [made["bad"]] + made["theirs"] + [made["theirs_built"]]
+        ids = made["ours"] + [made["bad"], made["moved_from"]] + made["theirs"] + [made["theirs_built"]]
         docker("rmi", "-f", *ids, check=False)
     request.addfinalizer(cleanup)
     return made
@@ -81,6 +89,9 @@ def test_prune_keeps_the_last_releases_and_every_other_project(project_name, tmp
                      "old_image_id": ours[2], "new_image_id": bad, "new_container": f"{project_name}-web-9"})
     lines.insert(1, {"time": "2026-12-01T10:02:30+0000", "service": "web", "outcome": "rolled-back",
                      "old_image_id": ours[1], "new_image_id": images["theirs_built"]})
+    # Before r1 the service ran an image of another repository: not only a release of ours.
+    lines.insert(0, {"time": "2026-12-01T10:01:00+0000", "service": "web", "outcome": "deployed",
+                     "old_image_id": images["moved_from"], "new_image_id": ours[0]})
     state = tmp_path / ".compose-atomic" / "deploy" / project_name
     state.mkdir(parents=True, exist_ok=True)
     (state / "history.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
@@ -100,6 +111,7 @@ def test_prune_keeps_the_last_releases_and_every_other_project(project_name, tmp
     kept = {i["id"]: i["reason"] for i in plan["kept"]}
     assert kept[ours[6]] == "a container uses it" and kept[ours[1]] == "a container uses it"
     assert kept[ours[5]] == kept[ours[4]] == "one of the last 3 releases"
+    assert kept[images["moved_from"]].startswith("tagged for another repository")
     assert [c["name"] for c in plan["containers"]] == [f"{project_name}-web-9"]
     assert any(images["other"] in s for s in plan["skipped"])
     assert all(exists(i) for i in ours + [bad])  # a dry run removes nothing
@@ -112,7 +124,7 @@ def test_prune_keeps_the_last_releases_and_every_other_project(project_name, tmp
     assert "removed\tcontainer\tweb" in done.stdout and "removed\timage\tweb" in done.stdout
     assert [exists(i) for i in ours] == [False, True, False, False, True, True, True]
     assert not exists(bad) and docker("ps", "-aq", "--filter", f"name={project_name}-web-9").stdout.strip() == ""
-    assert exists(images["theirs_built"]) and all(exists(i) for i in images["theirs"])
+    assert exists(images["theirs_built"]) and all(exists(i) for i in images["theirs"]) and exists(images["moved_from"])
     again = json.loads(run_cli("-p", project_name, "prune", "--dry-run", "--json", cwd=tmp_path).stdout)
     assert again["images"] == [] and again["containers"] == [] and again["freed_bytes"] == 0
     running = docker("ps", "--format", "{{.Names}}", "--filter", f"label=com.docker.compose.project={project_name}")

@@ -10,7 +10,9 @@ Of those, an image is kept when it is one of the service's newest ``N`` releases
 an image a deploy ended ``deployed`` with, or Compose built; newest by deploy time, else by
 creation), when any container of any project uses it (running or stopped; a stopped container
 this prune removes first does not count), when the compose
-file names it now, or when it carries another compose project's label. The rest is removed
+file names it now, when it carries another compose project's label, or when it is tagged for
+another repository than the one the service uses now (the service moved from ``postgres:16``
+to ``acme/db:1``: ``postgres:16`` is not only a release of it, other projects may pull it too). The rest is removed
 by ``docker image rm`` without ``--force``, so the engine itself refuses an image in use.
 
 Also pruned: pre-migration snapshots past their rule (``migrate.keep_snapshots``, the rule
@@ -168,6 +170,8 @@ def plan_prune(project: Project, keep: int | None = None, *, holding_lock: bool 
                 item.why = "a container uses it"
             elif info["Id"] in wanted:
                 item.why = "the compose file names it"
+            elif foreign_tags(item.tags, repository(_reference(project, service))):
+                item.why = f"tagged for another repository ({', '.join(foreign_tags(item.tags, repository(_reference(project, service))))})"
             elif rank < keep:
                 item.why = f"one of the last {keep} releases"
             if item.why:
@@ -177,6 +181,24 @@ def plan_prune(project: Project, keep: int | None = None, *, holding_lock: bool 
                 plan.images.append(item)
     plan.snapshots = _old_snapshots(project)
     return plan
+
+
+def repository(reference: str) -> str:
+    """``registry:5000/acme/web:2.4@sha256:...`` -> ``registry:5000/acme/web``."""
+    name = reference.split("@", 1)[0]
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    return name[:colon] if colon > slash else name
+
+
+def foreign_tags(tags: list[str], repo: str) -> list[str]:
+    """Tags of another repository than the service's: that image is not only a release of it."""
+    return [t for t in tags if repository(t) != repo]
+
+
+def _reference(project: Project, service: str) -> str:
+    svc = project.services.get(service) or {}
+    return svc.get("image") or f"{project.name}-{service}"
 
 
 def _referenced(project: Project) -> set[str]:

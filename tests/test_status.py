@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 
@@ -110,3 +111,31 @@ def test_status_usage_errors(project_name, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["services"][0]["health"] == "missing"
     assert not (tmp_path / ".compose-atomic").exists()
+
+
+@pytest.mark.docker
+def test_status_reads_backup_age_from_the_sidecars_health_check(project_name, tmp_path):
+    """The sidecar here is a stand-in (busybox answering its health check as sidecar.sh does):
+    status reads the engine's record of that check, never the backup volume."""
+    sleeper = {"image": IMAGE_BUSYBOX, "command": ["sleep", "3600"], "init": True}
+    services = {
+        "db": {**sleeper, "x-atomic": {"backup": {"schedule": "0 3 * * *"}}},
+        "db2": {**sleeper, "x-atomic": {"backup": {"schedule": "@hourly"}}},
+        "db-backup": {**sleeper,
+                      "labels": {"com.compose-atomic.backup.for": "db", "com.compose-atomic.backup.role": "dump"},
+                      "environment": {"BACKUP_SCHEDULE": "0 3 * * *", "BACKUP_MAX_AGE": "129600"},
+                      "healthcheck": {"test": ["CMD", "echo", "ok: newest verified backup is 42s old"],
+                                      "interval": "1s", "retries": 1}},
+    }
+    write_project(tmp_path, services)
+    assert run_cli("-p", project_name, "up", "-d", "--wait", cwd=tmp_path).returncode == 0
+    data = json.loads(status(tmp_path, project_name, "--json")[0].stdout)
+    backups = {b["database"]: b for b in data["backups"]}
+    db = backups["db"]
+    assert db["sidecar"] == f"{project_name}-db-backup-1" and db["ok"] is True
+    assert 42 <= db["newest_age_seconds"] < 42 + 60 and db["max_age_seconds"] == 129600
+    assert db["schedule"] == "0 3 * * *"
+    assert backups["db2"]["sidecar"] is None and "backup list" in backups["db2"]["message"]
+    assert "db2: backups are configured but no backup sidecar runs" in data["problems"]
+    table = status(tmp_path, project_name)[0].stdout
+    assert re.search(r"backup db: newest verified \S+ ago \(limit 1d12h\), schedule 0 3 \* \* \*", table), table

@@ -152,3 +152,22 @@ def test_old_snapshots_follow_their_rule(tmp_path):
     found = _old_snapshots(project)
     assert [s["name"] for s in found] == ["db-pre-migrate-0", "db-pre-migrate-1"]  # manual ones never go
     assert found[0]["size"] > 10
+
+
+@pytest.mark.docker
+def test_retain_after_deploy_prunes_once_a_deploy_succeeded(project_name, tmp_path, request):
+    from test_deploy_support import app_service, write_project
+
+    tags = [f"{REPO}:{project_name}-v{n}" for n in (1, 2, 3)]
+    ids = [build(tag) for tag in tags]
+    request.addfinalizer(lambda: docker("rmi", "-f", *ids, check=False))
+    retain = {"retain": {"releases": 1, "after_deploy": True}}
+    for n, tag in enumerate(tags):
+        write_project(tmp_path, {"web": app_service(f"v{n + 1}", image=tag)}, x_atomic=retain)
+        up = run_cli("-p", project_name, "up", cwd=tmp_path)
+        assert up.returncode == 0, up.stderr
+        if n:
+            assert f"Image {tags[n - 1]}  Removed" in up.stderr, up.stderr
+        assert [exists(i) for i in ids[:n + 1]] == [False] * n + [True]
+    entries = [e["outcome"] for e in json.loads(run_cli("-p", project_name, "history", "--json", cwd=tmp_path).stdout)]
+    assert entries == ["deployed", "deployed"]

@@ -36,6 +36,25 @@ def test_repository_of_a_reference():
     assert foreign_tags(["acme/web:1", "postgres:16"], "acme/web") == ["postgres:16"]
 
 
+def test_left_behind_is_the_losing_side_of_a_recorded_deploy():
+    from compose_atomic.ops.prune import left_behind
+
+    def box(name, status="exited", created="2026-12-01T10:00:00.5Z"):
+        return {"Name": f"/{name}", "State": {"Status": status}, "Created": created}
+
+    history = [
+        {"time": "2026-12-01T10:01:00+0000", "outcome": "deployed", "old_container": "p-web-1", "new_container": "p-web-2"},
+        {"time": "2026-12-01T10:02:00+0000", "outcome": "rolled-back", "old_container": "p-web-2", "new_container": "p-web-3"},
+        {"time": "2026-12-01T10:03:00+0000", "outcome": "failed", "new_container": "p-api-1"},
+    ]
+    infos = [box("p-web-1"), box("p-web-2"), box("p-web-3"), box("p-web-4"),
+             box("p-api-1", created="2026-12-01T11:00:00Z")]
+    # web-1 lost the first deploy; web-3 was rejected; web-2 serves (stopped by a user: it stays);
+    # web-4 is unknown; api-1 has the name of a rejected container but was created after it.
+    assert [i["Name"] for i in left_behind(history, infos)] == ["/p-web-1", "/p-web-3"]
+    assert left_behind(history, [box("p-web-3", status="running")]) == []
+
+
 def build(tag: str, *labels: str) -> str:
     text = f"FROM {IMAGE_BUSYBOX}\nLABEL compose-atomic-test={tag}\n" + "".join(f"LABEL {lab}\n" for lab in labels)
     proc = subprocess.run(["docker", "build", "-q", "-t", tag, "-"], input=text, text=True, capture_output=True,
@@ -78,29 +97,34 @@ def test_prune_keeps_the_last_releases_and_every_other_project(project_name, tmp
     up = run_cli("-p", project_name, "up", "-d", cwd=tmp_path)  # Compose creates web-1 from r7
     assert up.returncode == 0, up.stderr
 
-    # The history of seven deploys (r1 -> r7), one rejected release, and one deploy of an image
-    # that another project built: that image is the other project's, whatever our history says.
-    lines, previous = [], ours[0]
-    for n, image in enumerate(ours[1:], start=2):
-        lines.append({"time": f"2026-12-01T10:0{n}:00+0000", "service": "web", "outcome": "deployed",
-                      "old_image_id": previous, "new_image_id": image, "new_container": f"{project_name}-web-{n}"})
-        previous = image
-    lines.insert(3, {"time": "2026-12-01T10:03:30+0000", "service": "web", "outcome": "rolled-back",
-                     "old_image_id": ours[2], "new_image_id": bad, "new_container": f"{project_name}-web-9"})
-    lines.insert(1, {"time": "2026-12-01T10:02:30+0000", "service": "web", "outcome": "rolled-back",
-                     "old_image_id": ours[1], "new_image_id": images["theirs_built"]})
-    # Before r1 the service ran an image of another repository: not only a release of ours.
-    lines.insert(0, {"time": "2026-12-01T10:01:00+0000", "service": "web", "outcome": "deployed",
-                     "old_image_id": images["moved_from"], "new_image_id": ours[0]})
-    state = tmp_path / ".compose-atomic" / "deploy" / project_name
-    state.mkdir(parents=True, exist_ok=True)
-    (state / "history.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
-
     # r2 is used by a stopped container of no project: an image a container uses never goes.
     docker("create", "--name", f"{project_name}-keeper", ours[1], "true")
     # The container the rejected deploy left, stopped; the service's own container runs.
     docker("create", "--name", f"{project_name}-web-9", "--label", f"com.docker.compose.project={project_name}",
            "--label", "com.docker.compose.service=web", bad, "true")
+    start = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=2)  # the history is newer than them
+
+    def at(seconds: int) -> str:
+        return (start + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S%z")
+
+    # The history of seven deploys (r1 -> r7), one rejected release, and one deploy of an image
+    # that another project built: that image is the other project's, whatever our history says.
+    lines, previous = [], ours[0]
+    for n, image in enumerate(ours[1:], start=2):
+        lines.append({"time": at(10 * n), "service": "web", "outcome": "deployed",
+                      "old_image_id": previous, "new_image_id": image, "new_container": f"{project_name}-web-{n}"})
+        previous = image
+    lines.insert(3, {"time": at(35), "service": "web", "outcome": "rolled-back",
+                     "old_image_id": ours[2], "new_image_id": bad, "new_container": f"{project_name}-web-9"})
+    lines.insert(1, {"time": at(25), "service": "web", "outcome": "rolled-back",
+                     "old_image_id": ours[1], "new_image_id": images["theirs_built"]})
+    # Before r1 the service ran an image of another repository: not only a release of ours.
+    lines.insert(0, {"time": at(0), "service": "web", "outcome": "deployed",
+                     "old_image_id": images["moved_from"], "new_image_id": ours[0]})
+    state = tmp_path / ".compose-atomic" / "deploy" / project_name
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "history.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
+
 
     dry = run_cli("-p", project_name, "prune", "--dry-run", "--json", cwd=tmp_path)
     assert dry.returncode == 0, dry.stderr

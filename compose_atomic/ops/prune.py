@@ -16,9 +16,8 @@ to ``acme/db:1``: ``postgres:16`` is not only a release of it, other projects ma
 by ``docker image rm`` without ``--force``, so the engine itself refuses an image in use.
 
 Also pruned: pre-migration snapshots past their rule (``migrate.keep_snapshots``, the rule
-``compose-atomic db`` applies; manual snapshots are never pruned), and stopped containers the
-deploy left (a container the history names, of this project, not running), never while a
-deploy holds the lock or left a journal.
+``compose-atomic db`` applies; manual snapshots are never pruned), and stopped containers a
+deploy left (see :func:`left_behind`), never while a deploy holds the lock or left a journal.
 """
 
 from __future__ import annotations
@@ -239,20 +238,58 @@ def _size(path: Path) -> int:
         return 0
 
 
+def _epoch(value: str | None) -> float | None:
+    """A history time (``%Y-%m-%dT%H:%M:%S%z``) or Docker's RFC 3339 time as epoch seconds."""
+    if not value:
+        return None
+    import datetime as dt
+    import re
+
+    text = re.sub(r"\.\d+", "", value).replace("Z", "+00:00")
+    text = re.sub(r"([+-]\d\d)(\d\d)$", r"\1:\2", text)
+    try:
+        return dt.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
+def left_behind(history: list[dict[str, Any]], infos: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The stopped containers a deploy left, among ``infos`` (pure: no engine call).
+
+    A container is left behind when the newest history entry naming it names it as the side
+    that lost: the new container of a deploy that did not end ``deployed`` (a rejected release,
+    kept stopped for ``docker logs``), or the old container of one that did. It must have been
+    created before that entry (Compose may give a later container the same name), and be
+    stopped. A container a user stopped (``docker compose stop``) is not named so: it stays.
+    """
+    verdict: dict[str, tuple[bool, float | None]] = {}
+    for entry in history:
+        when = _epoch(entry.get("time"))
+        deployed = entry.get("outcome") == "deployed"
+        if entry.get("new_container"):
+            verdict[entry["new_container"]] = (not deployed, when)
+        if entry.get("old_container"):
+            verdict[entry["old_container"]] = (deployed, when)
+    found = []
+    for info in infos:
+        name = docker.name_of(info)
+        lost, when = verdict.get(name, (False, None))
+        created = _epoch(info.get("Created"))
+        if lost and info["State"]["Status"] in ("exited", "created", "dead") and \
+                (when is None or created is None or created <= when + 1):
+            found.append(info)
+    return found
+
+
 def _left_containers(project: Project, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Stopped containers of this project that a recorded deploy created or replaced."""
-    names = {e.get(k) for e in history for k in ("old_container", "new_container")} - {None}
-    if not names:
+    """Stopped containers of this project that a recorded deploy left (see :func:`left_behind`)."""
+    if not history:
         return []
     ids = docker.run(docker.list_project(project.name)).stdout.split()
-    found = []
-    for info in docker.run(docker.inspect_containers_size(*ids)).json([]) if ids else []:
-        name = docker.name_of(info)
-        status = info["State"]["Status"]
-        if name in names and status in ("exited", "created", "dead"):
-            found.append({"id": info["Id"], "name": name, "size": int(info.get("SizeRw") or 0),
-                          "service": info["Config"]["Labels"].get(docker.LABEL_SERVICE, ""), "state": status})
-    return found
+    infos = docker.run(docker.inspect_containers_size(*ids)).json([]) if ids else []
+    return [{"id": info["Id"], "name": docker.name_of(info), "size": int(info.get("SizeRw") or 0),
+             "service": info["Config"]["Labels"].get(docker.LABEL_SERVICE, ""), "state": info["State"]["Status"]}
+            for info in left_behind(history, infos)]
 
 
 def apply(plan: PrunePlan, progress) -> list[str]:

@@ -188,6 +188,11 @@ def collect(project: Project, only: str | None = None, view: EngineView | None =
             continue
         services.append(_service(project, name, svc, by_service.get(name, []), images, history, routes, now, problems))
 
+    from .prune import left_behind
+
+    left = sorted(docker.name_of(c) for c in left_behind(history, infos))
+    if left and not only:
+        problems.append(f"stopped containers left by deploys: {', '.join(left)}; `compose-atomic prune` removes them")
     unbounded = [s["service"] for s in services if s["logs_unbounded"] and s["containers"]]
     if unbounded:
         problems.append(f"logs unbounded for {', '.join(unbounded)} (json-file without max-size grows until the "

@@ -94,6 +94,7 @@ def test_caddy_service_in_front_of_routed_services():
     assert config_ref["file"] == "caddy.json"
     assert config_ref["name"] == f"prod_caddy_{caddy.config_digest(rendered.caddy_text)}"
 
+    assert rendered.caddy_config["admin"] == {"disabled": True}  # nothing to reach, not even on loopback
     server = rendered.caddy_config["apps"]["http"]["servers"]["http"]
     assert server["listen"] == [":80"]
     assert server["automatic_https"] == {"disable": True}  # no 443: hosts are matched on plain HTTP

@@ -42,12 +42,15 @@ from ..errors import ComposeAtomicError, DeployFailed, Interrupted, OperationFai
 from ..plugins import call_hook
 from ..progress import Progress
 from ..project import Project
-from .health import HealthFailed, HealthSettings, trouble, wait_healthy
+from ..settings import deploy_settings
+from .health import HealthFailed, trouble, wait_healthy
 from .plan import STOP_FIRST, ServicePlan
-from .state import History, Journal
+from .routing import dials, set_aliases, upstreams_for
+from .state import History, Journal, Phase
 
-DEFAULT_MONITOR = "10s"
-DEFAULT_DRAIN = "30s"
+
+#: Seconds a switch back waits for the requests still dialing a dead new container (see switch_back).
+SWITCH_BACK_WAIT = 2.0
 
 
 @dataclass
@@ -83,35 +86,6 @@ def grace_period(project: Project, service: str) -> float:
         return 10.0
 
 
-def dials(info: dict[str, Any], port: int, networks: list[str]) -> list[str]:
-    """Where the proxy reaches a container: its address on a network the proxy shares, then its name.
-
-    The address first: no DNS lookup per connection (Docker's embedded DNS was seen timing out
-    on a busy engine, which turned into 502s); the name second, as the fallback that follows the
-    container if a restart gave it another address.
-    """
-    found = []
-    joined = (info.get("NetworkSettings") or {}).get("Networks") or {}
-    for net in networks:
-        ip = (joined.get(net) or {}).get("IPAddress")
-        if ip:
-            found.append(f"{ip}:{port}")
-            break
-    found.append(f"{docker.name_of(info)}:{port}")
-    return found
-
-
-def upstreams_for(infos: list[dict[str, Any]], port: int, networks: list[str]) -> tuple[list[str], bool]:
-    """The proxy's upstreams for the containers that serve a route, and whether to balance them.
-
-    One container: its address, then its name, and the first one up serves. Replicas: round
-    robin over one address each (a name would cost a DNS lookup per connection).
-    """
-    if len(infos) > 1:
-        return [dials(i, port, networks)[0] for i in infos], True
-    return [d for i in infos for d in dials(i, port, networks)], False
-
-
 def compose_run(project: Project, *args: str) -> docker.Result:
     return docker.run(project.compose(*args))
 
@@ -131,46 +105,6 @@ def notify(name: str, progress: Progress, **kwargs: Any) -> None:
     call_hook(name, warn=lambda message: progress.warn(kwargs.get("service", "deploy"), message), **kwargs)
 
 
-# ---- aliases: the new container is reachable by service name only once healthy ----------
-
-
-def service_aliases(project: Project, service: str, network_key: str) -> list[str]:
-    aliases = [service]
-    nets = project.services[service].get("networks") or {}
-    conf = nets.get(network_key) if isinstance(nets, dict) else None
-    aliases += list((conf or {}).get("aliases") or [])
-    return aliases
-
-
-def network_keys(project: Project) -> dict[str, str]:
-    """Engine network name -> compose network key."""
-    found = {}
-    for key, net in (project.config.get("networks") or {}).items():
-        found[(net or {}).get("name") or f"{project.name}_{key}"] = key
-    return found
-
-
-def set_aliases(project: Project, service: str, info: dict[str, Any], *, with_service: bool) -> None:
-    """Reconnect a container to its networks with or without the service's aliases."""
-    keys = network_keys(project)
-    name = docker.name_of(info)
-    for net, conf in (info["NetworkSettings"].get("Networks") or {}).items():
-        if net not in keys:
-            continue  # host, bridge, none or an external network we do not manage
-        own = service_aliases(project, service, keys[net])
-        current = [a for a in (conf.get("Aliases") or []) if a not in own and a != info["Id"][:12]]
-        if name not in current:
-            current.insert(0, name)
-        wanted = current + (own if with_service else [])
-        ip = (conf.get("IPAMConfig") or {}).get("IPv4Address")
-        for command in (docker.network_disconnect(net, info["Id"]),
-                        docker.network_connect(net, info["Id"], aliases=wanted, ip=ip)):
-            result = docker.run(command)
-            if not result.ok:
-                raise OperationFailed(f"{service}: could not move the service's DNS aliases on {net}: "
-                                      f"{result.last_line()}")
-
-
 # ---- one service ------------------------------------------------------------------------
 
 
@@ -186,12 +120,12 @@ class Replacement:
         self.plan = plan
         self.project = ctx.project
         self.service = plan.service
-        self.annotation = ctx.project.service_x_atomic(plan.service)
-        self.route = self.annotation.get("route")
-        self.health = HealthSettings.from_annotation(self.annotation)
+        self.settings = deploy_settings(ctx.project, plan.service)
+        self.route = self.settings.route
+        self.health = self.settings.health
         self.old: list[dict[str, Any]] = plan.old
         self.new_ids: list[str] = []
-        self.phase = "planned"
+        self.phase = Phase.PLANNED
         self.started = time.monotonic()
         self.proxied = bool(ctx.proxy and self.route)
         self.stop_first_mode = plan.strategy == STOP_FIRST
@@ -201,9 +135,9 @@ class Replacement:
 
     # -- bookkeeping --
 
-    def record(self, phase: str) -> None:
+    def record(self, phase: Phase) -> None:
         self.phase = phase
-        self.ctx.journal.write({"service": self.service, "phase": phase, "action": self.plan.action,
+        self.ctx.journal.write({"service": self.service, "phase": phase.value, "action": self.plan.action,
                                 "strategy": self.plan.strategy,
                                 "old": [c["Id"] for c in self.old], "new": self.new_ids,
                                 "proxied": self.proxied, "image": self.plan.image})
@@ -226,17 +160,27 @@ class Replacement:
         })
         self.ctx.journal.clear()
 
-    def route_to(self, ids: list[str], fallback: list[str] | None = None) -> None:
+    def route_to(self, ids: list[str], leaving: list[str] | None = None, *, fallback: bool = False) -> None:
         """Point the proxy at containers as they are now (a restart may have moved an address).
 
-        A single container gets the fallback's dials after its own (the first one up serves);
-        replicas get none (a failed replica is skipped; the monitor switches back if one fails).
+        ``leaving`` are containers that stop being routed; the proxy keeps counting their open
+        requests (see :meth:`drain`). With ``fallback`` a single new container gets their dials
+        after its own (the first one up serves, so they take over at once if it fails);
+        replicas never get a fallback (a failed replica is skipped; the monitor switches back).
         """
-        port, nets = self.route["port"], self.ctx.networks
+        port, nets = self.route.port, self.ctx.networks
         upstreams, balance = upstreams_for(docker.inspect(*ids), port, nets)
-        if not balance:
-            upstreams += [d for i in docker.inspect(*(fallback or [])) for d in dials(i, port, nets)]
-        self.ctx.proxy.set_upstreams(self.service, upstreams, nets, balance=balance)
+        gone = self.dials_of(leaving or [])
+        if fallback and not balance:
+            upstreams += gone
+        self.ctx.proxy.set_upstreams(self.service, upstreams, nets, balance=balance, draining=gone)
+
+    def dials_of(self, ids: list[str]) -> list[str]:
+        return [d for i in docker.inspect(*ids) for d in dials(i, self.route.port, self.ctx.networks)]
+
+    def drained(self, leaving: list[str]) -> bool:
+        """No request is open to any of these dials, as far as the proxy can tell (unknown: not drained)."""
+        return all(self.ctx.proxy.in_flight(d) == 0 for d in leaving)
 
     # -- the flow --
 
@@ -286,6 +230,7 @@ class Replacement:
         proc = compose_run(self.project, "pull", "--quiet", self.service)
         if proc.returncode != 0 or docker.image_id(self.plan.image) is None:
             self.finish("failed", "image not found")
+            notify("after_deploy", self.ctx.progress, **self.hook_args(), outcome="failed")
             raise OperationFailed(
                 f"{self.service}: image {self.plan.image} could not be pulled: "
                 f"{proc.last_line() or 'not found'}",
@@ -297,12 +242,12 @@ class Replacement:
         Not started, so that a host port (bound only at start) or anything else that cannot
         exist twice does not clash while the old container still runs.
         """
-        self.record("creating")
-        complaint = self.compose_create("created", "--no-recreate", "--scale", f"{self.service}={len(self.old) * 2}")
+        self.record(Phase.CREATING)
+        complaint = self.compose_create(Phase.CREATED, "--no-recreate", "--scale", f"{self.service}={len(self.old) * 2}")
         if complaint:
             raise DeployFailed(f"{self.service}: Compose could not create the new container: {complaint}")
 
-    def compose_create(self, phase: str, *args: str) -> str:
+    def compose_create(self, phase: Phase, *args: str) -> str:
         """``up --no-start`` the service's containers that are not the old ones, out of the aliases.
 
         Records ``phase`` once the new ids are known (for reconcile); returns Compose's
@@ -321,7 +266,7 @@ class Replacement:
 
     def stop_old(self) -> None:
         """Stop-first: the old containers stop (their own grace period) but stay, to be started again."""
-        self.record("old-stopped")
+        self.record(Phase.OLD_STOPPED)
         self.old_stopped = True
         stop(grace_period(self.project, self.service), *[c["Id"] for c in self.old])
         for info in self.old:
@@ -333,7 +278,7 @@ class Replacement:
             raise HealthFailed(f"the new container did not start: {proc.last_line()}")
 
     def gate(self) -> None:
-        self.record("gating")
+        self.record(Phase.GATING)
         first = docker.inspect_one(self.new_ids[0]) or {}
         test = ((first.get("Config") or {}).get("Healthcheck") or {}).get("Test") or ["NONE"]
         if test[0] == "NONE" and self.health.path is None:
@@ -354,12 +299,12 @@ class Replacement:
         if self.proxied:
             # New first, old as the fallback the proxy itself fails over to (policy "first");
             # a stopped old container (stop-first) is no fallback.
-            self.route_to(self.new_ids, [] if self.stop_first_mode else [c["Id"] for c in self.old])
+            self.route_to(self.new_ids, [] if self.stop_first_mode else [c["Id"] for c in self.old], fallback=True)
         elif not self.stop_first_mode:
             # A stopped container is not in Docker's DNS: stop-first leaves the old aliases as they are.
             for info in self.old:
                 set_aliases(self.project, self.service, info, with_service=False)
-        self.record("switched")
+        self.record(Phase.SWITCHED)
         self.ctx.progress.event(self.service, "Switched", "traffic goes to " +
                                 ", ".join(docker.name_of(i) for i in new))
 
@@ -371,10 +316,19 @@ class Replacement:
         if not alive:
             docker.run(docker.start(*[c["Id"] for c in self.old]))
         if self.proxied:
-            self.route_to([c["Id"] for c in self.old])
+            if alive and not self.plan_is_replicas():
+                # The proxy already fails over to the old container by itself (it is the fallback,
+                # and a failed dial marks the new one down). Changing its configuration now would
+                # end the retries of requests still dialing the dead container (Caddy cancels
+                # those of a replaced configuration): wait until none is open to the new one.
+                self.wait_until_drained(self.dials_of(self.new_ids), SWITCH_BACK_WAIT)
+            self.route_to([c["Id"] for c in self.old], self.new_ids)
         else:
             for info in docker.inspect(*[c["Id"] for c in self.old]):
                 set_aliases(self.project, self.service, info, with_service=True)
+
+    def plan_is_replicas(self) -> bool:
+        return len(self.old) > 1
 
     def restore_old(self) -> None:
         """Stop-first undo: start the stopped old containers again, route to them, check them.
@@ -383,7 +337,7 @@ class Replacement:
         any deploy, so that "rolled back" is only said of an old version that serves.
         """
         stopped = [c["Id"] for c in self.old if not running(docker.inspect_one(c["Id"]))]
-        if not stopped and self.phase != "switched":
+        if not stopped and self.phase != Phase.SWITCHED:
             return  # it never stopped, and the proxy never left it
         if stopped:
             proc = docker.run(docker.start(*stopped))
@@ -398,12 +352,11 @@ class Replacement:
 
     def monitor(self) -> None:
         """Watch the new containers for ``monitor`` while the old ones drain."""
-        window = parse_duration(self.annotation.get("monitor", DEFAULT_MONITOR))
-        drain = parse_duration(self.annotation.get("drain", DEFAULT_DRAIN))
+        window, drain = self.settings.monitor, self.settings.drain
         start = time.monotonic()
-        old_dials = [d for c in self.old for d in dials(c, self.route["port"], self.ctx.networks)] \
+        old_dials = [d for c in self.old for d in dials(c, self.route.port, self.ctx.networks)] \
             if self.proxied and not self.stop_first_mode else []
-        drained = not old_dials
+        drained = not old_dials or drain <= 0
         restarts = {i: (docker.inspect_one(i) or {}).get("RestartCount", 0) for i in self.new_ids}
         self.ctx.progress.event(self.service, "Monitoring", f"for {format_duration(window)}", state="working")
         while True:
@@ -413,23 +366,37 @@ class Replacement:
                     raise HealthFailed(f"{why} {time.monotonic() - start:.1f}s after the switch")
             now = time.monotonic()
             if not drained:
-                drained = now - start >= drain or all(self.ctx.proxy.in_flight(d) == 0 for d in old_dials)
+                drained = now - start >= drain or self.drained(old_dials)
             if now - start >= window and drained:
                 return
             time.sleep(0.2)
 
     def retire_old(self) -> None:
-        self.record("committed")
+        """Take the old containers out of the routes, wait for their open requests, stop them."""
+        self.record(Phase.COMMITTED)
+        old_ids = [c["Id"] for c in self.old]
         if self.proxied and self.new_ids and not self.stop_first_mode:
-            # The window closed: the old container stops being the fallback before it stops.
+            # The window closed: the old container stops being the fallback before it stops,
+            # and is stopped only once the proxy has no request open to it (or drain runs out).
             try:
+                self.route_to(self.new_ids, old_ids)
+                self.drain(self.dials_of(old_ids))
                 self.route_to(self.new_ids)
             except ComposeAtomicError as exc:  # [new, old] still routes to new first; the next up tidies
                 self.ctx.progress.warn(self.service, f"could not drop the old upstream: {exc.message}")
-        stop(grace_period(self.project, self.service), *[c["Id"] for c in self.old])
+        stop(grace_period(self.project, self.service), *old_ids)
         for info in self.old:
             remove(info["Id"])
             self.ctx.progress.event(f"Container {docker.name_of(info)}", "Removed")
+
+    def drain(self, leaving: list[str]) -> None:
+        """Wait until no request is open to ``leaving`` (unknown counts as open), at most ``drain``."""
+        self.wait_until_drained(leaving, self.settings.drain)
+
+    def wait_until_drained(self, leaving: list[str], bound: float) -> None:
+        deadline = time.monotonic() + bound
+        while leaving and not self.drained(leaving) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def undo(self, reason: str) -> str:
         """Bring the old version back and remove the new one; return the outcome."""
@@ -439,7 +406,7 @@ class Replacement:
                 remove(*self.new_ids)  # first: it may hold the host port the old one needs
                 self.restore_old()
             else:
-                if self.phase == "switched":
+                if self.phase == Phase.SWITCHED:
                     self.switch_back()
                 remove(*self.new_ids)  # only once the old one is routed again
             outcome = "rolled-back"
@@ -490,6 +457,8 @@ class Replacement:
             self.fail(exc, exc.report)
         except ComposeAtomicError as exc:
             self.fail(exc)
+        except Exception as exc:  # noqa: BLE001 - e.g. the proxy's admin API failing mid-switch
+            self.fail(DeployFailed(f"{type(exc).__name__}: {exc}"))
         args = self.hook_args()
         with shielded():
             self.retire_old()
@@ -506,7 +475,7 @@ class Replacement:
         service that sets container_name: creating the new container means recreating the
         old one, which removes it even when it was renamed aside first.
         """
-        self.record("stop-first")
+        self.record(Phase.IN_PLACE)
         proc = compose_run(self.project, "up", "-d", "--no-deps", self.service)
         self.new_ids = [c["Id"] for c in docker.service_containers(self.project.name, self.service)
                         if c["Id"] not in {o["Id"] for o in self.old}]
@@ -551,8 +520,8 @@ class Replacement:
             self.pull()
         self.before_deploy()
         try:
-            self.record("reviving")
-            complaint = self.compose_create("reviving")
+            self.record(Phase.REVIVING)
+            complaint = self.compose_create(Phase.REVIVING)
             if complaint:
                 raise OperationFailed(f"{self.service}: Compose could not recreate it: {complaint}")
             self.start_new()

@@ -12,23 +12,38 @@ import json
 import os
 import time
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import LockBusy
 from ..project import Project
+from ..statedir import write_json_atomic
+
+
+class Phase(str, Enum):
+    """How far one service's replacement got; the journal records it before each step.
+
+    Start-first: PLANNED -> CREATING -> CREATED -> GATING -> SWITCHED -> COMMITTED.
+    Stop-first adds OLD_STOPPED after CREATED; ``container_name`` is IN_PLACE throughout;
+    a service with no running container goes PLANNED -> REVIVING -> (GATING ->) SWITCHED.
+    """
+
+    PLANNED = "planned"
+    CREATING = "creating"
+    CREATED = "created"
+    OLD_STOPPED = "old-stopped"
+    GATING = "gating"
+    SWITCHED = "switched"
+    COMMITTED = "committed"
+    IN_PLACE = "stop-first"
+    REVIVING = "reviving"
 
 
 def deploy_dir(project: Project) -> Path:
     path = project.state_dir / "deploy" / (project.name or "default")
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 @contextmanager
@@ -74,7 +89,7 @@ class Journal:
             return None
 
     def write(self, record: dict[str, Any]) -> None:
-        _write_json(self.path, {**record, "updated": time.time(), "pid": os.getpid()})
+        write_json_atomic(self.path, {**record, "updated": time.time(), "pid": os.getpid()})
 
     def clear(self) -> None:
         try:

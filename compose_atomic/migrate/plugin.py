@@ -124,10 +124,10 @@ def register_commands(cli):
         snapshot, naming the tables, unless --force.
         """
         from ..errors import UsageError
+        from ..statedir import find_snapshot
         from .database import Database
         from .restore import restore
         from .settings import database_service, snapshot_dir
-        from .snapshot import find_snapshot
 
         if bool(name) == latest:
             raise UsageError("name a snapshot or pass --latest (compose-atomic db snapshots lists them)")

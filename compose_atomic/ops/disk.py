@@ -167,7 +167,7 @@ def needs(project: Project, plans: Iterable[Any], root: Space, state: Space) -> 
 
 
 def _newest_snapshot_size(project: Project, database: str) -> int:
-    from ..migrate.snapshot import list_snapshots
+    from ..statedir import list_snapshots
     from .state import snapshot_dir
 
     directory = snapshot_dir(project)

@@ -28,23 +28,21 @@ from typing import Any
 
 from .. import docker
 from ..project import Project
+from ..settings import DEFAULTS
 from . import state
-
-DEFAULT_RELEASES = 5
-
 
 @dataclass(frozen=True)
 class RetainSettings:
-    """``x-atomic.retain``, with defaults."""
+    """``x-atomic.retain``, with the defaults of :data:`compose_atomic.settings.DEFAULTS`."""
 
-    releases: int = DEFAULT_RELEASES
-    after_deploy: bool = False
+    releases: int = DEFAULTS["retain.releases"]
+    after_deploy: bool = DEFAULTS["retain.after_deploy"]
 
 
 def retain_settings(project: Project) -> RetainSettings:
     raw = project.x_atomic.get("retain") or {}
-    return RetainSettings(releases=int(raw.get("releases", DEFAULT_RELEASES)),
-                          after_deploy=bool(raw.get("after_deploy", False)))
+    return RetainSettings(releases=int(raw.get("releases", DEFAULTS["retain.releases"])),
+                          after_deploy=bool(raw.get("after_deploy", DEFAULTS["retain.after_deploy"])))
 
 
 @dataclass
@@ -212,7 +210,8 @@ def _referenced(project: Project) -> set[str]:
 
 def _old_snapshots(project: Project) -> list[dict[str, Any]]:
     from ..migrate.settings import migrate_settings
-    from ..migrate.snapshot import list_snapshots, to_prune
+    from ..migrate.snapshot import to_prune
+    from ..statedir import list_snapshots
 
     directory = state.snapshot_dir(project)
     if not directory.is_dir():

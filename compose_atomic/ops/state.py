@@ -6,11 +6,15 @@ open it; a ``status`` of a project that never deployed must not, so these read t
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+from ..errors import LockBusy
 from ..project import Project
 
 #: The proxy's saved switch configuration, newest layout first (caddy.json: before the edge/switch pair).
@@ -69,6 +73,28 @@ def lock_holder(project: Project) -> str | None:
             except OSError:
                 return f"pid {fields[4]}"
     return None
+
+
+@contextmanager
+def exclusive(project: Project, what: str) -> Iterator[None]:
+    """Hold the project's deploy lock (the same flock on the same file as ``up``) or fail at once.
+
+    ``prune`` takes it so that it never removes an image a deploy is about to use. Kept here,
+    not borrowed from the deploy package, so that the deploy can call the pre-flight without an
+    import cycle.
+    """
+    path = deploy_dir(project) / "lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = path.with_name("lock.owner")
+            who = owner.read_text().strip() if owner.exists() else "another process"
+            raise LockBusy(f"project {project.name}: a deploy is running ({who}); {what} waits for none",
+                           hint=f"Run {what} again once it has finished.") from None
+        path.with_name("lock.owner").write_text(f"pid {os.getpid()} ({what}) since {time.strftime('%H:%M:%S')}")
+        yield
 
 
 def proxy_routes(project: Project) -> dict[str, list[str]] | None:

@@ -22,6 +22,7 @@ CAPABILITY_USES = {
     "deploy": {"proxy"},
     "swarm": {"proxy"},
     "migrate": {"lint"},
+    "ops": {"proxy", "migrate"},  # the proxy's saved routes; the snapshot retention rule
 }
 
 

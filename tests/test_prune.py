@@ -195,3 +195,21 @@ def test_retain_after_deploy_prunes_once_a_deploy_succeeded(project_name, tmp_pa
         assert [exists(i) for i in ids[:n + 1]] == [False] * n + [True]
     entries = [e["outcome"] for e in json.loads(run_cli("-p", project_name, "history", "--json", cwd=tmp_path).stdout)]
     assert entries == ["deployed", "deployed"]
+
+
+@pytest.mark.docker
+def test_prune_waits_for_no_deploy(project_name, tmp_path):
+    import fcntl
+
+    (tmp_path / "compose.yaml").write_text(yaml.safe_dump({"services": {"web": {"image": IMAGE_BUSYBOX}}}))
+    lock = tmp_path / ".compose-atomic" / "deploy" / project_name / "lock"
+    lock.parent.mkdir(parents=True)
+    with open(lock, "a+") as handle:  # what `up` holds while it deploys
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        (lock.parent / "lock.owner").write_text("pid 4242 since 10:00:00")
+        busy = run_cli("-p", project_name, "prune", cwd=tmp_path)
+        assert busy.returncode == 1 and "a deploy is running (pid 4242 since 10:00:00)" in busy.stderr
+        dry = run_cli("-p", project_name, "prune", "--dry-run", "--json", cwd=tmp_path)
+        assert dry.returncode == 0, dry.stderr  # a dry run takes no lock
+        assert any("not while pid 4242" in s for s in json.loads(dry.stdout)["skipped"])
+    assert run_cli("-p", project_name, "prune", cwd=tmp_path).returncode == 0

@@ -113,6 +113,11 @@ def test_status_usage_errors(project_name, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["services"][0]["health"] == "missing"
     assert not (tmp_path / ".compose-atomic").exists()
+    # A bad annotation: the same message as `check` (exit 2), never a traceback.
+    write_project(tmp_path, {"web": app_service("v1", x_atomic={"route": "oops"})})
+    proc, _ = status(tmp_path, project_name)
+    assert proc.returncode == 2, proc.stderr
+    assert "x-atomic.route" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.docker

@@ -146,3 +146,26 @@ def test_status_reads_backup_age_from_the_sidecars_health_check(project_name, tm
     assert "db2: backups are configured but no backup sidecar runs" in data["problems"]
     table = status(tmp_path, project_name)[0].stdout
     assert re.search(r"backup db: newest verified \S+ ago \(limit 1d12h\), schedule 0 3 \* \* \*", table), table
+
+
+def test_snapshots_per_migrated_database(tmp_path):
+    import datetime as dt
+
+    from compose_atomic.ops.status import _snapshots
+    from compose_atomic.project import ComposeOptions, Project
+
+    config = {"services": {"db": {"image": "postgres"}, "web": {"x-atomic": {"migrate": {"database": "db"}}}}}
+    project = Project("p", ComposeOptions(), config, working_dir=tmp_path)
+    assert _snapshots(project, time.time()) == [{"database": "db", "count": 0, "bytes": 0, "newest": None,
+                                                 "newest_age_seconds": None}]
+    directory = tmp_path / ".compose-atomic" / "snapshots"
+    directory.mkdir(parents=True)
+    now = dt.datetime.now(dt.timezone.utc)
+    for n, size in ((2, 100), (1, 300)):  # hours ago
+        name = f"db-{n}"
+        (directory / f"{name}.dump").write_bytes(b"x")
+        (directory / f"{name}.json").write_text(json.dumps({"name": name, "database_service": "db", "size": size,
+                                                            "created": (now - dt.timedelta(hours=n)).isoformat()}))
+    found = _snapshots(project, now.timestamp())
+    assert found[0]["count"] == 2 and found[0]["bytes"] == 400 and found[0]["newest"] == "db-1"
+    assert abs(found[0]["newest_age_seconds"] - 3600) <= 1

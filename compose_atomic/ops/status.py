@@ -199,10 +199,11 @@ def collect(project: Project, only: str | None = None, view: EngineView | None =
                         "disk is full): set logging.options max-size and max-file")
     backups = [] if only else _backups(project, sidecars, now, problems)
     disk = [] if only else _disk(project, root_dir, problems)
+    snapshots = [] if only else _snapshots(project, now)
     if not only:
         _reconcile(project, problems)
     return {"project": project.name, "time": dt.datetime.fromtimestamp(now, dt.timezone.utc).isoformat(timespec="seconds"),
-            "services": services, "backups": backups, "disk": disk, "problems": problems}
+            "services": services, "backups": backups, "snapshots": snapshots, "disk": disk, "problems": problems}
 
 
 def _service(project: Project, name: str, svc: dict[str, Any], containers: list[dict[str, Any]],
@@ -298,6 +299,25 @@ def _backups(project: Project, sidecars: dict[str, dict[str, Any]], now: float,
     return found
 
 
+def _snapshots(project: Project, now: float) -> list[dict[str, Any]]:
+    """Per database that migrations snapshot: how many snapshots, their size, the newest (local files only)."""
+    from ..statedir import list_snapshots
+
+    databases = sorted({(project.service_x_atomic(s).get("migrate") or {}).get("database")
+                        for s in project.services} - {None})
+    directory = state.snapshot_dir(project)
+    found = []
+    for database in databases:
+        snaps = list_snapshots(directory, database) if directory.is_dir() else []
+        newest = snaps[-1] if snaps else None
+        created = _parse_time(newest.manifest.get("created")) if newest else None
+        found.append({"database": database, "count": len(snaps),
+                      "bytes": sum(int(x.manifest.get("size") or 0) for x in snaps),
+                      "newest": newest.name if newest else None,
+                      "newest_age_seconds": round(now - created) if created else None})
+    return found
+
+
 def _disk(project: Project, root_dir: str | None, problems: list[str]) -> list[dict[str, Any]]:
     places = [("docker", "Docker's data root", docker_root_space(root_dir)),
               ("state", "state directory", statvfs(project.state_dir))]
@@ -379,6 +399,12 @@ def render(data: dict[str, Any], colour: bool) -> str:
         if b["newest_age_seconds"] is None:
             line = f"backup {b['database']}: {b['message']}"
         out.append(f"{(mark(key) + ' ') if colour else ''}{line}")
+    for snap in data.get("snapshots") or []:
+        if snap["count"]:
+            out.append(f"snapshots {snap['database']}: {snap['count']} ({human(snap['bytes'])}), newest "
+                       f"{snap['newest']} {ago(snap['newest_age_seconds'])} ago")
+        else:
+            out.append(f"snapshots {snap['database']}: none yet (the first migration takes one)")
     for d in data["disk"]:
         free = human(d["free_bytes"]) if d["free_bytes"] is not None else d.get("note", "?")
         total = f" of {human(d['total_bytes'])}" if d.get("total_bytes") else ""

@@ -72,6 +72,7 @@ def test_status_after_deploys(project_name, tmp_path, request):
     side_status = next(s for s in data["services"] if s["service"] == "side")
     assert side_status["health"] == "running" and side_status["logs_unbounded"] is False
     assert side_status["last_deploy"] is None and side_status["route"] is None
+    assert [(p["role"], p["state"]) for p in data["proxy"]] == [("edge", "running"), ("switch", "running")]
     places = {d["place"]: d for d in data["disk"]}
     assert places["docker"]["path"] == json.loads(docker("info", "--format", "{{json .DockerRootDir}}").stdout)
     assert places["docker"]["free_bytes"] > 0 and places["state"]["free_bytes"] > 0
@@ -93,13 +94,14 @@ def test_status_after_deploys(project_name, tmp_path, request):
     # What reconcile would fix: a journal left behind, a proxy dialling a container that is gone.
     journal = tmp_path / ".compose-atomic" / "deploy" / project_name / "journal.json"
     journal.write_text(json.dumps({"service": "web", "phase": "switched", "old": [], "new": []}))
-    docker("stop", "-t", "0", f"{project_name}-web-2")
+    docker("stop", "-t", "0", f"{project_name}-web-2", f"{project_name}-atomic-proxy-switch")
     found = json.loads(status(tmp_path, project_name, "--json")[0].stdout)["problems"]
     assert any("interrupted at step 'switched'" in p and "compose-atomic up" in p for p in found), found
     # web-2 is stopped, but it is the container the deploy put in place, not one it left.
     assert not any("left by deploys" in p for p in found), found
     assert any(p.startswith("web: stopped") for p in found), found
     assert any("the proxy dials" in p for p in found), found
+    assert "the proxy's switch is not running; `compose-atomic up` starts it again" in found
     journal.unlink()
 
 

@@ -25,6 +25,7 @@ from .disk import docker_root_dir, docker_root_space, human, statvfs
 
 BACKUP_FOR = "com.compose-atomic.backup.for"
 BACKUP_ROLE = "com.compose-atomic.backup.role"
+PROXY_ROLE = "dev.compose-atomic.proxy-role"
 _BACKUP_AGE = re.compile(r"newest verified backup is (\d+)s old")
 #: A volume below this share of free space is reported as a problem.
 LOW_FREE_SHARE = 0.10
@@ -173,10 +174,14 @@ def collect(project: Project, only: str | None = None, view: EngineView | None =
     routes = state.proxy_routes(project)
     by_service: dict[str, list[dict[str, Any]]] = {}
     sidecars: dict[str, dict[str, Any]] = {}
+    proxies: list[dict[str, Any]] = []
     for info in infos:
         labels = info["Config"].get("Labels") or {}
         if labels.get(BACKUP_ROLE) == "dump" and labels.get(BACKUP_FOR):
             sidecars[labels[BACKUP_FOR]] = info
+        if labels.get(PROXY_ROLE):
+            proxies.append({"name": docker.name_of(info), "role": labels[PROXY_ROLE], "state": info["State"]["Status"]})
+            continue
         if labels.get(docker.LABEL_ONEOFF) == "True" or docker.LABEL_HASH not in labels:
             continue
         by_service.setdefault(labels.get(docker.LABEL_SERVICE, ""), []).append(info)
@@ -197,13 +202,19 @@ def collect(project: Project, only: str | None = None, view: EngineView | None =
     if unbounded:
         problems.append(f"logs unbounded for {', '.join(unbounded)} (json-file without max-size grows until the "
                         "disk is full): set logging.options max-size and max-file")
+    if project.x_atomic.get("proxy") is not None and not only:
+        serving = {p["role"] for p in proxies if p["state"] == "running"}
+        missing = [role for role in ("edge", "switch") if role not in serving]
+        if missing and (proxies or routes is not None):
+            problems.append(f"the proxy's {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not running; "
+                            "`compose-atomic up` starts it again")
     backups = [] if only else _backups(project, sidecars, now, problems)
     disk = [] if only else _disk(project, root_dir, problems)
     snapshots = [] if only else _snapshots(project, now)
     if not only:
         _reconcile(project, problems)
     return {"project": project.name, "time": dt.datetime.fromtimestamp(now, dt.timezone.utc).isoformat(timespec="seconds"),
-            "services": services, "backups": backups, "snapshots": snapshots, "disk": disk, "problems": problems}
+            "services": services, "proxy": sorted(proxies, key=lambda p: p["role"]), "backups": backups, "snapshots": snapshots, "disk": disk, "problems": problems}
 
 
 def _service(project: Project, name: str, svc: dict[str, Any], containers: list[dict[str, Any]],
@@ -391,6 +402,8 @@ def render(data: dict[str, Any], colour: bool) -> str:
             reason = f": {last['reason']}" if last.get("reason") else ""
             out.append(f"{pad}last deploy {last.get('time')} {paint(str(last.get('outcome')), last.get('outcome'))}"
                        f"{took}{reason}")
+    if data.get("proxy"):
+        out.append("proxy " + ", ".join(f"{p['role']} {p['name']} {p['state']}" for p in data["proxy"]))
     for b in data["backups"]:
         age = ago(b["newest_age_seconds"]) if b["newest_age_seconds"] is not None else "?"
         limit = f" (limit {ago(b['max_age_seconds'])})" if b["max_age_seconds"] else ""

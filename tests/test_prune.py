@@ -63,6 +63,12 @@ def build(tag: str, *labels: str) -> str:
     return proc.stdout.strip()
 
 
+def remove_project_containers(project_name: str) -> None:
+    ids = docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project_name}", check=False).stdout.split()
+    if ids:
+        docker("rm", "-f", "-v", *ids, check=False)
+
+
 def exists(image_id: str) -> bool:
     return docker("image", "inspect", image_id, check=False).returncode == 0
 
@@ -79,8 +85,9 @@ def images(project_name, request):
                                   "com.docker.compose.service=web")}
     made["other"] = other
 
-    def cleanup():
+    def cleanup():  # runs before the project's own teardown: its containers go first, or rmi fails
         docker("rm", "-f", f"{project_name}-keeper", f"{project_name}-web-9", check=False)
+        remove_project_containers(project_name)
         ids = made["ours"] + [made["bad"], made["moved_from"]] + made["theirs"] + [made["theirs_built"]]
         docker("rmi", "-f", *ids, check=False)
     request.addfinalizer(cleanup)
@@ -184,7 +191,7 @@ def test_retain_after_deploy_prunes_once_a_deploy_succeeded(project_name, tmp_pa
 
     tags = [f"{REPO}:{project_name}-v{n}" for n in (1, 2, 3)]
     ids = [build(tag) for tag in tags]
-    request.addfinalizer(lambda: docker("rmi", "-f", *ids, check=False))
+    request.addfinalizer(lambda: (remove_project_containers(project_name), docker("rmi", "-f", *ids, check=False)))
     retain = {"retain": {"releases": 1, "after_deploy": True}}
     for n, tag in enumerate(tags):
         write_project(tmp_path, {"web": app_service(f"v{n + 1}", image=tag)}, x_atomic=retain)

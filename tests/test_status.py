@@ -11,6 +11,7 @@ import pytest
 
 from conftest import IMAGE_BUSYBOX, docker, run_cli
 from test_deploy_support import app_service, free_port, wait_for_version, write_project
+from test_prune import remove_project_containers
 
 from compose_atomic.ops.status import _parse_time, ago, root_from_layers
 
@@ -47,7 +48,7 @@ def test_status_after_deploys(project_name, tmp_path, request):
     built = subprocess.run(["docker", "build", "-q", "-t", image_v2, "-"], text=True, capture_output=True,
                            input=f"FROM {IMAGE_BUSYBOX}\nLABEL version=v2\n")
     assert built.returncode == 0, built.stderr
-    request.addfinalizer(lambda: docker("rmi", "-f", image_v2, check=False))
+    request.addfinalizer(lambda: (remove_project_containers(project_name), docker("rmi", "-f", image_v2, check=False)))
     services["web"] = app_service("v2", image=image_v2)
     write_project(tmp_path, services, proxy_port=port)
     upgrade = run_cli("-p", project_name, "up", cwd=tmp_path)

@@ -13,7 +13,8 @@ from conftest import IMAGE_BUSYBOX, docker, run_cli
 from test_deploy_support import app_service, free_port, wait_for_version, write_project
 from test_prune import remove_project_containers
 
-from compose_atomic.ops.status import _parse_time, ago, root_from_layers
+from compose_atomic.ops.disk import root_from_layers
+from compose_atomic.ops.status import _parse_time, ago
 
 
 def test_ago_and_docker_timestamps():

@@ -21,7 +21,7 @@ from typing import Any
 from .. import docker
 from ..project import ComposeOptions, Project, discover_files, load_project
 from . import state
-from .disk import docker_root_dir, docker_root_space, human, statvfs
+from .disk import docker_root_dir, docker_root_space, human, root_from_layers, statvfs
 
 BACKUP_FOR = "com.compose-atomic.backup.for"
 BACKUP_ROLE = "com.compose-atomic.backup.role"
@@ -135,19 +135,6 @@ def guess_project_name(options: ComposeOptions, environ: dict[str, str] | None =
         return named
     directory = Path(options.project_directory) if options.project_directory else files[0].parent
     return re.sub(r"[^a-z0-9_-]", "", directory.resolve().name.lower()).lstrip("_-") or None
-
-
-def root_from_layers(infos: list[dict[str, Any]]) -> str | None:
-    """Docker's data root as the storage driver's paths show it (``<root>/<driver>/<id>/diff``).
-
-    Saves the ``docker info`` call when a container is there to tell; None otherwise (then ask).
-    """
-    for info in infos:
-        driver = info.get("GraphDriver") or {}
-        name, upper = driver.get("Name"), (driver.get("Data") or {}).get("UpperDir")
-        if name and upper and f"/{name}/" in upper:
-            return upper.split(f"/{name}/", 1)[0] or None
-    return None
 
 
 def gather(options: ComposeOptions) -> tuple[Project, EngineView]:

@@ -90,6 +90,24 @@ def test_status_after_deploys(project_name, tmp_path, request):
     assert "logs unbounded" in plain.stdout
     assert seconds < 5, f"status took {seconds:.2f}s (the bench measures it quietly: bench/status)"
 
+    # Batched: the whole project costs the same four calls, whatever its number of services.
+    from compose_atomic import docker as gateway
+    from compose_atomic.ops.status import collect, gather
+    from compose_atomic.project import ComposeOptions
+
+    class Recording(gateway.Gateway):
+        calls: list = []
+
+        def run(self, command, **kwargs):
+            self.calls.append(command.argv[1:3])
+            return super().run(command, **kwargs)
+
+    with gateway.use(Recording()) as recording:
+        project, view = gather(ComposeOptions(project_name=project_name, project_directory=str(tmp_path)))
+        assert [s["service"] for s in collect(project, None, view)["services"]] == ["side", "web"]
+    assert sorted(recording.calls) == sorted([("compose", "--project-name"), ("ps", "-aq"),
+                                              ("inspect", "--type"), ("image", "inspect")]), recording.calls
+
     one, _ = status(tmp_path, project_name, "web", "--json")
     assert [s["service"] for s in json.loads(one.stdout)["services"]] == ["web"]
 

@@ -225,6 +225,11 @@ def inspect_image_id(reference: str) -> Command:
     return docker("image", "inspect", "--format", "{{.Id}}", reference)
 
 
+def inspect_image_healthcheck(reference: str) -> Command:
+    """The image's ``HEALTHCHECK`` as JSON (``null`` without one)."""
+    return docker("image", "inspect", "--format", "{{json .Config.Healthcheck}}", reference)
+
+
 def start(*ids: str) -> Command:
     return docker("start", *ids, changes=True)
 
@@ -273,6 +278,11 @@ def run_detached(name: str, image: str, *, labels: dict[str, str] | None = None,
     if entrypoint is not None:
         args += ["--entrypoint", entrypoint]
     return docker(*args, image, *command, changes=True, timeout=LONG_TIMEOUT)
+
+
+def update_restart(name: str, policy: str) -> Command:
+    """Change a container's restart policy in place."""
+    return docker("update", "--restart", policy, name, changes=True)
 
 
 def rename(old: str, new: str) -> Command:

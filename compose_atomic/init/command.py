@@ -104,9 +104,11 @@ def _check_plan(plan: Plan) -> None:
                         + "\n".join(f"  - {p}" for p in problems))
 
 
-def inspect_image_command(image: str) -> list[str]:
-    """``docker image inspect`` of one image's config (argv for deploy.engine.docker)."""
-    return ["image", "inspect", "--format", "{{json .Config}}", image]
+def inspect_image_command(image: str):
+    """``docker image inspect`` of one image's config, read-only, a short timeout."""
+    from .. import docker
+
+    return docker.docker("image", "inspect", "--format", "{{json .Config}}", image, timeout=15)
 
 
 def local_images(files: list, env: dict[str, str]) -> dict[str, ImageFacts | None]:
@@ -115,10 +117,9 @@ def local_images(files: list, env: dict[str, str]) -> dict[str, ImageFacts | Non
     Read-only and local: nothing is pulled. Without a docker CLI every image is unknown.
     """
     import json
-    import subprocess
 
-    from ..deploy.engine import docker
-    from ..errors import DockerUnavailable
+    from .. import docker
+    from ..errors import ComposeAtomicError
     from .detect import Service
 
     found: dict[str, ImageFacts | None] = {}
@@ -127,8 +128,8 @@ def local_images(files: list, env: dict[str, str]) -> dict[str, ImageFacts | Non
         if not image or image in found or "$" in image:
             continue
         try:
-            result = docker(*inspect_image_command(image), timeout=15)
-        except (DockerUnavailable, subprocess.TimeoutExpired):
+            result = docker.run(inspect_image_command(image))
+        except ComposeAtomicError:  # no docker CLI, no engine, no answer: every image unknown
             return {}
         if result.returncode != 0:
             if "no such image" in (result.stderr or "").lower():

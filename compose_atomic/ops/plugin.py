@@ -109,3 +109,11 @@ def after_deploy(project, service, old_container, new_container, outcome):
     plan.containers = []  # the deploy holds the lock and is still finishing: leave containers to `prune`
     for problem in apply(plan, progress):
         progress.warn("prune", problem)
+
+
+@hookimpl
+def before_changes(project, plans):
+    """The disk pre-flight: stop (exit 1) before anything changes when the deploy would not fit."""
+    from .disk import preflight
+
+    preflight(project, plans)

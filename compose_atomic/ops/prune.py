@@ -31,17 +31,20 @@ from ..project import Project
 from ..settings import DEFAULTS
 from . import state
 
+DEFAULT_RELEASES = DEFAULTS["retain.releases"]
+
+
 @dataclass(frozen=True)
 class RetainSettings:
     """``x-atomic.retain``, with the defaults of :data:`compose_atomic.settings.DEFAULTS`."""
 
-    releases: int = DEFAULTS["retain.releases"]
+    releases: int = DEFAULT_RELEASES
     after_deploy: bool = DEFAULTS["retain.after_deploy"]
 
 
 def retain_settings(project: Project) -> RetainSettings:
     raw = project.x_atomic.get("retain") or {}
-    return RetainSettings(releases=int(raw.get("releases", DEFAULTS["retain.releases"])),
+    return RetainSettings(releases=int(raw.get("releases", DEFAULT_RELEASES)),
                           after_deploy=bool(raw.get("after_deploy", DEFAULTS["retain.after_deploy"])))
 
 

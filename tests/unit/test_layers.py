@@ -22,7 +22,8 @@ CAPABILITY_USES = {
     "deploy": {"proxy"},
     "swarm": {"proxy"},
     "migrate": {"lint"},
-    "ops": {"proxy", "migrate"},  # the proxy's saved routes; the snapshot retention rule
+    # the operator's view reads every capability's state (history, proxy routes, snapshots)
+    "ops": {"deploy", "proxy", "migrate"},
 }
 
 

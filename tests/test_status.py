@@ -124,6 +124,15 @@ def test_status_after_deploys(project_name, tmp_path, request):
     assert "the proxy's switch is not running; `compose-atomic up` starts it again" in found
     journal.unlink()
 
+    # A route in maintenance, as `compose-atomic maintenance on web` records it.
+    (tmp_path / ".compose-atomic" / "proxy" / "maintenance.json").write_text(
+        json.dumps({"web": {"message": "back soon", "retry_after": 120}}))
+    data = json.loads(status(tmp_path, project_name, "--json")[0].stdout)
+    web = next(s for s in data["services"] if s["service"] == "web")
+    assert web["route"]["maintenance"] == {"message": "back soon", "retry_after": 120}
+    assert any("web is in maintenance" in p and "maintenance off web" in p for p in data["problems"])
+    assert "in maintenance (503, Retry-After 120s)" in status(tmp_path, project_name)[0].stdout
+
 
 @pytest.mark.docker
 def test_status_usage_errors(project_name, tmp_path):

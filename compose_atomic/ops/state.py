@@ -110,6 +110,15 @@ def proxy_routes(project: Project) -> dict[str, list[str]] | None:
     return None
 
 
+def proxy_maintenance(project: Project) -> dict[str, dict[str, Any]]:
+    """Routes in maintenance (``compose-atomic maintenance on``): service -> message, retry_after."""
+    try:
+        found = json.loads((project.state_dir / "proxy" / "maintenance.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in found.items() if isinstance(v, dict)} if isinstance(found, dict) else {}
+
+
 def snapshot_dir(project: Project) -> Path:
     """Where migrations keep their snapshots (not created here)."""
     return project.state_dir / "snapshots"

@@ -159,6 +159,7 @@ def collect(project: Project, only: str | None = None, view: EngineView | None =
 
     history = state.history(project)
     routes = state.proxy_routes(project)
+    maintenance = state.proxy_maintenance(project)
     by_service: dict[str, list[dict[str, Any]]] = {}
     sidecars: dict[str, dict[str, Any]] = {}
     proxies: list[dict[str, Any]] = []
@@ -178,7 +179,13 @@ def collect(project: Project, only: str | None = None, view: EngineView | None =
     for name, svc in project.services.items():
         if only and name != only:
             continue
-        services.append(_service(project, name, svc, by_service.get(name, []), images, history, routes, now, problems))
+        entry = _service(project, name, svc, by_service.get(name, []), images, history, routes, now, problems)
+        if entry["route"] is not None:
+            entry["route"]["maintenance"] = maintenance.get(name)
+            if maintenance.get(name) is not None:
+                problems.append(f"{name} is in maintenance (the proxy answers 503); "
+                                f"`compose-atomic maintenance off {name}` serves it again")
+        services.append(entry)
 
     from .prune import left_behind
 
@@ -382,6 +389,9 @@ def render(data: dict[str, Any], colour: bool) -> str:
             where += route["path"] or ""
             dials = route["proxy_dials"]
             shown = " ".join(dials) if dials else "(no saved proxy configuration)"
+            held = route.get("maintenance")
+            if held is not None:
+                shown = paint("in maintenance", fg="yellow") + f" (503, Retry-After {held.get('retry_after', '?')}s); " + shown
             out.append(f"{pad}route {where} :{route['port']} -> {shown}")
         last = s.get("last_deploy")
         if last:

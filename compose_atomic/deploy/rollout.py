@@ -158,6 +158,7 @@ class Replacement:
             "old_container": docker.name_of(self.old[0]) if self.old else None,
             "new_container": docker.name_of(new_info) if new_info else None,
             "strategy": self.plan.strategy, "seconds": round(time.monotonic() - self.started, 2),
+            **({"notes": self.plan.notes} if self.plan.notes else {}),
         })
         self.ctx.journal.clear()
 

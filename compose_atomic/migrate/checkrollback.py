@@ -125,7 +125,7 @@ def check_rollback(project: Project, service: str, progress: Progress | None = N
         up = _compose(scratch, config, "up", "-d", "--wait", settings.database)
         if not up.ok:
             raise DatabaseUnavailable(f"could not start the copy of {settings.database}: {up.last_line()}")
-        copy_db = _ready(scratch, settings.database)
+        copy_db = Database.wait_ready(scratch, settings.database)
         _restore_into(copy_db, snap)
         report.steps.append(f"restored {snap.name} into the copy and verified it")
         progress.event(resource, "Restored", snap.name)
@@ -196,19 +196,6 @@ def health_gate(cid: str, health: dict[str, Any]) -> str:
                 return ""
         time.sleep(0.5)
     return last
-
-
-def _ready(scratch: Project, service: str) -> Database:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            db = Database.locate(scratch, service)
-            db.connect().close()
-            return db
-        except DatabaseUnavailable:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
 
 
 def _restore_into(db: Database, snap) -> None:

@@ -21,11 +21,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..project import Project
 from ..errors import DatabaseUnavailable
+from ..project import Project
 
 PG_PORT = 5432
 # Every connection speaks UTF8, whatever the server's encoding. PostgreSQL converts from
@@ -91,6 +92,20 @@ class Database:
                 password = proc.stdout.rstrip("\n")
         return cls(project=project, service=service, container=container, dbname=dbname,
                    user=user, _password=password)
+
+    @classmethod
+    def wait_ready(cls, project: Project, service: str, timeout: float = 60) -> "Database":
+        """The database once it accepts connections (a fresh container runs initdb first)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                db = cls.locate(project, service)
+                db.connect().close()
+                return db
+            except DatabaseUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     # ---- inside the container -------------------------------------------------
 

@@ -86,16 +86,7 @@ def ensure_database(project: Project, service: str, progress: Progress) -> Datab
         if not proc.ok:
             raise DatabaseUnavailable(f'could not start the database service "{service}": '
                                       f"{proc.stderr.strip()[-500:]}")
-    db = Database.locate(project, service)
-    deadline = time.monotonic() + 60
-    while True:  # a fresh container runs initdb before it accepts connections
-        try:
-            db.connect().close()
-            return db
-        except DatabaseUnavailable:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+    return Database.wait_ready(project, service)
 
 
 def guarded_migrate(project: Project, service: str, image: str | None = None,

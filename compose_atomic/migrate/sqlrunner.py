@@ -20,9 +20,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import MigrationFailed, MigrationTimedOut, UsageError
 from ..progress import Progress
 from .database import Database
-from ..errors import MigrationFailed, MigrationTimedOut, UsageError
 
 TABLE = "compose_atomic_migrations"
 APPLICATION_NAME = "compose-atomic-migrate"

@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 from ..errors import LockBusy
 from ..project import Project
+from ..statedir import read_jsonl
 
 #: The proxy's saved switch configuration, newest layout first (caddy.json: before the edge/switch pair).
 PROXY_FILES = ("switch-a.json", "caddy.json")
@@ -27,19 +28,7 @@ def deploy_dir(project: Project) -> Path:
 
 def history(project: Project) -> list[dict[str, Any]]:
     """Every recorded service deploy, oldest first (damaged lines skipped)."""
-    try:
-        lines = (deploy_dir(project) / "history.jsonl").read_text().splitlines()
-    except OSError:
-        return []
-    found = []
-    for line in lines:
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict):
-            found.append(entry)
-    return found
+    return read_jsonl(deploy_dir(project) / "history.jsonl")
 
 
 def journal(project: Project) -> dict[str, Any] | None:

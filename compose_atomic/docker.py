@@ -215,10 +215,11 @@ def inspect_containers(*ids: str) -> Command:
     return docker("inspect", "--type", "container", *ids)
 
 
-def list_service(project: str, service: str) -> Command:
-    """The ids of a service's containers Compose counts (not one-offs), stopped ones too."""
-    return docker("ps", "-aq", "--no-trunc", "--filter", f"label={LABEL_PROJECT}={project}",
-                  "--filter", f"label={LABEL_SERVICE}={service}", "--filter", f"label={LABEL_ONEOFF}=False")
+def list_service(project: str, service: str, *, running: bool = False) -> Command:
+    """The ids of a service's containers Compose counts (not one-offs): stopped ones too, unless ``running``."""
+    return docker("ps", "-q" if running else "-aq", "--no-trunc", "--filter", f"label={LABEL_PROJECT}={project}",
+                  "--filter", f"label={LABEL_SERVICE}={service}", "--filter", f"label={LABEL_ONEOFF}=False",
+                  *(["--filter", "status=running"] if running else []))
 
 
 def inspect_image_id(reference: str) -> Command:

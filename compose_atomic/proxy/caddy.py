@@ -71,6 +71,10 @@ SOCKET_DIR_IN_CONTAINER = "/run/compose-atomic"
 #: A symlink to the socket of the switch that serves (``switch-a.sock`` or ``switch-b.sock``).
 SWITCH_SOCKET = f"{SOCKET_DIR_IN_CONTAINER}/switch.sock"
 SLOTS = ("a", "b")
+#: An old edge that finds ``<run dir>/edge-draining-<its spec>`` closes each connection after its answer.
+DRAIN_MARKER_PREFIX = "edge-draining-"
+#: Seconds an old edge may take to see its clients go before it stops anyway.
+EDGE_DRAIN_BOUND = 5.0
 LABEL_PROXY = "dev.compose-atomic.proxy"
 LABEL_ROLE = "dev.compose-atomic.proxy-role"
 LABEL_SPEC = "dev.compose-atomic.proxy-spec"
@@ -308,6 +312,39 @@ def build_edge_config(routes: list[Route], ports: list[str | int | dict] | None 
     return {"admin": {"disabled": True}, "apps": {"http": app}}
 
 
+def with_drain_marker(config: dict[str, Any], spec: str) -> dict[str, Any]:
+    """The edge's configuration plus the rule that drains it: while the file
+    ``<run dir>/edge-draining-<spec>`` exists, every response says ``Connection: close``."""
+    config = json.loads(json.dumps(config))
+    drain = {"match": [{"file": {"root": SOCKET_DIR_IN_CONTAINER, "try_files": [f"/{DRAIN_MARKER_PREFIX}{spec}"]}}],
+             "handle": [{"handler": "headers", "response": {"set": {"Connection": ["close"]}}}]}
+    config["apps"]["http"]["servers"]["edge"]["routes"].insert(0, drain)
+    return config
+
+
+def client_connections(pid: int, ports: set[int]) -> int | None:
+    """Established TCP connections on ``ports`` held by process ``pid`` (the edge runs in the
+    host's network namespace); None when this machine cannot tell (no /proc, a remote engine)."""
+    try:
+        inodes = set()
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+        count = 0
+        for table in ("tcp", "tcp6"):
+            with open(f"/proc/{pid}/net/{table}") as handle:
+                next(handle)
+                for line in handle:
+                    fields = line.split()
+                    local_port = int(fields[1].rsplit(":", 1)[1], 16)
+                    if fields[3] == "01" and local_port in ports and fields[9] in inodes:
+                        count += 1
+        return count
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
 def routes_from_config(config: dict[str, Any]) -> dict[str, list[str]]:
     """Upstreams per service as a saved configuration has them."""
     return {service: dials for service, (dials, _) in balanced_routes_from_config(config).items()}
@@ -416,6 +453,10 @@ class CaddyProxy:
     def config(self, slot: str | None = None) -> dict[str, Any]:
         return build_config(list(self.routes.values()), slot or self.slot)
 
+    def edge_spec(self) -> str:
+        """What the edge runs (its image and configuration), as its label and drain marker carry it."""
+        return _digest([self.image, self.edge_config()])
+
     def edge_config(self) -> dict[str, Any]:
         return build_edge_config(list(self.routes.values()), self.ports)
 
@@ -423,7 +464,7 @@ class CaddyProxy:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.run_dir, 0o700)  # holds the switch's admin socket: root (the proxy, us) only
         files = {f"switch-{slot}.json": self.config(slot) for slot in SLOTS}
-        files["edge.json"] = self.edge_config()
+        files["edge.json"] = with_drain_marker(self.edge_config(), self.edge_spec())
         for name, content in files.items():
             path = self.config_dir / name
             tmp = path.with_suffix(".tmp")
@@ -535,7 +576,7 @@ class CaddyProxy:
     # -- the edge --
 
     def _ensure_edge(self, report: Callable[[str, bool], None] | None) -> None:
-        spec = _digest([self.image, self.edge_config()])
+        spec = self.edge_spec()
         info = self._inspect(self.container_name)
         if info is None:
             self._create_edge(self.container_name, spec)
@@ -590,8 +631,33 @@ class CaddyProxy:
     def _retire(self, name: str, fresh: str, retired: str) -> None:
         docker.run(docker.rename(name, retired))
         docker.run(docker.rename(fresh, name))
+        if name == self.container_name:
+            self._drain_edge(retired)
         docker.run(docker.stop(30, retired))  # Caddy finishes requests in flight on SIGTERM
         docker.run(docker.remove(retired))
+        for marker in self.run_dir.glob(f"{DRAIN_MARKER_PREFIX}*"):
+            marker.unlink(missing_ok=True)
+
+    def _drain_edge(self, retired: str) -> None:
+        """Let clients leave the old edge before it stops, so none sends a request on a keep-alive
+        connection at the instant it closes (a POST lost that way cannot be replayed).
+
+        The old edge answers every request with ``Connection: close`` once its marker file exists
+        (no reload: a reload would close the idle connections itself); it stops when it holds no
+        client connection, or after ``EDGE_DRAIN_BOUND`` seconds (a client idle all that time).
+        """
+        info = self._inspect(retired) or {}
+        spec = ((info.get("Config") or {}).get("Labels") or {}).get(LABEL_SPEC)
+        if not spec:
+            return
+        (self.run_dir / f"{DRAIN_MARKER_PREFIX}{spec}").touch()
+        pid = (info.get("State") or {}).get("Pid") or 0
+        ports = {int(address.rsplit(":", 1)[1]) for address, _ in edge_listeners(self.ports)}
+        deadline = time.monotonic() + EDGE_DRAIN_BOUND
+        while time.monotonic() < deadline:
+            if client_connections(pid, ports) == 0:
+                return
+            time.sleep(0.1)
 
     def _start(self, name: str) -> None:
         result = docker.run(docker.start(name))

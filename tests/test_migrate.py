@@ -444,8 +444,7 @@ def test_new_app_failing_health_after_migration_brings_the_database_back(stack):
     state = json.loads((stack.state_dir / "migrate" / "web.json").read_text())
     assert state["phase"] == "migrated"
     # the deploy's health gate failed; the old app serves again; the guard restores
-    plugin.on_rollback(project=project, service="web", old_container=None, new_container=None,
-                       reason="health check failed")
+    plugin.rollback_deploy(project=project, service="web", reason="health check failed")
     assert checksums(stack) == before
     assert not (stack.state_dir / "migrate" / "web.json").exists()
 
@@ -464,8 +463,7 @@ def test_writes_after_the_snapshot_make_the_restore_refuse_without_force(stack):
     wait_gone(stack, writer)
     migrated_with_writes = checksums(stack)
     with pytest.raises(RollbackFailed) as caught:
-        plugin.on_rollback(project=project, service="web", old_container=None, new_container=None,
-                           reason="health check failed")
+        plugin.rollback_deploy(project=project, service="web", reason="health check failed")
     assert caught.value.exit_code == 4
     assert "4 rows written since the snapshot" in str(caught.value)
     assert "public.orders (3)" in str(caught.value) and "public.items (1)" in str(caught.value)

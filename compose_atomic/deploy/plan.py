@@ -13,6 +13,7 @@ from typing import Any
 
 from .. import docker
 from ..errors import OperationFailed
+from ..ports import parse_port
 from ..project import Project
 
 START_FIRST = "start-first"
@@ -63,11 +64,9 @@ def stop_first_reason(project: Project, service: str) -> str | None:
         return f"container_name: {svc['container_name']}"
     if svc.get("network_mode") == "host":
         return "network_mode: host"
-    for port in svc.get("ports") or []:
-        published = port.get("published") if isinstance(port, dict) else str(port).count(":") >= 1
-        if published:
-            shown = port.get("published") if isinstance(port, dict) else port
-            return f"publishes host port {shown}"
+    for port in map(parse_port, svc.get("ports") or []):
+        if port.published:
+            return f"publishes host port {port.published}"
     return None
 
 

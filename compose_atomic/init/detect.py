@@ -19,6 +19,7 @@ import yaml
 
 from .. import images
 from ..errors import InitError
+from ..ports import Port, as_int, parse_port
 from ..restarts import RESTARTING, restart_policy
 from ..settings import DEFAULTS
 
@@ -157,37 +158,8 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 # ---- recognising -------------------------------------------------------------
 
 
-@dataclass
-class PortMapping:
-    raw: str
-    target: int | None
-    published: str | None  # host side, when the port is published on the host
-    protocol: str = "tcp"
-
-
-def parse_port(entry: Any) -> PortMapping:
-    """One ``ports:`` entry, short (``127.0.0.1:8000:8000/tcp``) or long syntax."""
-    if isinstance(entry, dict):
-        target = entry.get("target")
-        published = entry.get("published")
-        raw = f"{published}:{target}" if published else str(target)
-        return PortMapping(raw, _int(target), str(published) if published not in (None, "") else None,
-                           str(entry.get("protocol") or "tcp").lower())
-    raw = str(entry)
-    spec, _, protocol = raw.partition("/")
-    if spec.startswith("["):  # [::1]:8000:8000
-        spec = spec.split("]:", 1)[-1]
-    parts = spec.rsplit(":", 2) if spec.count(":") >= 2 else spec.split(":")
-    target = _int(parts[-1].split("-")[0])
-    published = parts[-2] if len(parts) >= 2 and parts[-2] else None
-    return PortMapping(raw, target, published, (protocol or "tcp").lower())
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(str(value).strip())
-    except (TypeError, ValueError):
-        return None
+PortMapping = Port  # one ``ports:`` entry (compose_atomic.ports)
+_int = as_int
 
 
 def as_list(value: Any) -> list[Any]:

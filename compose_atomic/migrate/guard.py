@@ -1,7 +1,7 @@
 """The guarded sequence: lint -> snapshot -> migrate (with timeout) -> restore on failure.
 
 ``guarded_migrate`` is what the deploy's ``before_deploy`` hook and
-``compose-atomic db migrate`` both run; ``rollback`` is what ``on_rollback`` runs
+``compose-atomic db migrate`` both run; ``rollback`` is what the ``rollback_deploy`` hook runs
 when the new app fails after a successful migration. Between the two, the
 deploy's state (which snapshot guards which service) lives in
 ``<state dir>/migrate/<service>.json``.

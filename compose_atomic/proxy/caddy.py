@@ -45,6 +45,7 @@ from typing import Any, Callable, Iterable
 
 from .. import docker
 from ..errors import ProxyError
+from ..ports import parse_port
 
 #: Restart policy of the edge and the switch. Not ``unless-stopped``: after dockerd is killed
 #: (SIGKILL, OOM, a power cut), the engine stops the containers it finds on start and does not
@@ -261,26 +262,8 @@ def build_config(routes: list[Route], slot: str = "a") -> dict[str, Any]:
 
 def edge_listeners(ports: list[str | int | dict]) -> list[tuple[str, int]]:
     """``x-atomic.proxy.ports`` (Compose's syntax) as (host address to listen on, container port)."""
-    found = []
-    for port in ports:
-        if isinstance(port, dict):
-            target = int(port["target"])
-            published, ip = port.get("published") or target, port.get("host_ip") or ""
-        else:
-            text, _, protocol = str(port).partition("/")
-            if protocol == "udp":
-                continue
-            ip = ""
-            if text.startswith("["):  # [::1]:8080:80
-                ip, _, text = text[1:].partition("]:")
-                ip = f"[{ip}]"
-            parts = text.split(":")
-            if len(parts) == 3:
-                ip, parts = parts[0], parts[1:]
-            published, target = (parts[0], parts[-1]) if len(parts) == 2 else (parts[0], parts[0])
-            target = int(target)
-        found.append((f"{ip}:{int(published)}", target))
-    return found
+    parsed = [parse_port(port) for port in ports]
+    return [(port.listen_address, port.target) for port in parsed if port.protocol != "udp"]
 
 
 def build_edge_config(routes: list[Route], ports: list[str | int | dict] | None = None) -> dict[str, Any]:

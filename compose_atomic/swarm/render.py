@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .. import ports
 from ..durations import parse_duration
 from ..project import Project
 from ..settings import DEFAULTS
@@ -257,14 +258,14 @@ def _ports(name: str, out: dict[str, Any], findings: list[Finding]) -> None:
 
 
 def parse_port(text: Any) -> dict[str, Any]:
-    """Compose's short port syntax (``[ip:]published:target[/proto]`` or ``target``)."""
-    spec, _, protocol = str(text).partition("/")
-    parts = spec.rsplit(":", 2)
-    if len(parts) == 1:
-        return {"target": int(parts[0]), "published": int(parts[0]), "protocol": protocol or "tcp"}
-    if len(parts) == 2:
-        return {"published": parts[0], "target": int(parts[1]), "protocol": protocol or "tcp"}
-    return {"host_ip": parts[0], "published": parts[1], "target": int(parts[2]), "protocol": protocol or "tcp"}
+    """Compose's short port syntax as the long one Swarm's stack file takes (``target`` alone is
+    published on the same port)."""
+    port = ports.parse_port(text)
+    entry: dict[str, Any] = {"published": port.published or port.target, "target": port.target,
+                             "protocol": port.protocol}
+    if port.host_ip:
+        entry = {"host_ip": port.host_ip, **entry}
+    return entry
 
 
 def _volumes(name: str, out: dict[str, Any], findings: list[Finding]) -> None:

@@ -42,9 +42,10 @@ def engine2(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
     return proc
 
 
-def docker0() -> str:
-    proc = subprocess.run(["ip", "-brief", "addr", "show", "docker0"], capture_output=True, text=True, timeout=10)
-    return proc.stdout.strip()
+def docker0() -> list[str]:
+    """The host's docker0 addresses (not its state: other containers come and go on it)."""
+    proc = subprocess.run(["ip", "-o", "addr", "show", "docker0"], capture_output=True, text=True, timeout=10)
+    return sorted(line.split()[3] for line in proc.stdout.splitlines() if len(line.split()) > 3)
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +53,7 @@ def second_engine(docker_engine):
     if os.geteuid() != 0:
         pytest.fail("these tests start a second dockerd: run them as root (scripts/test does)")
     before = docker0()
+    assert before, "the host has no docker0 to begin with"
     engine2("down")
     engine2("up", IMAGE_BUSYBOX, IMAGE_CADDY)
     yield

@@ -330,3 +330,70 @@ def test_maintenance_mode_answers_503_with_a_page_while_the_app_stays_healthy(pr
     proc = run_cli("-p", project_name, "maintenance", "off", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     wait_for_version(port, "v2", timeout=10)
+
+
+def test_pause_holds_requests_at_the_proxy_and_resume_lets_them_through(project_name, tmp_path):
+    import threading
+    import time
+
+    import httpx
+
+    from conftest import run_cli
+    from test_deploy_support import app_service, free_port, wait_for_version, write_project
+
+    port = free_port()
+    write_project(tmp_path, {"web": app_service("v1")}, proxy_port=port)
+    assert run_cli("-p", project_name, "up", cwd=tmp_path).returncode == 0
+    wait_for_version(port, "v1")
+    proc = run_cli("-p", project_name, "pause", "web", "--timeout", "30s", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    answers: list[tuple[str, int, float]] = []
+    started = time.monotonic()
+
+    def client(method: str) -> None:
+        r = httpx.request(method, f"http://127.0.0.1:{port}/cgi-bin/v", content=b"x=1" if method == "POST" else None,
+                          timeout=40)
+        answers.append((method, r.status_code, time.monotonic() - started))
+
+    threads = [threading.Thread(target=client, args=(m,)) for m in ("GET", "HEAD") * 3]
+    for t in threads:
+        t.start()
+    # A request with a body cannot be held (a failed dial closes it): 503 at once, with Retry-After.
+    post = httpx.post(f"http://127.0.0.1:{port}/cgi-bin/v", content=b"x=1", timeout=10)
+    assert post.status_code == 503 and post.headers["retry-after"]
+    time.sleep(3)
+    assert answers == []  # held, not failed
+    resumed = time.monotonic() - started
+    proc = run_cli("-p", project_name, "resume", "web", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for t in threads:
+        t.join(timeout=40)
+    assert sorted(a[:2] for a in answers) == [("GET", 200)] * 3 + [("HEAD", 200)] * 3, answers
+    assert all(a[2] > resumed for a in answers)
+    assert httpx.get(f"http://127.0.0.1:{port}/cgi-bin/v", timeout=5).text.strip() == "v1"
+
+    # Held past --timeout: a 503 with Retry-After, not a hang.
+    assert run_cli("-p", project_name, "pause", "--timeout", "1s", cwd=tmp_path).returncode == 0
+    start = time.monotonic()
+    r = httpx.get(f"http://127.0.0.1:{port}/cgi-bin/v", timeout=20)
+    assert r.status_code == 503 and r.headers["retry-after"] and 0.9 < time.monotonic() - start < 5
+    assert run_cli("-p", project_name, "resume", cwd=tmp_path).returncode == 0
+    wait_for_version(port, "v1", timeout=5)
+
+
+def test_a_paused_route_holds_bodiless_requests_and_lets_the_held_ones_through():
+    from compose_atomic.proxy.caddy import HELD_HEADER, HELD_METHODS
+
+    route = Route("web", 80, upstreams=["10.0.0.2:80", "p-web-1:80"], paused={"timeout": 5})
+    first, proxy = route.to_caddy()["handle"]
+    assert proxy["@id"] == "ca_web"  # the deploy's handler stays, with its upstreams
+    held, refused = first["routes"]
+    assert held["match"][0]["method"] == HELD_METHODS and "POST" not in HELD_METHODS
+    assert held["match"][0]["not"] == [{"header": {HELD_HEADER: ["1"]}}]  # held once, not twice
+    hold = held["handle"][0]
+    assert hold["load_balancing"]["try_duration"] == "5000ms"
+    assert hold["headers"]["request"]["set"][HELD_HEADER] == ["1"]
+    assert refused["handle"][0]["handler"] == "reverse_proxy"  # a failed dial: the body is read, then 503
+    edge = build_edge_config([route])["apps"]["http"]["servers"]["edge"]["routes"][-1]["handle"][0]
+    assert edge["headers"]["request"]["delete"] == [HELD_HEADER]  # clients cannot skip a pause
+    assert routes_from_config(build_config([route])) == {"web": ["10.0.0.2:80", "p-web-1:80"]}

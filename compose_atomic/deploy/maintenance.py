@@ -1,4 +1,4 @@
-"""Default plugin of the deploy: ``compose-atomic maintenance on|off [SERVICE]`` (docs/deploy.md).
+"""Default plugin of the deploy (it changes deployed routes under the deploy lock): ``maintenance on|off``, ``pause`` and ``resume`` (docs/deploy.md).
 
 Top-level imports stay light (click only): the proxy loads when the command runs.
 """
@@ -29,15 +29,89 @@ def routed_services(project, proxy, service: str | None) -> list[str]:
     return [service]
 
 
+def _change_routes(ctx: click.Context, service: str | None, lock_wait: str | None, what: str, change) -> list[str]:
+    """Load the project, take the deploy lock, and apply ``change(proxy, services, networks)``."""
+    from ..config import load_valid_project
+    from ..durations import parse_duration
+    from ..errors import UsageError
+    from ..progress import Progress
+    from .routing import make_proxy, proxy_networks
+    from .state import project_lock
+
+    project = load_valid_project(ctx.obj)
+    proxy = make_proxy(project)
+    services = routed_services(project, proxy, service)
+    try:
+        wait = parse_duration(str(lock_wait or project.x_atomic.get("lock_wait") or "0s"))
+    except ValueError as exc:
+        raise UsageError(f"--lock-wait: {exc}") from None
+    progress = Progress(project.options.progress, dry_run=project.options.dry_run)
+    if project.options.dry_run:
+        for name in services:
+            progress.event(f"Route {name}", "Would set", what)
+        return []
+    with project_lock(project, wait):
+        proxy.restore_saved()
+        change(proxy, services, proxy_networks(project))
+    return services
+
+
+def _progress(ctx: click.Context):
+    from ..progress import Progress
+
+    return Progress(ctx.obj.progress)
+
+
 @hookimpl
 def register_commands(cli):
+    lock_option = click.option("--lock-wait", help="Wait this long for a running deploy "
+                                                   "(default: x-atomic.lock_wait, else fail at once).")
+
+    @cli.command()
+    @click.argument("service", required=False)
+    @click.option("--timeout", default="30s", show_default=True,
+                  help="Hold each request at most this long; then it gets 503 with Retry-After.")
+    @lock_option
+    @click.pass_context
+    def pause(ctx: click.Context, service: str | None, timeout: str, lock_wait: str | None) -> None:
+        """Hold SERVICE's requests at the proxy (default: every route) until `resume`.
+
+        Clients wait instead of failing, up to --timeout each. The containers keep running.
+        """
+        from ..durations import parse_duration
+        from ..errors import UsageError
+
+        try:
+            seconds = parse_duration(timeout)
+        except ValueError as exc:
+            raise UsageError(f"--timeout: {exc}") from None
+        if seconds <= 0:
+            raise UsageError("--timeout: must be more than 0s")
+        done = _change_routes(ctx, service, lock_wait, f"paused (hold up to {timeout})",
+                              lambda proxy, services, nets: proxy.set_paused(services, seconds, nets))
+        for name in done:
+            _progress(ctx).event(f"Route {name}", "Paused", f"requests held up to {timeout}; resume with "
+                                                            f"compose-atomic resume {name}")
+
+    @cli.command()
+    @click.argument("service", required=False)
+    @lock_option
+    @click.pass_context
+    def resume(ctx: click.Context, service: str | None, lock_wait: str | None) -> None:
+        """Let SERVICE's held requests through (default: every route) and route new ones again."""
+        done = _change_routes(ctx, service, lock_wait, "resumed",
+                              lambda proxy, services, nets: proxy.set_paused(services, None, nets))
+        for name in done:
+            _progress(ctx).event(f"Route {name}", "Resumed", "held requests go through")
+
+
     @cli.command()
     @click.argument("state", type=click.Choice(["on", "off"]))
     @click.argument("service", required=False)
     @click.option("--message", help="The text of the maintenance page (default: a short notice).")
     @click.option("--retry-after", type=click.IntRange(min=0), default=120, show_default=True,
                   help="Seconds clients are told to wait (the Retry-After header).")
-    @click.option("--lock-wait", help="Wait this long for a running deploy (default: x-atomic.lock_wait, else fail at once).")
+    @lock_option
     @click.pass_context
     def maintenance(ctx: click.Context, state: str, service: str | None, message: str | None, retry_after: int,
                     lock_wait: str | None) -> None:
@@ -46,31 +120,11 @@ def register_commands(cli):
         The containers keep running and their health checks pass; deploys meanwhile keep the
         page up. `maintenance off` routes to them again.
         """
-        from ..config import load_valid_project
-        from .routing import make_proxy, proxy_networks
-        from .state import project_lock
-        from ..durations import parse_duration
-        from ..errors import UsageError
-        from ..progress import Progress
-
-        project = load_valid_project(ctx.obj)
-        proxy = make_proxy(project)
-        services = routed_services(project, proxy, service)
-        try:
-            wait = parse_duration(str(lock_wait or project.x_atomic.get("lock_wait") or "0s"))
-        except ValueError as exc:
-            raise UsageError(f"--lock-wait: {exc}") from None
-        progress = Progress(project.options.progress, dry_run=project.options.dry_run)
-        if project.options.dry_run:
-            for name in services:
-                progress.event(f"Route {name}", "Would set", f"maintenance {state}")
-            return
-        with project_lock(project, wait):
-            proxy.restore_saved()
-            settings = {"message": message, "retry_after": retry_after} if state == "on" else None
-            proxy.set_maintenance(services, settings, proxy_networks(project))
-        for name in services:
+        settings = {"message": message, "retry_after": retry_after} if state == "on" else None
+        done = _change_routes(ctx, service, lock_wait, f"maintenance {state}",
+                              lambda proxy, services, nets: proxy.set_maintenance(services, settings, nets))
+        for name in done:
             if state == "on":
-                progress.event(f"Route {name}", "Maintenance", f"503 with Retry-After: {retry_after}")
+                _progress(ctx).event(f"Route {name}", "Maintenance", f"503 with Retry-After: {retry_after}")
             else:
-                progress.event(f"Route {name}", "Serving", "maintenance off")
+                _progress(ctx).event(f"Route {name}", "Serving", "maintenance off")

@@ -54,10 +54,6 @@ from ..ports import parse_port
 RESTART_POLICY = "always"
 #: Seconds a client is told to wait (``Retry-After``) when a route has no live container.
 RETRY_AFTER = 5
-#: How long the switch waits for a connection to a container. On a container network a live
-#: one answers in well under a millisecond; the address of one that is gone answers nothing
-#: (Caddy's default is 3 s, and every request paid it).
-DIAL_TIMEOUT = "1s"
 #: How long a request may look for an upstream when the route has a single container: enough to
 #: try its address, then its name, not enough to make a client wait for one that is down.
 ALONE_TRY_DURATION = "200ms"
@@ -84,7 +80,9 @@ READY_LINE = "serving initial configuration"
 #: Methods Caddy may replay on another upstream after the request reached one.
 #: POST and PATCH are never replayed: the first upstream may have acted on them.
 RETRY_METHODS = ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"]
-#: How long the switch waits for a container to accept a connection (see Route.to_caddy).
+#: How long the switch waits for a connection to a container. On a container network a live
+#: one answers in well under a millisecond; the address of one that is gone answers nothing
+#: (Caddy's default is 3 s, and every request paid it). See Route.handler.
 DIAL_TIMEOUT = "500ms"
 #: How long an upstream that failed once is skipped while there is another one to use.
 FAIL_DURATION = "10s"
@@ -120,6 +118,8 @@ class Route:
     draining: list[str] = field(default_factory=list)
     #: In maintenance: ``{"message": ..., "retry_after": seconds}`` (see ``compose-atomic maintenance``).
     maintenance: dict[str, Any] | None = None
+    #: Paused: ``{"timeout": seconds}``, requests are held (see ``compose-atomic pause``).
+    paused: dict[str, Any] | None = None
 
     @property
     def handler_id(self) -> str:
@@ -131,6 +131,8 @@ class Route:
 
     def to_caddy(self) -> dict[str, Any]:
         handle = [self.handler()]
+        if self.paused is not None:
+            handle.insert(0, paused(self.service, float(self.paused.get("timeout", 30))))
         if self.maintenance is not None:
             # The page answers before the proxy handler, which stays (with its upstreams) for the
             # deploys that PATCH it meanwhile and for `maintenance off`.
@@ -219,6 +221,56 @@ def unavailable(handler_id: str | None = None, *, retry_after: int = RETRY_AFTER
     return handler
 
 
+#: Set on a held request when it goes round through the switch after `resume` (the edge strips it
+#: from clients' requests).
+HELD_HEADER = "X-Compose-Atomic-Held"
+
+
+def hold_socket(service: str) -> str:
+    """The socket a paused route waits for: absent while paused, a link back to the switch after."""
+    return f"hold-{service}.sock"
+
+
+def hold(service: str, timeout: float) -> dict[str, Any]:
+    """A handler that holds requests for up to ``timeout`` seconds: it dials a socket that does
+    not exist yet, and Caddy retries a failed dial (whatever the method: nothing was sent) until
+    ``try_duration``. ``resume`` links the socket to the switch's own, so the held requests go
+    round through the switch (marked, so that they skip the hold) to the containers, and only
+    then routes the service again: a configuration change ends every request Caddy is still
+    retrying. After the timeout they get the 503 of a failed dial (with ``Retry-After``)."""
+    return {
+        "handler": "reverse_proxy",
+        "upstreams": [{"dial": f"unix/{SOCKET_DIR_IN_CONTAINER}/{hold_socket(service)}"}],
+        # The client's address and scheme as the edge saw them, through the extra hop too.
+        "headers": {"request": {"set": {**{h: [f"{{http.request.header.{h}}}"] for h in FORWARDED},
+                                        HELD_HEADER: ["1"]}}},
+        "transport": {"protocol": "http", "keep_alive": {"enabled": False}},
+        "load_balancing": {"try_duration": f"{int(timeout * 1000)}ms", "try_interval": "50ms"},
+    }
+
+
+#: Methods a paused route holds. A request with a body cannot be held: every failed dial closes
+#: it, and Caddy 2.6's request buffering lost bodies of concurrent requests (measured: 4 of 6).
+HELD_METHODS = ["GET", "HEAD", "OPTIONS"]
+
+
+def paused(service: str, timeout: float) -> dict[str, Any]:
+    """What a paused route does first: hold ``HELD_METHODS``, answer the others 503 at once
+    (with ``Retry-After``), and let requests marked as held (coming back through the switch
+    after ``resume``) through to the route's own handler."""
+    not_held = {"not": [{"header": {HELD_HEADER: ["1"]}}]}
+    return {"handler": "subroute", "routes": [
+        {"match": [{**not_held, "method": HELD_METHODS}], "handle": [hold(service, timeout)], "terminal": True},
+        # Any other: one dial that fails, which the error routes turn into a 503. (Not a static
+        # 503: answering before the body is read resets the connection under the edge's feet, a
+        # 502; the failed dial closes the body, which reads it to its end first.)
+        {"match": [not_held], "handle": [{
+            "handler": "reverse_proxy",
+            "upstreams": [{"dial": f"unix/{SOCKET_DIR_IN_CONTAINER}/paused-{service}.refuse"}]}],
+         "terminal": True},
+    ]}
+
+
 def maintenance_page(message: str | None, retry_after: int) -> dict[str, Any]:
     """A small HTML page with 503 and ``Retry-After``, for a route in maintenance."""
     import html
@@ -275,6 +327,7 @@ def build_edge_config(routes: list[Route], ports: list[str | int | dict] | None 
         "upstreams": [{"dial": f"unix/{SWITCH_SOCKET}"}],
         # A new connection per request: a reload of the switch then never meets an idle one.
         "transport": {"protocol": "http", "keep_alive": {"enabled": False}},
+        "headers": {"request": {"delete": [HELD_HEADER]}},  # only the switch marks held requests
         # Only dial errors are retried (whatever the method): nothing was sent yet.
         "load_balancing": {"try_duration": "10s", "try_interval": "50ms"},
     }
@@ -367,22 +420,68 @@ class CaddyProxy:
         self.routes = {r.service: r for r in routes}
         self.data_volume = f"{project_name}-atomic-proxy-data"  # the edge's certificates
         self.slot = self._serving_slot()  # the sockets the serving switch listens on
-        for service, state in self._maintenance_state().items():
+        for service, state in self._route_state("maintenance").items():
             if service in self.routes:
                 self.routes[service].maintenance = state
+        for service, state in self._route_state("paused").items():
+            if service in self.routes:
+                self.routes[service].paused = state
 
     # ---- saved state -------------------------------------------------------
 
-    @property
-    def maintenance_path(self) -> Path:
-        return self.config_dir / "maintenance.json"
-
-    def _maintenance_state(self) -> dict[str, dict[str, Any]]:
+    def _route_state(self, kind: str) -> dict[str, dict[str, Any]]:
+        """Routes in maintenance or paused (``<state_dir>/proxy/maintenance.json``, ``paused.json``)."""
         try:
-            state = json.loads(self.maintenance_path.read_text())
+            state = json.loads((self.config_dir / f"{kind}.json").read_text())
         except (OSError, ValueError):
             return {}
         return state if isinstance(state, dict) else {}
+
+    def _set_route_state(self, kind: str, services: list[str], state: dict[str, Any] | None) -> None:
+        current = self._route_state(kind)
+        for service in services:
+            setattr(self.routes[service], kind, state)
+            if state is None:
+                current.pop(service, None)
+            else:
+                current[service] = state
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        path = self.config_dir / f"{kind}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(current, indent=2))
+        os.replace(tmp, path)
+        self._save()
+
+    def _patch_routes(self, services: list[str], networks: list[str]) -> None:
+        def patch():
+            for service in services:
+                route = self.routes[service]
+                try:
+                    self._request("PATCH", f"/id/{route.route_id}", route.to_caddy())
+                except ProxyError as exc:
+                    if " 404 " in str(exc) or "unknown object ID" in str(exc):
+                        self.load()
+                        return
+                    raise
+
+        self._with_retry(patch, networks)
+
+    def set_paused(self, services: list[str], timeout: float | None, networks: list[str]) -> None:
+        """Hold ``services``' requests for up to ``timeout`` seconds, or (None) let them through."""
+        if timeout is not None:
+            for service in services:  # dials must fail while paused
+                (self.run_dir / hold_socket(service)).unlink(missing_ok=True)
+            self._set_route_state("paused", services, {"timeout": timeout})
+            self._patch_routes(services, networks)
+            return
+        for service in services:  # the held ones round through the switch to the containers
+            link, tmp = self.run_dir / hold_socket(service), self.run_dir / f".{hold_socket(service)}"
+            tmp.unlink(missing_ok=True)
+            os.symlink(f"switch-{self.slot}.sock", tmp)
+            os.replace(tmp, link)
+        time.sleep(0.3)  # each held request dials again within 50 ms: none is left retrying
+        self._set_route_state("paused", services, None)
+        self._patch_routes(services, networks)  # new requests go straight to the containers
 
     def restore_saved(self) -> None:
         """Give the routes the upstreams the saved configuration has (for commands other than up)."""
@@ -398,31 +497,8 @@ class CaddyProxy:
 
     def set_maintenance(self, services: list[str], state: dict[str, Any] | None, networks: list[str]) -> None:
         """Put ``services``' routes in maintenance (``state``: message, retry_after) or take them out (None)."""
-        current = self._maintenance_state()
-        for service in services:
-            self.routes[service].maintenance = state
-            if state is None:
-                current.pop(service, None)
-            else:
-                current[service] = state
-        self.config_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.maintenance_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(current, indent=2))
-        os.replace(tmp, self.maintenance_path)
-        self._save()
-
-        def patch():
-            for service in services:
-                route = self.routes[service]
-                try:
-                    self._request("PATCH", f"/id/{route.route_id}", route.to_caddy())
-                except ProxyError as exc:
-                    if " 404 " in str(exc) or "unknown object ID" in str(exc):
-                        self.load()
-                        return
-                    raise
-
-        self._with_retry(patch, networks)
+        self._set_route_state("maintenance", services, state)
+        self._patch_routes(services, networks)
 
     def saved_upstreams(self) -> dict[str, list[str]]:
         """What the proxy routes to according to the saved configuration."""

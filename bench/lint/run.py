@@ -23,7 +23,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from generate import generate  # noqa: E402
+from generate import generate, history  # noqa: E402
 
 
 def measure(argv: list[str]) -> tuple[float, int, int, bytes, float]:
@@ -39,10 +39,22 @@ def measure(argv: list[str]) -> tuple[float, int, int, bytes, float]:
 
 
 def tool_argv(tool: str, path: Path) -> list[str]:
+    """squawk takes files, not directories: both get the same files (a directory as its sorted *.sql)."""
+    paths = sorted(str(p) for p in path.glob("*.sql")) if path.is_dir() else [str(path)]
     if tool == "compose-atomic":
-        return [sys.executable, "-m", "compose_atomic", "lint", "--format", "json", str(path)]
+        return [sys.executable, "-m", "compose_atomic", "lint", "--format", "json", *paths]
     squawk = Path(sys.executable).parent / "squawk"
-    return [str(squawk), "--reporter", "json", str(path)]
+    return [str(squawk), "--reporter", "json", *paths]
+
+
+def size_of(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.glob("*.sql")) if path.is_dir() else path.stat().st_size
+
+
+# Targets from issue 14 (wall time, fresh process): within 2x of squawk on the history file and the
+# directory, under 120 ms for one small file.
+TARGETS = {"history, concatenated": ("ratio", 2.0), "history, 342 files": ("ratio", 2.0),
+           "one 33 KB file": ("ms", 120)}
 
 
 def main() -> None:
@@ -53,9 +65,17 @@ def main() -> None:
     os.environ.update(env_note)
     with tempfile.TemporaryDirectory() as tmp:  # no compose file around: pure lint
         os.chdir(tmp)
-        inputs = {"5,000 statements": Path(tmp) / "big.sql", "50-statement migration": Path(tmp) / "migration.sql"}
+        inputs = {"5,000 statements": Path(tmp) / "big.sql", "50-statement migration": Path(tmp) / "migration.sql",
+                  "history, concatenated": Path(tmp) / "history.sql", "history, 342 files": Path(tmp) / "history",
+                  "one 33 KB file": Path(tmp) / "one.sql"}
         inputs["5,000 statements"].write_text(generate(5000))
         inputs["50-statement migration"].write_text(generate(50))
+        files = history()
+        inputs["history, 342 files"].mkdir()
+        for i, text in enumerate(files):
+            (inputs["history, 342 files"] / f"{i:04d}_migration.sql").write_text(text)
+        inputs["history, concatenated"].write_text("".join(files))
+        inputs["one 33 KB file"].write_text("".join(history(files=1, target_bytes=33_000, seed=3, vary=False)))
         rows = []
         for label, path in inputs.items():
             results = {}
@@ -65,7 +85,7 @@ def main() -> None:
                 findings = len(json.loads(runs[0][3] or b"[]"))
                 results[tool] = (statistics.median(r[0] for r in runs), max(r[1] for r in runs), findings,
                                  statistics.median(r[4] for r in runs))
-            rows.append((label, path.stat().st_size, results))
+            rows.append((label, size_of(path), results))
     import pglast
     import sqlparse
 
@@ -76,13 +96,24 @@ def main() -> None:
           f"{squawk_version}; {platform.machine()} {os.cpu_count()} CPUs; median of {args.repeat} runs, "
           "fresh process each (interpreter start included), JSON output.\n")
     print(f"Load average at the end: {os.getloadavg()[0]:.2f} (the machine is shared: CPU time is the steadier figure).\n")
-    print("| input | size | tool | wall | CPU | peak RSS | findings | wall ratio | memory ratio |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| input | size | tool | wall | CPU | peak RSS | findings | wall ratio | CPU ratio | memory ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    verdicts = []
     for label, size, results in rows:
-        sq_wall, sq_rss, _, _ = results["squawk"]
+        sq_wall, sq_rss, _, sq_cpu = results["squawk"]
         for tool, (wall, rss, findings, cpu) in results.items():
+            cpu_ratio = f"{cpu / sq_cpu:.2f}x" if sq_cpu else "-"
             print(f"| {label} | {size / 1024:.0f} KB | {tool} | {wall * 1000:.0f} ms | {cpu * 1000:.0f} ms | "
-                  f"{rss / 1024:.1f} MiB | {findings} | {wall / sq_wall:.2f}x | {rss / sq_rss:.2f}x |")
+                  f"{rss / 1024:.1f} MiB | {findings} | {wall / sq_wall:.2f}x | {cpu_ratio} | {rss / sq_rss:.2f}x |")
+        if label in TARGETS:
+            kind, limit = TARGETS[label]
+            wall = results["compose-atomic"][0]
+            value = wall / sq_wall if kind == "ratio" else wall * 1000
+            shown = f"{value:.2f}x squawk" if kind == "ratio" else f"{value:.0f} ms"
+            want = f"within {limit:g}x" if kind == "ratio" else f"under {limit:g} ms"
+            verdicts.append(f"- {label}: {shown} ({want}): {'met' if value <= limit else 'NOT met'}")
+    print("\nTargets (issue 14):\n")
+    print("\n".join(verdicts))
 
 
 if __name__ == "__main__":

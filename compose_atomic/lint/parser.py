@@ -34,10 +34,15 @@ _ALTER_HEAD = re.compile(r"\s*ALTER\s+(?:TABLE|INDEX|VIEW|MATERIALIZED\s+VIEW|FO
 _ACTION_TOKENS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|[(),]")
 # Leading words whose statement kind needs no parse (the whole file parsed already, so each
 # statement is valid SQL): rules and plugins that need the tree still get it from .node.
-_KIND_BY_WORDS = re.compile(r"\s*(?:(INSERT|UPDATE|DELETE|COMMENT)\s|(SELECT)\b"
-                            r"|CREATE\s+(?:OR\s+REPLACE\s+)?(FUNCTION|PROCEDURE)\s)", re.I)
+_KIND_BY_WORDS = re.compile(
+    r"\s*(?:(INSERT|UPDATE|DELETE|COMMENT)\s|(SELECT)\b"
+    r"|CREATE\s+(?:OR\s+REPLACE\s+)?(?:(FUNCTION|PROCEDURE)|(?:(?:TEMP|TEMPORARY)\s+)?(?:RECURSIVE\s+)?(VIEW))\s"
+    r"|CREATE\s+(EXTENSION|SEQUENCE)\s|ALTER\s+(SEQUENCE)\s"
+    r"|CREATE\s+TYPE\s+(?:\"(?:[^\"]|\"\")*\"|[\w.]+)\s+AS\s+(ENUM)\b)", re.I)
 _GUESSED = {"INSERT": "InsertStmt", "UPDATE": "UpdateStmt", "DELETE": "DeleteStmt", "COMMENT": "CommentStmt",
-            "SELECT": "SelectStmt", "FUNCTION": "CreateFunctionStmt", "PROCEDURE": "CreateFunctionStmt"}
+            "SELECT": "SelectStmt", "FUNCTION": "CreateFunctionStmt", "PROCEDURE": "CreateFunctionStmt",
+            "VIEW": "ViewStmt", "EXTENSION": "CreateExtensionStmt", "SEQUENCE": "CreateSeqStmt",
+            "ENUM": "CreateEnumStmt"}
 
 
 class Statement:
@@ -81,7 +86,9 @@ class Statement:
     def kind(self) -> str:
         words = _KIND_BY_WORDS.match(self.text)
         if words and self.error is None:
-            return _GUESSED[(words.group(1) or words.group(2) or words.group(3)).upper()]
+            if words.group(6):
+                return "AlterSeqStmt"
+            return _GUESSED[next(g for g in words.groups() if g).upper()]
         self._load()
         return self.__dict__["kind"]
 

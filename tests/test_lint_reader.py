@@ -187,3 +187,25 @@ def test_statement_kinds_read_from_leading_words_match_postgresqls_parser():
                 "INSERT INTO t SELECT 1", "CREATE TYPE s.e AS ENUM ()", "WITH x AS (SELECT 1) DELETE FROM t"]:
         real = next(iter(json.loads(parse_sql_json(sql))["stmts"][0]["stmt"]))
         assert Statement(0, 0, len(sql), sql).kind == real, sql
+
+
+def test_mangled_files_never_crash_and_never_move_an_offset():
+    """Seeded fuzz: corpus files with runner syntax (meta-commands, quotes, COPY, templates, NUL,
+    DO blocks, markers) spliced in at random places."""
+    import random
+    from pathlib import Path
+
+    texts = [p.read_text() for p in sorted((Path(__file__).parent / "lint_corpus").glob("*/*.sql"))]
+    pieces = ["\\", "'", '"', "$$", "$a$", "--", "/*", "*/", ";", "\\.", "\n", ":x", ":'y'", "${z}", "{{ w }}",
+              "{{", "}}", "{%", "%}", "\x00", "\ufeff", "COPY t FROM stdin;\n", "\\gexec", "\\copy t from stdin\n",
+              "DO $$ BEGIN EXECUTE 'x'; END $$;", "DO $$ BEGIN ALTER TABLE", "-- +goose Down\n", "-- migrate:up\n",
+              "E'\\''", "\\;", "\\\\"]
+    rnd = random.Random(14)
+    for _ in range(300):
+        text = rnd.choice(texts)
+        for _ in range(rnd.randint(1, 8)):
+            at = rnd.randrange(len(text) + 1)
+            text = text[:at] + rnd.choice(pieces) + text[at:]
+        read = read_sql(text)
+        assert len(read.text) == len(text) and read.text.count("\n") == text.count("\n"), repr(text)
+        lint_text(text)  # no exception

@@ -65,7 +65,7 @@ def _patterns():
         _TOKEN = re.compile(r"""(?P<e>(?<![\w$])[eE]')|(?P<sq>')|(?P<dq>")|(?P<lc>--)|(?P<bc>/\*)
             |(?P<dollar>(?<![\w$])\$(?:[A-Za-z_\x80-\uffff][\w\x80-\uffff]*)?\$)|(?P<bs>\\)
             |(?P<var>(?<![:\w\]\)]):(?:'[A-Za-z_]\w*'|"[A-Za-z_]\w*"|[A-Za-z_]\w*))
-            |(?P<tpl>\$\{[^}\n]*\}|\{\{.*?\}\}|\{%.*?%\}|\{\#.*?\#\})|(?P<semi>;)|(?P<nul>\x00)|(?P<bom>\ufeff)""",
+            |(?P<tpl>\$\{[^}\n]*\}|\{\{[^\n]*?\}\}|\{%.*?%\}|\{\#.*?\#\})|(?P<semi>;)|(?P<nul>\x00)|(?P<bom>\ufeff)""",
                             re.X | re.S)
         _SQ_END = re.compile(r"(?:[^']|'')*'")
         _E_END = re.compile(r"(?:[^'\\]|\\.|'')*'", re.S)
@@ -110,7 +110,7 @@ def _blank(segment: str) -> str:
 
 def _ident(placeholder: str) -> str:
     """``${name}`` / ``{{ name }}`` -> an identifier of the same length: ``__name_``."""
-    return re.sub(r"[^\w]", "_", placeholder)
+    return re.sub(r"[^\w\n]", "_", placeholder)
 
 
 _QUICK = ("\\", "\x00", "\ufeff", "${", "{{", "{%", "{#")

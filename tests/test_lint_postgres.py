@@ -522,3 +522,5 @@ def test_trace_needs_a_database_and_says_so(tmp_path):
                    env=clean, timeout=60)
     assert proc.returncode == 1 and "could not connect to 127.0.0.1:1/x" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+    proc = run_cli("lint", "--trace", "--database-url", "postgresql://[bad", "m.sql", cwd=tmp_path, env=clean)
+    assert proc.returncode == 2 and "not a PostgreSQL connection string" in proc.stderr and "Traceback" not in proc.stderr

@@ -168,3 +168,44 @@ def test_the_lint_package_has_no_import_cycle_and_does_not_import_migrate():
 
     cycles = [c for c in (cycle_from(m, m, (m,)) for m in graph) if c]
     assert not cycles, cycles
+
+
+def test_statement_kinds_read_from_leading_words_match_postgresqls_parser():
+    """The speed-up that skips building a tree must name the kind libpg_query names."""
+    import json
+
+    from pglast.parser import parse_sql_json
+
+    from compose_atomic.lint.parser import Statement
+
+    for sql in ["CREATE VIEW v AS SELECT 1", "create or replace temp view v as select 1",
+                "CREATE RECURSIVE VIEW v(a) AS SELECT 1", "CREATE EXTENSION IF NOT EXISTS x", "CREATE SEQUENCE s",
+                "ALTER SEQUENCE s RESTART", "CREATE TYPE \"a b\" AS ENUM ('x')", "CREATE TYPE x AS (a int)",
+                "CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql AS 'select 1'", "SELECT 1", "select\n1",
+                "SELECT(1)", "SELECT 1 INTO t2", "update t set a=1", "CREATE MATERIALIZED VIEW m AS SELECT 1",
+                "DELETE FROM t", "COMMENT ON TABLE t IS 'x'", "CREATE PROCEDURE p() LANGUAGE sql AS 'select 1'",
+                "INSERT INTO t SELECT 1", "CREATE TYPE s.e AS ENUM ()", "WITH x AS (SELECT 1) DELETE FROM t"]:
+        real = next(iter(json.loads(parse_sql_json(sql))["stmts"][0]["stmt"]))
+        assert Statement(0, 0, len(sql), sql).kind == real, sql
+
+
+def test_mangled_files_never_crash_and_never_move_an_offset():
+    """Seeded fuzz: corpus files with runner syntax (meta-commands, quotes, COPY, templates, NUL,
+    DO blocks, markers) spliced in at random places."""
+    import random
+    from pathlib import Path
+
+    texts = [p.read_text() for p in sorted((Path(__file__).parent / "lint_corpus").glob("*/*.sql"))]
+    pieces = ["\\", "'", '"', "$$", "$a$", "--", "/*", "*/", ";", "\\.", "\n", ":x", ":'y'", "${z}", "{{ w }}",
+              "{{", "}}", "{%", "%}", "\x00", "\ufeff", "COPY t FROM stdin;\n", "\\gexec", "\\copy t from stdin\n",
+              "DO $$ BEGIN EXECUTE 'x'; END $$;", "DO $$ BEGIN ALTER TABLE", "-- +goose Down\n", "-- migrate:up\n",
+              "E'\\''", "\\;", "\\\\"]
+    rnd = random.Random(14)
+    for _ in range(300):
+        text = rnd.choice(texts)
+        for _ in range(rnd.randint(1, 8)):
+            at = rnd.randrange(len(text) + 1)
+            text = text[:at] + rnd.choice(pieces) + text[at:]
+        read = read_sql(text)
+        assert len(read.text) == len(text) and read.text.count("\n") == text.count("\n"), repr(text)
+        lint_text(text)  # no exception

@@ -1,4 +1,6 @@
-"""Generate the benchmark inputs: a 5,000-statement file (~330 KB) and a 50-statement migration.
+"""Generate the benchmark inputs: a 5,000-statement file (~330 KB), a 50-statement migration,
+a migration history (342 files, ~600 KB, as Lemmy's) as a directory and concatenated, and one
+33 KB file.
 
 Deterministic (seeded) so runs compare; the mix is what real migration directories hold:
 table creation, column changes, indexes, constraints, data fixes, comments and a function body.
@@ -43,6 +45,37 @@ def generate(count: int, seed: int = 5) -> str:
     if count <= 100:
         lines.append("COMMIT;")
     return "\n".join(lines) + "\n"
+
+
+HISTORY_EXTRA = [
+    "CREATE TABLE t{n}_history (id serial PRIMARY KEY, t{m}_id int REFERENCES t{m} ON UPDATE CASCADE ON DELETE "
+    "CASCADE NOT NULL, published timestamp NOT NULL DEFAULT now(), updated timestamp, deleted boolean DEFAULT FALSE "
+    "NOT NULL, UNIQUE (t{m}_id, published));",
+    "CREATE TRIGGER trg_{n} AFTER INSERT OR DELETE ON t{m} FOR EACH ROW EXECUTE PROCEDURE f{k}();",
+    "CREATE VIEW v{n} AS SELECT a.id, count(b.*) AS n FROM t{m} a LEFT JOIN t{k} b ON b.id = a.id GROUP BY a.id;",
+    "DO $$\nBEGIN\n  IF NOT EXISTS (SELECT 1 FROM pg_type WHERE typname = 'kind_{n}') THEN\n"
+    "    CREATE TYPE kind_{n} AS ENUM ('a', 'b');\n  END IF;\nEND\n$$;",
+    "ALTER TABLE t{m} ALTER COLUMN name TYPE varchar(300);",
+    "DROP TABLE IF EXISTS t{n}_old;",
+]
+
+
+def history(files: int = 342, target_bytes: int = 600_000, seed: int = 14, vary: bool = True) -> list[str]:
+    """A migration history: ``files`` migrations of varied size, about ``target_bytes`` in all."""
+    rnd = random.Random(seed)
+    templates = TEMPLATES + HISTORY_EXTRA
+    out, n = [], 0
+    per_file = target_bytes // files
+    for _ in range(files):
+        lines, size = [], 0
+        budget = int(per_file * rnd.uniform(0.3, 1.7)) if vary else per_file
+        while size < budget:
+            line = rnd.choice(templates).format(n=n, m=rnd.randrange(40), k=rnd.randrange(40))
+            lines.append(line)
+            size += len(line) + 1
+            n += 1
+        out.append("\n".join(lines) + "\n")
+    return out
 
 
 def main(out_dir: str) -> None:

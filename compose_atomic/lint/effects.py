@@ -29,6 +29,15 @@ CMD_LOCKS = {
 REWRITE_CMDS = {"AT_SetTableSpace", "AT_SetLogged", "AT_SetUnLogged", "AT_SetAccessMethod"}
 
 
+EFFECT_KINDS = frozenset({
+    "AlterTableStmt", "IndexStmt", "DropStmt", "ReindexStmt", "VacuumStmt", "ClusterStmt", "TruncateStmt",
+    "RenameStmt", "CreateTrigStmt", "LockStmt", "CreatedbStmt", "DropdbStmt", "CreateTableSpaceStmt",
+    "DropTableSpaceStmt", "AlterSystemStmt", "AlterEnumStmt"})
+NO_TRANSACTION_KINDS = frozenset({
+    "IndexStmt", "DropStmt", "ReindexStmt", "AlterTableStmt", "VacuumStmt", "ClusterStmt", "CreatedbStmt",
+    "DropdbStmt", "CreateTableSpaceStmt", "DropTableSpaceStmt", "AlterSystemStmt", "AlterEnumStmt"})
+
+
 def blocks(lock: str | None) -> str:
     """What ordinary traffic a lock stops."""
     if lock == AE:
@@ -77,7 +86,10 @@ _options = enabled_options
 
 def statement_effect(stmt, pg_version: tuple[int, int] = (15, 0)) -> Effect:
     """The Effect of a parsed statement (empty for reads and unknown kinds)."""
-    kind, node = stmt.kind, stmt.node
+    kind = stmt.kind
+    if kind not in EFFECT_KINDS:
+        return Effect()  # without building the parse tree
+    node = stmt.node
     if kind == "AlterTableStmt":
         lock = None
         tables = [relname(node.get("relation"))]
@@ -161,7 +173,10 @@ def statement_effect(stmt, pg_version: tuple[int, int] = (15, 0)) -> Effect:
 
 def no_transaction_reason(stmt, pg_version: tuple[int, int]) -> str | None:
     """Why a statement cannot run inside a transaction block, or None."""
-    kind, node = stmt.kind, stmt.node
+    kind = stmt.kind
+    if kind not in NO_TRANSACTION_KINDS:
+        return None
+    node = stmt.node
     if kind == "IndexStmt" and node.get("concurrent"):
         return "CREATE INDEX CONCURRENTLY"
     if kind == "DropStmt" and node.get("concurrent"):

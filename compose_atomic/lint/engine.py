@@ -45,6 +45,12 @@ def parse_pg_version(value) -> tuple[int, int]:
     return major, minor
 
 
+# The statement kinds LintContext.after() learns from.
+_AFTER_KINDS = frozenset({"TransactionStmt", "AlterTableStmt", "RenameStmt", "TruncateStmt", "ClusterStmt", "LockStmt",
+                          "ReindexStmt", "DropStmt", "CreateStmt", "CreateTableAsStmt", "IndexStmt",
+                          "VariableSetStmt"})
+
+
 class LintContext:
     """The state of the simulated session while the rules run over a file."""
 
@@ -88,7 +94,12 @@ class LintContext:
     # ---- state changes after each statement ------------------------------------
 
     def after(self, stmt: Statement) -> None:
-        kind, node = stmt.kind, stmt.node
+        kind = stmt.kind
+        if kind not in _AFTER_KINDS:  # nothing to remember: do not build the tree
+            if not self.in_transaction:
+                self.tx_id += 1
+            return
+        node = stmt.node
         if kind == "TransactionStmt":
             self.has_transaction_statements = True
             tkind = node.get("kind", "")
@@ -448,9 +459,17 @@ class Linter:
 
 
 def lint_files(paths: Iterable[str], rules: dict[str, Rule], config: LintConfig) -> list[Finding]:
+    import gc
+
     linter = Linter(rules, config)
     findings: list[Finding] = []
-    for path in paths:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            findings.extend(linter.lint_text(path, fh.read()))
+    enabled = gc.isenabled()
+    gc.disable()  # for the whole run, not file by file: collections between files cost as much
+    try:
+        for path in paths:
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                findings.extend(linter.lint_text(path, fh.read()))
+    finally:
+        if enabled:
+            gc.enable()
     return findings

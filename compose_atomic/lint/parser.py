@@ -18,12 +18,31 @@ from __future__ import annotations
 
 import bisect
 import json
+import re
 from functools import cached_property
 from typing import Any
 
 __all__ = ["Statement", "SourceFile", "parse_file"]
 
 _parse_sql_json = None  # pglast.parser.parse_sql_json, imported on first use
+
+_NAME = r'(?:"(?:[^"]|"")*"|[^\s."(;,*]+)'
+# ALTER TABLE [IF EXISTS] [ONLY] name [*]: what precedes the first action (no comments inside).
+_ALTER_HEAD = re.compile(r"\s*ALTER\s+(?:TABLE|INDEX|VIEW|MATERIALIZED\s+VIEW|FOREIGN\s+TABLE|SEQUENCE)\s+"
+                         r"(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?" + _NAME + r"(?:\s*\.\s*" + _NAME + r")*(?:\s*\*)?\s+",
+                         re.I)
+_ACTION_TOKENS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|[(),]")
+# Leading words whose statement kind needs no parse (the whole file parsed already, so each
+# statement is valid SQL): rules and plugins that need the tree still get it from .node.
+_KIND_BY_WORDS = re.compile(
+    r"\s*(?:(INSERT|UPDATE|DELETE|COMMENT)\s|(SELECT)\b"
+    r"|CREATE\s+(?:OR\s+REPLACE\s+)?(?:(FUNCTION|PROCEDURE)|(?:(?:TEMP|TEMPORARY)\s+)?(?:RECURSIVE\s+)?(VIEW))\s"
+    r"|CREATE\s+(EXTENSION|SEQUENCE)\s|ALTER\s+(SEQUENCE)\s"
+    r"|CREATE\s+TYPE\s+(?:\"(?:[^\"]|\"\")*\"|[\w.]+)\s+AS\s+(ENUM)\b)", re.I)
+_GUESSED = {"INSERT": "InsertStmt", "UPDATE": "UpdateStmt", "DELETE": "DeleteStmt", "COMMENT": "CommentStmt",
+            "SELECT": "SelectStmt", "FUNCTION": "CreateFunctionStmt", "PROCEDURE": "CreateFunctionStmt",
+            "VIEW": "ViewStmt", "EXTENSION": "CreateExtensionStmt", "SEQUENCE": "CreateSeqStmt",
+            "ENUM": "CreateEnumStmt"}
 
 
 class Statement:
@@ -65,6 +84,11 @@ class Statement:
 
     @cached_property
     def kind(self) -> str:
+        words = _KIND_BY_WORDS.match(self.text)
+        if words and self.error is None:
+            if words.group(6):
+                return "AlterSeqStmt"
+            return _GUESSED[next(g for g in words.groups() if g).upper()]
         self._load()
         return self.__dict__["kind"]
 
@@ -104,6 +128,25 @@ class Statement:
         whole = [(self.start, self.end)] * len(cmds)
         if self.kind != "AlterTableStmt" or not cmds:
             return whole
+        text = self.text
+        if "--" not in text and "/*" not in text and "$" not in text and "\\" not in text:
+            head = _ALTER_HEAD.match(text)  # the common case, without libpg_query's scanner
+            if head and head.end() < len(text):
+                if len(cmds) == 1:
+                    return [(self.start + head.end(), self.end)]
+                spans, depth, begin = [], 0, head.end()
+                for tok in _ACTION_TOKENS.finditer(text, begin):
+                    char = tok.group()
+                    if char == "(":
+                        depth += 1
+                    elif char == ")":
+                        depth -= 1
+                    elif char == "," and depth == 0:
+                        spans.append((begin, len(text[:tok.start()].rstrip())))
+                        begin = tok.end() + (len(text[tok.end():]) - len(text[tok.end():].lstrip()))
+                spans.append((begin, len(text)))
+                if len(spans) == len(cmds):
+                    return [(self.start + a, self.start + b) for a, b in spans]
         from pglast import parser
 
         try:

@@ -84,6 +84,20 @@ def _literal(expr: str) -> str | None:
     return value(target)
 
 
+def _parse(sql: str) -> tuple[str, dict] | None:
+    """(kind, node) of one SQL statement, or None when the grammar rejects it."""
+    from pglast.parser import ParseError, parse_sql_json
+
+    try:
+        stmts = json.loads(parse_sql_json(sql)).get("stmts") or []
+    except ParseError:
+        return None
+    if len(stmts) != 1:
+        return None
+    ((kind, node),) = stmts[0]["stmt"].items()
+    return kind, node
+
+
 def _line_offset(body: str, lineno: int) -> int:
     pos = 0
     for _ in range(max(lineno - 1, 0)):
@@ -115,7 +129,12 @@ def do_statements(stmt, source) -> tuple[list[Statement], list[str]]:
             sql = value.get("sqlstmt", {}).get("PLpgSQL_expr", {}).get("query", "")
             where = body.find(sql, line_at)
             start = at + (where if where != -1 else line_at)
-            out.append(Statement(len(out), start, start + len(sql), sql, source=source))
+            parsed = _parse(sql)
+            if parsed is None:
+                skipped.append(f"a statement PostgreSQL's grammar rejects outside PL/pgSQL on line "
+                               f"{source.position(start)[0]}")
+                continue
+            out.append(Statement(len(out), start, start + len(sql), sql, *parsed, source=source))
             continue
         expr = value.get("query", {}).get("PLpgSQL_expr", {}).get("query", "")
         where = body.find(expr, line_at)
@@ -123,7 +142,8 @@ def do_statements(stmt, source) -> tuple[list[Statement], list[str]]:
         sql = _literal(expr)
         if sql is None or value.get("params"):
             line = source.position(start)[0]
-            skipped.append(f"EXECUTE of a computed string on line {line}")
+            skipped.append(f"EXECUTE of a computed string on line {line}" if sql is None else
+                           f"EXECUTE ... USING (values known at run time) on line {line}")
             continue
         import pglast
 

@@ -19,15 +19,16 @@ stay), so positions in findings are positions in the file:
   and ``{{ expr }}`` become an identifier made of the name (``__var_``); ``{% ... %}`` and
   ``{# ... #}`` are blanked.
 - Runner markers set the transaction mode (``transaction``) and the section that runs
-  "up"; see ``MARKERS`` and docs/lint.md.
+  "up"; see ``MARKER_PATTERNS`` and docs/lint.md.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
-__all__ = ["ReadResult", "read_sql", "MARKERS"]
+__all__ = ["ReadResult", "read_sql", "MARKER_PATTERNS"]
 
 # psql meta-commands that send the query buffer, like a semicolon.
 SENDS = frozenset({"g", "gx", "gset", "gexec", "gdesc", "crosstabview", "watch"})
@@ -35,41 +36,52 @@ SENDS = frozenset({"g", "gx", "gset", "gexec", "gdesc", "crosstabview", "watch"}
 # (regex on a line comment's body, what it means). transaction: True the runner wraps the
 # file in a transaction, False it does not; "down" starts a section that runs on rollback
 # only, "up" ends it.
-MARKERS: list[tuple[str, re.Pattern, dict]] = [
-    ("postgres-migrations", re.compile(r"postgres-migrations\s+disable-transaction\b", re.I),
+MARKER_PATTERNS: list[tuple[str, str, dict]] = [
+    ("postgres-migrations", r"postgres-migrations\s+disable-transaction\b",
      {"transaction": False}),
-    ("goose", re.compile(r"\+goose\s+NO\s+TRANSACTION\b", re.I), {"transaction": False, "final": True}),
-    ("goose", re.compile(r"\+goose\s+Up\b", re.I), {"transaction": True, "section": "up"}),
-    ("goose", re.compile(r"\+goose\s+Down\b", re.I), {"section": "down"}),
-    ("dbmate", re.compile(r"migrate:up\b.*\btransaction:\s*false\b", re.I),
+    ("goose", r"\+goose\s+NO\s+TRANSACTION\b", {"transaction": False, "final": True}),
+    ("goose", r"\+goose\s+Up\b", {"transaction": True, "section": "up"}),
+    ("goose", r"\+goose\s+Down\b", {"section": "down"}),
+    ("dbmate", r"migrate:up\b.*\btransaction:\s*false\b",
      {"transaction": False, "final": True, "section": "up"}),
-    ("dbmate", re.compile(r"migrate:up\b", re.I), {"transaction": True, "section": "up"}),
-    ("dbmate", re.compile(r"migrate:down\b", re.I), {"section": "down"}),
-    ("sql-migrate", re.compile(r"\+migrate\s+Up\s+notransaction\b", re.I),
+    ("dbmate", r"migrate:up\b", {"transaction": True, "section": "up"}),
+    ("dbmate", r"migrate:down\b", {"section": "down"}),
+    ("sql-migrate", r"\+migrate\s+Up\s+notransaction\b",
      {"transaction": False, "final": True, "section": "up"}),
-    ("sql-migrate", re.compile(r"\+migrate\s+Up\b", re.I), {"transaction": True, "section": "up"}),
-    ("sql-migrate", re.compile(r"\+migrate\s+Down\b", re.I), {"section": "down"}),
-    ("graphile-migrate", re.compile(r"^!\s*no-transaction\b", re.I), {"transaction": False, "final": True}),
+    ("sql-migrate", r"\+migrate\s+Up\b", {"transaction": True, "section": "up"}),
+    ("sql-migrate", r"\+migrate\s+Down\b", {"section": "down"}),
+    ("graphile-migrate", r"^!\s*no-transaction\b", {"transaction": False, "final": True}),
 ]
-_MARKER_HINT = re.compile(r"postgres-migrations|\+goose|migrate:|\+migrate|--!", re.I)
-_LINE_COMMENT = re.compile(r"^[ \t]*--([^\n]*)", re.M)
+_MARKER_HINTS = ("postgres-migrations", "+goose", "migrate:", "+migrate", "--!")  # as the runners write them
+_compiled = None
 
-# Anything that needs the full scan. Without any of these, the file is sent as it is.
-_NEEDS_SCAN = re.compile(r"\\|(?<![:\w\]\)]):['\"A-Za-z_]|\$\{|\{\{|\{%|\{#|\x00|\ufeff|\bcopy\b", re.I)
-_TOKEN = re.compile(r"""(?P<e>(?<![\w$])[eE]')|(?P<sq>')|(?P<dq>")|(?P<lc>--)|(?P<bc>/\*)
-    |(?P<dollar>(?<![\w$])\$(?:[A-Za-z_\x80-\uffff][\w\x80-\uffff]*)?\$)|(?P<bs>\\)
-    |(?P<var>(?<![:\w\]\)]):(?:'[A-Za-z_]\w*'|"[A-Za-z_]\w*"|[A-Za-z_]\w*))
-    |(?P<tpl>\$\{[^}\n]*\}|\{\{.*?\}\}|\{%.*?%\}|\{\#.*?\#\})|(?P<semi>;)|(?P<nul>\x00)|(?P<bom>\ufeff)""",
-                    re.X | re.S)
-_SQ_END = re.compile(r"(?:[^']|'')*'")
-_E_END = re.compile(r"(?:[^'\\]|\\.|'')*'", re.S)
-_DQ_END = re.compile(r'(?:[^"]|"")*"')
-_COMMENT_OR_SPACE = r"(?:\s+|--[^\n]*|/\*.*?\*/)*"
-_ONLY_COMMENTS = re.compile(_COMMENT_OR_SPACE, re.S)
-_COPY_STDIN = re.compile(_COMMENT_OR_SPACE + r"copy\b[^;]*?\bfrom\s+stdin\b", re.I | re.S)
-_META_COPY_STDIN = re.compile(r"\\copy\b[^\n]*?\bfrom\s+(?:stdin|pstdin)\b", re.I)
-_COPY_END = re.compile(r"^\\\.[ \t\r]*$", re.M)
-_META_NAME = re.compile(r"\\([A-Za-z]+|.)", re.S)
+
+def _patterns():
+    """The scanner's regexes, compiled on first use: most files never need them (start-up time)."""
+    global _compiled
+    if _compiled is None:
+        _LINE_COMMENT = re.compile(r"^[ \t]*--([^\n]*)", re.M)
+
+        _TOKEN = re.compile(r"""(?P<e>(?<![\w$])[eE]')|(?P<sq>')|(?P<dq>")|(?P<lc>--)|(?P<bc>/\*)
+            |(?P<dollar>(?<![\w$])\$(?:[A-Za-z_\x80-\uffff][\w\x80-\uffff]*)?\$)|(?P<bs>\\)
+            |(?P<var>(?<![:\w\]\)]):(?:'[A-Za-z_]\w*'|"[A-Za-z_]\w*"|[A-Za-z_]\w*))
+            |(?P<tpl>\$\{[^}\n]*\}|\{\{[^\n]*?\}\}|\{%.*?%\}|\{\#.*?\#\})|(?P<semi>;)|(?P<nul>\x00)|(?P<bom>\ufeff)""",
+                            re.X | re.S)
+        _SQ_END = re.compile(r"(?:[^']|'')*'")
+        _E_END = re.compile(r"(?:[^'\\]|\\.|'')*'", re.S)
+        _DQ_END = re.compile(r'(?:[^"]|"")*"')
+        _COMMENT_OR_SPACE = r"(?:\s+|--[^\n]*|/\*.*?\*/)*"
+        _ONLY_COMMENTS = re.compile(_COMMENT_OR_SPACE, re.S)
+        _COPY_STDIN = re.compile(_COMMENT_OR_SPACE + r"copy\b[^;]*?\bfrom\s+stdin\b", re.I | re.S)
+        _META_COPY_STDIN = re.compile(r"\\copy\b[^\n]*?\bfrom\s+(?:stdin|pstdin)\b", re.I)
+        _COPY_END = re.compile(r"^\\\.[ \t\r]*$", re.M)
+        _META_NAME = re.compile(r"\\([A-Za-z]+|.)", re.S)
+        markers = [(runner, re.compile(pattern, re.I), meaning) for runner, pattern, meaning in MARKER_PATTERNS]
+        _compiled = SimpleNamespace(
+            MARKERS=markers, LINE_COMMENT=_LINE_COMMENT, TOKEN=_TOKEN, SQ_END=_SQ_END, E_END=_E_END, DQ_END=_DQ_END,
+            ONLY_COMMENTS=_ONLY_COMMENTS, COPY_STDIN=_COPY_STDIN, META_COPY_STDIN=_META_COPY_STDIN,
+            COPY_END=_COPY_END, META_NAME=_META_NAME)
+    return _compiled
 
 
 @dataclass
@@ -98,14 +110,32 @@ def _blank(segment: str) -> str:
 
 def _ident(placeholder: str) -> str:
     """``${name}`` / ``{{ name }}`` -> an identifier of the same length: ``__name_``."""
-    return re.sub(r"[^\w]", "_", placeholder)
+    return re.sub(r"[^\w\n]", "_", placeholder)
+
+
+_QUICK = ("\\", "\x00", "\ufeff", "${", "{{", "{%", "{#")
+_COLON_VAR = re.compile(r":['\"A-Za-z_]")
+_COPY_WORD = re.compile(r"\bcopy\b")
+
+
+def _needs_scan(text: str) -> bool:
+    """Cheap substring tests first (most files have none of these), then plain regexes."""
+    if any(mark in text for mark in _QUICK):
+        return True
+    if ":" in text:
+        for m in _COLON_VAR.finditer(text):
+            before = text[m.start() - 1] if m.start() else " "
+            if not (before.isalnum() or before in ":_])"):
+                return True  # a psql variable
+    lowered = text.lower()
+    return "copy" in lowered and bool(_COPY_WORD.search(lowered))
 
 
 def read_sql(text: str) -> ReadResult:
     result = ReadResult(text)
-    if _MARKER_HINT.search(text):
+    if any(hint in text for hint in _MARKER_HINTS):
         text = _markers(text, result)
-    if not _NEEDS_SCAN.search(text):
+    if not _needs_scan(text):
         result.text = text
         return result
     result.text = _scan(text, result)
@@ -113,12 +143,13 @@ def read_sql(text: str) -> ReadResult:
 
 
 def _markers(text: str, result: ReadResult) -> str:
+    P = _patterns()
     down_from = None
     cuts: list[tuple[int, int]] = []
     final = False
-    for match in _LINE_COMMENT.finditer(text):
+    for match in P.LINE_COMMENT.finditer(text):
         body = match.group(1).strip()
-        for runner, pattern, meaning in MARKERS:
+        for runner, pattern, meaning in P.MARKERS:
             if not pattern.search(body):
                 continue
             if "transaction" in meaning and not final:
@@ -146,6 +177,7 @@ def _markers(text: str, result: ReadResult) -> str:
 
 
 def _scan(text: str, result: ReadResult) -> str:
+    P = _patterns()
     out: list[str] = []
     pos = 0          # text[:pos] is copied or replaced in out
     i = 0            # scan position
@@ -164,26 +196,26 @@ def _scan(text: str, result: ReadResult) -> str:
         if data_start == -1:
             return n
         data_start += 1
-        end = _COPY_END.search(text, data_start)
+        end = P.COPY_END.search(text, data_start)
         stop = end.end() if end else n
         replace(data_start, stop, _blank(text[data_start:stop]))
         return stop
 
     while i < n:
-        m = _TOKEN.search(text, i)
+        m = P.TOKEN.search(text, i)
         if m is None:
             break
         kind = m.lastgroup
         start = m.start()
         i = m.end()
         if kind == "sq":
-            end = _SQ_END.match(text, i)
+            end = P.SQ_END.match(text, i)
             i = end.end() if end else n
         elif kind == "e":
-            end = _E_END.match(text, i)
+            end = P.E_END.match(text, i)
             i = end.end() if end else n
         elif kind == "dq":
-            end = _DQ_END.match(text, i)
+            end = P.DQ_END.match(text, i)
             i = end.end() if end else n
         elif kind == "lc":
             end = text.find("\n", i)
@@ -205,7 +237,7 @@ def _scan(text: str, result: ReadResult) -> str:
             end = text.find(m.group(), i)
             i = n if end == -1 else end + len(m.group())
         elif kind == "semi":
-            if _COPY_STDIN.match(text, stmt_start, start + 1):
+            if P.COPY_STDIN.match(text, stmt_start, start + 1):
                 i = skip_copy_data(start)
             stmt_start = i
         elif kind == "var":
@@ -227,7 +259,7 @@ def _scan(text: str, result: ReadResult) -> str:
         elif kind == "bom":
             replace(start, i, " ")
         elif kind == "bs":
-            name_match = _META_NAME.match(text, start)
+            name_match = P.META_NAME.match(text, start)
             name = name_match.group(1) if name_match else ""
             if name == ";":  # a semicolon psql does not send by itself: still a statement boundary
                 replace(start, start + 2, " ;")
@@ -255,7 +287,7 @@ def _scan(text: str, result: ReadResult) -> str:
                 stmt_start = i
             else:
                 replace(start, stop, _blank(text[start:stop]))
-                if _ONLY_COMMENTS.fullmatch(text, stmt_start, start):
+                if P.ONLY_COMMENTS.fullmatch(text, stmt_start, start):
                     stmt_start = stop  # nothing typed yet: the statement starts after the meta-command
                 i = stop
                 if name.lower() in ("i", "ir", "include", "include_relative"):
@@ -263,7 +295,7 @@ def _scan(text: str, result: ReadResult) -> str:
                         "not-analysed", start, stop,
                         f"psql's \\{name} runs another file here: it is not linted as part of this one.",
                         "Lint the included file too (give it on the command line, in the order psql runs it)."))
-                elif name.lower() == "copy" and _META_COPY_STDIN.match(text, start, line_end):
+                elif name.lower() == "copy" and P.META_COPY_STDIN.match(text, start, line_end):
                     i = skip_copy_data(line_end)
     out.append(text[pos:])
     return "".join(out)

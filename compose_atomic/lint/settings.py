@@ -88,12 +88,15 @@ def squawk_toml_section(start=None) -> tuple[str, dict[str, Any]] | None:
 
 def lint_section_from_files(options) -> dict[str, Any] | None:
     """``x-atomic.lint`` from the compose files in the working directory, or None when there are none."""
-    import yaml
-
     from compose_atomic.project import ComposeOptions, discover_files
 
+    files = discover_files(options or ComposeOptions())
+    if not files:
+        return None
+    import yaml  # only when there is a compose file to read (start-up time)
+
     merged: dict[str, Any] | None = None
-    for path in discover_files(options or ComposeOptions()):
+    for path in files:
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except (OSError, yaml.YAMLError):

@@ -407,10 +407,13 @@ def describe_server(database_url: str | None) -> str:
     try:
         info = conninfo_to_dict(database_url or "")
     except Exception as exc:  # noqa: BLE001 - psycopg's ProgrammingError: a malformed URL
-        raise LintUsageError(f"--database-url: not a PostgreSQL connection string ({exc})") from None
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LintUsageError(f"--database-url: not a PostgreSQL connection string ({detail})",
+                             hint="e.g. postgresql://user@host:5432/dbname, or host=... dbname=...") from None
     host = info.get("host") or os.environ.get("PGHOST") or "localhost"
     port = info.get("port") or os.environ.get("PGPORT") or "5432"
-    dbname = info.get("dbname") or os.environ.get("PGDATABASE") or info.get("user") or os.environ.get("PGUSER") or "?"
+    dbname = info.get("dbname") or os.environ.get("PGDATABASE") or info.get("user") or os.environ.get("PGUSER") \
+        or "(the user's database)"
     return f"{host}:{port}/{dbname}"
 
 

@@ -242,8 +242,8 @@ def test_render_command_writes_what_docker_stack_deploy_and_caddy_accept(docker_
     assert loaded["services"]["web"]["environment"]["VERSION"] == "v$1"
     assert loaded["services"]["web"]["deploy"]["update_config"]["order"] == "start-first"
     # Caddy itself accepts the proxy's config (dynamic upstreams, retries, passive health).
-    valid = docker("run", "--rm", "-v", f"{caddy_file}:/etc/caddy/c.json:ro", IMAGE_CADDY,
-                   "validate", "--config", "/etc/caddy/c.json", check=False)
+    valid = docker("run", "--rm", "-v", f"{caddy_file}:/etc/caddy/c.json:ro", "--entrypoint", "caddy", IMAGE_CADDY,
+                   "validate", "--config", "/etc/caddy/c.json", check=False)  # as the rendered stack runs it
     assert valid.returncode == 0, valid.stderr
 
     as_json = run_cli("stack", "render", "--json", cwd=tmp_path)

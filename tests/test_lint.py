@@ -111,6 +111,27 @@ def test_sarif_and_github_formats(tmp_path):
     assert ids[result["ruleIndex"]] == result["ruleId"] and result["level"] == "error"
     assert result["locations"][0]["physicalLocation"]["region"] == \
         {"startLine": 1, "startColumn": 1, "endLine": 1, "endColumn": 32}
+    # GitHub code scanning: a uri relative to the repository root (SRCROOT), percent-encoded;
+    # partialFingerprints; helpUri at the rule's section of docs/lint.md
+    assert result["locations"][0]["physicalLocation"]["artifactLocation"] == {"uri": "m.sql", "uriBaseId": "SRCROOT"}
+    assert run["originalUriBaseIds"]["SRCROOT"]["uri"] == tmp_path.as_uri() + "/"
+    assert len(result["partialFingerprints"]["compose-atomic/v1"]) == 32
+    rule = run["tool"]["driver"]["rules"][result["ruleIndex"]]
+    assert rule["helpUri"].endswith("docs/lint.md#require-concurrent-index-creation")
+    assert "### require-concurrent-index-creation\n" in (Path(__file__).parents[1] / "docs" / "lint.md").read_text()
+    (tmp_path / ".git").mkdir()
+    odd = write(tmp_path, "db/migrations 2024/001 é%.sql", "CREATE INDEX i ON users (email);\n")
+    nested = json.loads(run_cli("lint", "--format", "sarif", "001 é%.sql", cwd=odd.parent).stdout)["runs"][0]
+    location = nested["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]
+    assert location == {"uri": "db/migrations%202024/001%20%C3%A9%25.sql", "uriBaseId": "SRCROOT"}
+    assert nested["originalUriBaseIds"]["SRCROOT"]["uri"] == tmp_path.as_uri() + "/"
+    # the fingerprint follows the statement, not its line
+    moved = write(tmp_path, "m.sql", "\n\n-- moved down\nCREATE INDEX i ON users (email);\n")
+    again = json.loads(run_cli("lint", "--format", "sarif", str(moved), cwd=tmp_path).stdout)["runs"][0]
+    again_result = next(r for r in again["results"] if r["ruleId"] == "require-concurrent-index-creation")
+    assert again_result["partialFingerprints"] == result["partialFingerprints"]
+    assert again_result["locations"][0]["physicalLocation"]["region"]["startLine"] == 4
+    path = write(tmp_path, "m.sql", "CREATE INDEX i ON users (email);\n")
     gh = run_cli("lint", "--format", "github", str(path), cwd=tmp_path).stdout.splitlines()
     assert any(line.startswith(f"::error file={path},line=1,col=1,endLine=1,endColumn=32,"
                                "title=require-concurrent-index-creation::") for line in gh)
@@ -145,7 +166,9 @@ def test_comments_strings_dollar_quotes_and_unicode_positions():
            "CREATE INDEX ünï ON users (email);\n")
     findings = [f for f in lint_text(sql) if f.rule == "require-concurrent-index-creation"]
     assert [(f.line, f.column, f.end_column) for f in findings] == [(5, 1, 34)]
-    assert sorted(rules_of(sql)) == ["prefer-robust-stmts", "require-concurrent-index-creation", "require-lock-timeout"]
+    # the DO block's EXECUTE of a literal is analysed (tests/test_lint_reader.py): it really drops the table
+    assert sorted(rules_of(sql)) == ["ban-drop-table", "prefer-robust-stmts", "require-concurrent-index-creation",
+                                     "require-lock-timeout"]
 
 
 def test_transactions_explicit_assumed_and_disabled_per_file():
@@ -315,12 +338,16 @@ def test_gate_stops_on_errors_prints_findings_and_can_be_lowered(tmp_path):
 
 
 def test_docs_describe_every_rule():
+    from compose_atomic.lint.reference import rule_reference
+
     text = (Path(__file__).resolve().parent.parent / "docs" / "lint.md").read_text()
     for rule in get_rules().values():
         section = text.split(f"### {rule.id}\n", 1)
         assert len(section) == 2, f"docs/lint.md has no section for {rule.id}"
         body = section[1].split("\n### ", 1)[0]
         assert "**Why:**" in body and "**Lock:**" in body and "**Safe recipe:**" in body, rule.id
+        assert rule.postgres, f"{rule.id} does not say which PostgreSQL behaviour it encodes"
+    assert text.endswith(rule_reference(get_rules())), "run: python -m compose_atomic.lint.reference"
 
 
 def test_example_rule_plugin_package():

@@ -25,6 +25,7 @@ from compose_atomic.lint.registry import get_rules
 
 CORPUS = Path(__file__).resolve().parent / "lint_corpus"
 ADVISORY = {"require-lock-timeout", "prefer-robust-stmts"}
+INFO = {"not-analysed"}  # info level: says what was not analysed, never a problem in itself
 FILES = sorted(CORPUS.glob("*/*.sql"))
 
 # squawk findings we deliberately do not produce, and why squawk is wrong or stricter there.
@@ -42,6 +43,12 @@ SQUAWK_WRONG = {
         "the same file is empty and unused, so a plain CREATE INDEX on it is harmless.",
     ("objects_created_earlier_in_file.sql", "adding-not-nullable-field"):
         "same as above: SET NOT NULL on a table the file just created scans nothing.",
+    ("references_new_column.sql", "adding-foreign-key-constraint"):
+        "ADD COLUMN ... REFERENCES with no default: every value of the new column is NULL, so PostgreSQL skips "
+        "the validating scan (2.6 ms against 198 ms for ADD CONSTRAINT FOREIGN KEY on 2M rows, issue #14).",
+    ("psql_meta_commands.sql", "syntax-error"):
+        "squawk parses psql meta-commands (\\set, \\gexec, \\if) and COPY data rows as SQL; psql never "
+        "sends them to the server (docs/lint.md, How a file is read).",
     ("ignored_by_line_comment.sql", "renaming-column"):
         "squawk does not read compose-atomic-ignore comments (we read squawk's).",
 }
@@ -87,7 +94,7 @@ def test_corpus_labels(path):
     found = ours(path)
     assert found - (ADVISORY - expect) == expect
     if path.parent.name == "safe":
-        assert not found, f"a safe case has findings: {found}"
+        assert not found - INFO, f"a safe case has findings: {found}"
 
 
 def squawk_binary() -> str:

@@ -94,6 +94,7 @@ def test_caddy_service_in_front_of_routed_services():
     assert config_ref["file"] == "caddy.json"
     assert config_ref["name"] == f"prod_caddy_{caddy.config_digest(rendered.caddy_text)}"
 
+    assert rendered.caddy_config["admin"] == {"disabled": True}  # nothing to reach, not even on loopback
     server = rendered.caddy_config["apps"]["http"]["servers"]["http"]
     assert server["listen"] == [":80"]
     assert server["automatic_https"] == {"disable": True}  # no 443: hosts are matched on plain HTTP
@@ -242,8 +243,8 @@ def test_render_command_writes_what_docker_stack_deploy_and_caddy_accept(docker_
     assert loaded["services"]["web"]["environment"]["VERSION"] == "v$1"
     assert loaded["services"]["web"]["deploy"]["update_config"]["order"] == "start-first"
     # Caddy itself accepts the proxy's config (dynamic upstreams, retries, passive health).
-    valid = docker("run", "--rm", "-v", f"{caddy_file}:/etc/caddy/c.json:ro", "--entrypoint", "caddy", IMAGE_CADDY,
-                   "validate", "--config", "/etc/caddy/c.json", check=False)  # as the rendered stack runs it
+    valid = docker("run", "--rm", "-v", f"{caddy_file}:/etc/caddy/c.json:ro", "--entrypoint", "caddy",
+                   IMAGE_CADDY, "validate", "--config", "/etc/caddy/c.json", check=False)
     assert valid.returncode == 0, valid.stderr
 
     as_json = run_cli("stack", "render", "--json", cwd=tmp_path)

@@ -19,11 +19,9 @@ from ..plugins import call_hook
 from ..progress import Progress
 from ..project import Project
 from .plan import ServicePlan, plan_services, with_dependencies
-from .rollout import Context, Replacement, network_keys, notify, upstreams_for
+from .rollout import Context, Replacement, notify
+from .routing import make_proxy, proxy_networks, sync_proxy
 from .state import History, Journal, project_lock
-
-DEFAULT_PROXY_IMAGE = "caddy:2.8-alpine"
-DEFAULT_PROXY_PORTS = ["80:80", "443:443"]
 
 # `up` flags that still make sense when compose-atomic runs Compose detached.
 _PASS_FLAGS = ["always-recreate-deps", "build", "force-recreate", "no-build", "no-deps", "no-recreate",
@@ -51,64 +49,6 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def make_proxy(project: Project):
-    """The project's CaddyProxy with a route per routed service, or None without x-atomic.proxy."""
-    settings = project.x_atomic.get("proxy")
-    if settings is None:
-        return None
-    from ..proxy import CaddyProxy, Route
-
-    routes = []
-    for service in project.atomic_services:
-        route = project.service_x_atomic(service).get("route")
-        if route:
-            hosts = route.get("host") or []
-            routes.append(Route(service, route["port"], hosts=[hosts] if isinstance(hosts, str) else list(hosts),
-                                path=route.get("path")))
-    return CaddyProxy(project.name, project.state_dir, image=settings.get("image", DEFAULT_PROXY_IMAGE),
-                      ports=settings.get("ports", DEFAULT_PROXY_PORTS), routes=routes)
-
-
-def proxy_networks(project: Project) -> list[str]:
-    """The compose networks routed services are on, plus ``x-atomic.proxy.networks``."""
-    keys = network_keys(project)
-    found: list[str] = []
-    for service in project.atomic_services:
-        if not project.service_x_atomic(service).get("route"):
-            continue
-        for info in docker.service_containers(project.name, service):
-            for net in info["NetworkSettings"].get("Networks") or {}:
-                if net in keys and net not in found:
-                    found.append(net)
-    for extra in (project.x_atomic.get("proxy") or {}).get("networks") or []:
-        name = (project.config.get("networks") or {}).get(extra, {}).get("name") or extra
-        if name not in found:
-            found.append(name)
-    if not found and keys:
-        found.append(next(iter(keys)))
-    return found
-
-
-def sync_proxy(project: Project, proxy, networks: list[str], progress: Progress | None = None) -> None:
-    """Point each route at the running containers, keeping what the saved config routes to."""
-    saved = proxy.saved_upstreams()
-    for service, route in proxy.routes.items():
-        running = docker.service_containers(project.name, service, running_only=True)
-        current, route.balance = upstreams_for(running, route.port, networks)
-        kept = [d for d in saved.get(service, []) if d in current]  # order kept: the first serves
-        route.upstreams = kept + [d for d in current if d not in kept]
-
-    def report(message: str, warning: bool) -> None:
-        if progress is None:
-            return
-        if warning:
-            progress.warn(f"Proxy {proxy.container_name}", message)
-        else:
-            progress.event(f"Proxy {proxy.container_name}", "Updated", message)
-
-    proxy.ensure(networks, report)
-
-
 DEPLOY_KEYS = frozenset({"route", "health", "monitor", "drain", "strategy", "migrate"})
 
 
@@ -126,6 +66,11 @@ def print_plan(progress: Progress, plans: list[ServicePlan], rest: list[str], pr
     progress.step("Plan")
     for plan in plans:
         progress.event(plan.service, "Would " + plan.describe(), state="info")
+        if plan.action in ("replace", "create", "restart-dead"):
+            for lines in call_hook("explain_plan", warn=lambda m: progress.warn(plan.service, m), project=project,
+                                   service=plan.service) or []:
+                for line in ([lines] if isinstance(lines, str) else lines or []):
+                    progress.event(plan.service, line, state="info")
     if rest:
         progress.event("compose", "Would run", "docker compose " + " ".join(compose_args + rest), state="info")
     if project.x_atomic.get("proxy") is not None:
@@ -176,6 +121,7 @@ def _locked_up(project: Project, progress: Progress, services: list[str], closur
 
     reconcile(ctx)
     plans = plan_services(project, atomic, force=force)
+    call_hook("before_changes", project=project, plans=plans)  # e.g. the disk pre-flight
     replace = [p for p in plans if p.action == "replace"]
     revive = [p for p in plans if p.action == "restart-dead"]  # gated before routed, see Replacement.revive
     names = {p.service for p in replace + revive}

@@ -9,37 +9,13 @@ aegis-stack#714 trap), and at least ``x-atomic.health.timeout``.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from .. import docker
-from ..durations import parse_duration
 from ..errors import HealthFailed
+from ..settings import HealthSettings
 
 NS = 1e-9
-
-
-@dataclass
-class HealthSettings:
-    """``x-atomic.health`` resolved against ``route``."""
-
-    path: str | None = None
-    port: int | None = None
-    status: int | None = None
-    timeout: float = 60.0
-    interval: float = 1.0
-
-    @classmethod
-    def from_annotation(cls, annotation: dict[str, Any]) -> "HealthSettings":
-        health = annotation.get("health") or {}
-        route = annotation.get("route") or {}
-        return cls(
-            path=health.get("path") if health else None,
-            port=health.get("port") or route.get("port"),
-            status=health.get("status"),
-            timeout=parse_duration(health.get("timeout", "60s")),
-            interval=parse_duration(health.get("interval", "1s")),
-        )
 
 
 def gate_deadline(info: dict[str, Any], settings: HealthSettings) -> float:

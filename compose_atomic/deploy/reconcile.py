@@ -17,6 +17,7 @@ from __future__ import annotations
 from .. import docker
 from .plan import START_FIRST, STOP_FIRST, ServicePlan
 from .rollout import Context, Replacement
+from .routing import proxy_networks, sync_proxy
 from .state import Phase
 
 PARK, COMPLETE, FORGET, UNDO = "park", "complete", "forget", "undo"
@@ -45,8 +46,6 @@ def settle(phase: Phase, *, strategy: str, action: str, old_running: bool, new_r
 
 def reconcile(ctx: Context) -> str | None:
     """Settle the journal's deploy, if any; return its outcome."""
-    from . import proxy_networks, sync_proxy
-
     record = ctx.journal.read()
     if not record:
         return None

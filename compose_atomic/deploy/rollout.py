@@ -42,12 +42,15 @@ from ..errors import ComposeAtomicError, DeployFailed, Interrupted, OperationFai
 from ..plugins import call_hook
 from ..progress import Progress
 from ..project import Project
-from .health import HealthFailed, HealthSettings, trouble, wait_healthy
+from ..settings import deploy_settings
+from .health import HealthFailed, trouble, wait_healthy
 from .plan import STOP_FIRST, ServicePlan
+from .routing import dials, set_aliases, upstreams_for
 from .state import History, Journal, Phase
 
-DEFAULT_MONITOR = "10s"
-DEFAULT_DRAIN = "30s"
+
+#: Seconds a switch back waits for the requests still dialing a dead new container (see switch_back).
+SWITCH_BACK_WAIT = 2.0
 
 
 @dataclass
@@ -83,35 +86,6 @@ def grace_period(project: Project, service: str) -> float:
         return 10.0
 
 
-def dials(info: dict[str, Any], port: int, networks: list[str]) -> list[str]:
-    """Where the proxy reaches a container: its address on a network the proxy shares, then its name.
-
-    The address first: no DNS lookup per connection (Docker's embedded DNS was seen timing out
-    on a busy engine, which turned into 502s); the name second, as the fallback that follows the
-    container if a restart gave it another address.
-    """
-    found = []
-    joined = (info.get("NetworkSettings") or {}).get("Networks") or {}
-    for net in networks:
-        ip = (joined.get(net) or {}).get("IPAddress")
-        if ip:
-            found.append(f"{ip}:{port}")
-            break
-    found.append(f"{docker.name_of(info)}:{port}")
-    return found
-
-
-def upstreams_for(infos: list[dict[str, Any]], port: int, networks: list[str]) -> tuple[list[str], bool]:
-    """The proxy's upstreams for the containers that serve a route, and whether to balance them.
-
-    One container: its address, then its name, and the first one up serves. Replicas: round
-    robin over one address each (a name would cost a DNS lookup per connection).
-    """
-    if len(infos) > 1:
-        return [dials(i, port, networks)[0] for i in infos], True
-    return [d for i in infos for d in dials(i, port, networks)], False
-
-
 def compose_run(project: Project, *args: str) -> docker.Result:
     return docker.run(project.compose(*args))
 
@@ -131,46 +105,6 @@ def notify(name: str, progress: Progress, **kwargs: Any) -> None:
     call_hook(name, warn=lambda message: progress.warn(kwargs.get("service", "deploy"), message), **kwargs)
 
 
-# ---- aliases: the new container is reachable by service name only once healthy ----------
-
-
-def service_aliases(project: Project, service: str, network_key: str) -> list[str]:
-    aliases = [service]
-    nets = project.services[service].get("networks") or {}
-    conf = nets.get(network_key) if isinstance(nets, dict) else None
-    aliases += list((conf or {}).get("aliases") or [])
-    return aliases
-
-
-def network_keys(project: Project) -> dict[str, str]:
-    """Engine network name -> compose network key."""
-    found = {}
-    for key, net in (project.config.get("networks") or {}).items():
-        found[(net or {}).get("name") or f"{project.name}_{key}"] = key
-    return found
-
-
-def set_aliases(project: Project, service: str, info: dict[str, Any], *, with_service: bool) -> None:
-    """Reconnect a container to its networks with or without the service's aliases."""
-    keys = network_keys(project)
-    name = docker.name_of(info)
-    for net, conf in (info["NetworkSettings"].get("Networks") or {}).items():
-        if net not in keys:
-            continue  # host, bridge, none or an external network we do not manage
-        own = service_aliases(project, service, keys[net])
-        current = [a for a in (conf.get("Aliases") or []) if a not in own and a != info["Id"][:12]]
-        if name not in current:
-            current.insert(0, name)
-        wanted = current + (own if with_service else [])
-        ip = (conf.get("IPAMConfig") or {}).get("IPv4Address")
-        for command in (docker.network_disconnect(net, info["Id"]),
-                        docker.network_connect(net, info["Id"], aliases=wanted, ip=ip)):
-            result = docker.run(command)
-            if not result.ok:
-                raise OperationFailed(f"{service}: could not move the service's DNS aliases on {net}: "
-                                      f"{result.last_line()}")
-
-
 # ---- one service ------------------------------------------------------------------------
 
 
@@ -186,9 +120,9 @@ class Replacement:
         self.plan = plan
         self.project = ctx.project
         self.service = plan.service
-        self.annotation = ctx.project.service_x_atomic(plan.service)
-        self.route = self.annotation.get("route")
-        self.health = HealthSettings.from_annotation(self.annotation)
+        self.settings = deploy_settings(ctx.project, plan.service)
+        self.route = self.settings.route
+        self.health = self.settings.health
         self.old: list[dict[str, Any]] = plan.old
         self.new_ids: list[str] = []
         self.phase = Phase.PLANNED
@@ -234,7 +168,7 @@ class Replacement:
         after its own (the first one up serves, so they take over at once if it fails);
         replicas never get a fallback (a failed replica is skipped; the monitor switches back).
         """
-        port, nets = self.route["port"], self.ctx.networks
+        port, nets = self.route.port, self.ctx.networks
         upstreams, balance = upstreams_for(docker.inspect(*ids), port, nets)
         gone = self.dials_of(leaving or [])
         if fallback and not balance:
@@ -242,7 +176,7 @@ class Replacement:
         self.ctx.proxy.set_upstreams(self.service, upstreams, nets, balance=balance, draining=gone)
 
     def dials_of(self, ids: list[str]) -> list[str]:
-        return [d for i in docker.inspect(*ids) for d in dials(i, self.route["port"], self.ctx.networks)]
+        return [d for i in docker.inspect(*ids) for d in dials(i, self.route.port, self.ctx.networks)]
 
     def drained(self, leaving: list[str]) -> bool:
         """No request is open to any of these dials, as far as the proxy can tell (unknown: not drained)."""
@@ -382,10 +316,19 @@ class Replacement:
         if not alive:
             docker.run(docker.start(*[c["Id"] for c in self.old]))
         if self.proxied:
-            self.route_to([c["Id"] for c in self.old])
+            if alive and not self.plan_is_replicas():
+                # The proxy already fails over to the old container by itself (it is the fallback,
+                # and a failed dial marks the new one down). Changing its configuration now would
+                # end the retries of requests still dialing the dead container (Caddy cancels
+                # those of a replaced configuration): wait until none is open to the new one.
+                self.wait_until_drained(self.dials_of(self.new_ids), SWITCH_BACK_WAIT)
+            self.route_to([c["Id"] for c in self.old], self.new_ids)
         else:
             for info in docker.inspect(*[c["Id"] for c in self.old]):
                 set_aliases(self.project, self.service, info, with_service=True)
+
+    def plan_is_replicas(self) -> bool:
+        return len(self.old) > 1
 
     def restore_old(self) -> None:
         """Stop-first undo: start the stopped old containers again, route to them, check them.
@@ -409,10 +352,9 @@ class Replacement:
 
     def monitor(self) -> None:
         """Watch the new containers for ``monitor`` while the old ones drain."""
-        window = parse_duration(self.annotation.get("monitor", DEFAULT_MONITOR))
-        drain = parse_duration(self.annotation.get("drain", DEFAULT_DRAIN))
+        window, drain = self.settings.monitor, self.settings.drain
         start = time.monotonic()
-        old_dials = [d for c in self.old for d in dials(c, self.route["port"], self.ctx.networks)] \
+        old_dials = [d for c in self.old for d in dials(c, self.route.port, self.ctx.networks)] \
             if self.proxied and not self.stop_first_mode else []
         drained = not old_dials or drain <= 0
         restarts = {i: (docker.inspect_one(i) or {}).get("RestartCount", 0) for i in self.new_ids}
@@ -449,9 +391,12 @@ class Replacement:
 
     def drain(self, leaving: list[str]) -> None:
         """Wait until no request is open to ``leaving`` (unknown counts as open), at most ``drain``."""
-        deadline = time.monotonic() + parse_duration(self.annotation.get("drain", DEFAULT_DRAIN))
+        self.wait_until_drained(leaving, self.settings.drain)
+
+    def wait_until_drained(self, leaving: list[str], bound: float) -> None:
+        deadline = time.monotonic() + bound
         while leaving and not self.drained(leaving) and time.monotonic() < deadline:
-            time.sleep(0.1)
+            time.sleep(0.05)
 
     def undo(self, reason: str) -> str:
         """Bring the old version back and remove the new one; return the outcome."""

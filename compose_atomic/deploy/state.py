@@ -11,13 +11,14 @@ import fcntl
 import json
 import os
 import time
-from enum import Enum
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import LockBusy
 from ..project import Project
+from ..statedir import write_json_atomic
 
 
 class Phase(str, Enum):
@@ -43,12 +44,6 @@ def deploy_dir(project: Project) -> Path:
     path = project.state_dir / "deploy" / (project.name or "default")
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 @contextmanager
@@ -94,7 +89,7 @@ class Journal:
             return None
 
     def write(self, record: dict[str, Any]) -> None:
-        _write_json(self.path, {**record, "updated": time.time(), "pid": os.getpid()})
+        write_json_atomic(self.path, {**record, "updated": time.time(), "pid": os.getpid()})
 
     def clear(self) -> None:
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .engine import LOCK_ORDER, relname
+from .pgfacts import LOCK_ORDER, enabled_options, relname
 
 SUE = "SHARE UPDATE EXCLUSIVE"
 SRE = "SHARE ROW EXCLUSIVE"
@@ -72,8 +72,7 @@ class Effect:
         return f"{self.lock} on {' and '.join(dict.fromkeys(self.tables)) or '?'}"
 
 
-def _options(node: dict, key: str) -> set[str]:
-    return {d.get("DefElem", {}).get("defname", "") for d in node.get(key) or []}
+_options = enabled_options
 
 
 def statement_effect(stmt, pg_version: tuple[int, int] = (15, 0)) -> Effect:

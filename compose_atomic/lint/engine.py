@@ -13,13 +13,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from .effects import AE, statement_effect
 from .ignores import find_ignores
 from .model import SQUAWK_ONLY_RULES, Finding, Hit, Rule
 from .parser import SourceFile, Statement, parse_file
+from .pgfacts import LOCK_ORDER, binary_compatible, column_type, relname  # noqa: F401 - re-exported
 
 DEFAULT_PG_VERSION = (15, 0)  # squawk's default too
-LOCK_ORDER = ["ACCESS SHARE", "ROW SHARE", "ROW EXCLUSIVE", "SHARE UPDATE EXCLUSIVE", "SHARE",
-              "SHARE ROW EXCLUSIVE", "EXCLUSIVE", "ACCESS EXCLUSIVE"]
 
 
 @dataclass
@@ -45,15 +45,6 @@ def parse_pg_version(value) -> tuple[int, int]:
     return major, minor
 
 
-def relname(rangevar: dict | None) -> str:
-    """A RangeVar's name as written, schema-qualified when it was."""
-    if not rangevar:
-        return "?"
-    name = rangevar.get("relname", "?")
-    schema = rangevar.get("schemaname")
-    return f"{schema}.{name}" if schema else name
-
-
 class LintContext:
     """The state of the simulated session while the rules run over a file."""
 
@@ -76,6 +67,10 @@ class LintContext:
         self.once: set[str] = set()  # for rules that report once per file
         self.access_exclusive: dict[str, int] = {}  # existing table -> line where the open transaction locked it
         self.has_transaction_statements = assume_in_transaction
+        self.in_function = False  # inside a DO block's body
+        self.not_null: set[tuple[str, str]] = set()  # (table, column) declared NOT NULL; shared across files
+        self.index_columns: dict[str, tuple[str, list[str]]] = {}  # index -> (table, columns); shared
+        self.dropped_constraints: set[tuple[str, str]] = set()  # DROP CONSTRAINT IF EXISTS seen in the file
 
     # ---- questions the rules ask -------------------------------------------------
 
@@ -104,15 +99,15 @@ class LintContext:
                 self.explicit_transaction = True
             elif tkind in ("TRANS_STMT_COMMIT", "TRANS_STMT_ROLLBACK", "TRANS_STMT_PREPARE"):
                 self.access_exclusive.clear()
-                self.in_transaction = False
-                self.explicit_transaction = False
+                chained = bool(node.get("chain")) and self.in_transaction
+                # COMMIT AND CHAIN starts a new transaction at once (same characteristics)
+                self.in_transaction = chained
+                self.explicit_transaction = chained and self.explicit_transaction
                 self.lock_timeout_local = False
                 self.tx_id += 1
             return
         if self.in_transaction and kind in ("AlterTableStmt", "RenameStmt", "TruncateStmt", "ClusterStmt",
                                             "LockStmt", "ReindexStmt", "DropStmt"):
-            from .effects import AE, statement_effect
-
             effect = statement_effect(stmt, self.pg_version)
             if effect.lock == AE:
                 line = self.source.position(stmt.start)[0]
@@ -124,11 +119,21 @@ class LintContext:
             self.created_tables.add(name)
             self.schema[name] = {e["ColumnDef"].get("colname"): column_type(e["ColumnDef"])
                                  for e in node.get("tableElts") or [] if "ColumnDef" in e}
+            for elt in node.get("tableElts") or []:
+                if "ColumnDef" in elt and _declares_not_null(elt["ColumnDef"]):
+                    self.not_null.add((name, elt["ColumnDef"].get("colname")))
+                con = elt.get("Constraint", {})
+                if con.get("contype") == "CONSTR_PRIMARY":
+                    for key in con.get("keys") or []:
+                        self.not_null.add((name, key.get("String", {}).get("sval")))
         elif kind == "CreateTableAsStmt":
             rel = (node.get("into") or {}).get("IntoClause", node.get("into", {})).get("rel", {})
             self.created_tables.add(rel.get("relname"))
         elif kind == "IndexStmt" and node.get("idxname"):
             self.created_indexes.add(node["idxname"])
+            self.index_columns[node["idxname"]] = (
+                node.get("relation", {}).get("relname", ""),
+                [p.get("IndexElem", {}).get("name") or "(expression)" for p in node.get("indexParams") or []])
         elif kind == "VariableSetStmt" and node.get("name") == "lock_timeout":
             value = _set_value(node)
             on = node.get("kind") == "VAR_SET_VALUE" and value not in ("0", "")
@@ -160,6 +165,16 @@ class LintContext:
 
     def _after_cmd(self, table: str, cmd: dict) -> None:
         subtype = cmd.get("subtype")
+        if subtype == "AT_AddColumn":
+            coldef = cmd.get("def", {}).get("ColumnDef", {})
+            if _declares_not_null(coldef):
+                self.not_null.add((table, coldef.get("colname")))
+        elif subtype == "AT_SetNotNull":
+            self.not_null.add((table, cmd.get("name")))
+        elif subtype == "AT_DropNotNull":
+            self.not_null.discard((table, cmd.get("name")))
+        elif subtype == "AT_DropConstraint" and cmd.get("missing_ok"):
+            self.dropped_constraints.add((table, cmd.get("name")))
         columns = self.schema.get(table)
         if columns is not None:
             if subtype in ("AT_AddColumn", "AT_AlterColumnType"):
@@ -188,46 +203,10 @@ class LintContext:
         return self.lock_timeout or self.lock_timeout_local
 
 
-def column_type(coldef: dict) -> tuple[str, tuple[int, ...]]:
-    """(type name, typmods) of a ColumnDef: ('varchar', (255,)), ('numeric', (10, 2)), ('text', ())."""
-    type_name = coldef.get("typeName") or {}
-    names = type_name.get("names") or []
-    name = names[-1].get("String", {}).get("sval", "").lower() if names else ""
-    mods = []
-    for mod in type_name.get("typmods") or []:
-        value = mod.get("A_Const", {}).get("ival")
-        if value is None:
-            return name, (-1,)  # not a plain integer modifier: unknown
-        mods.append(int(value.get("ival", 0)))
-    if type_name.get("arrayBounds"):
-        name += "[]"
-    return name, tuple(mods)
-
-
-def binary_compatible(old: tuple[str, tuple[int, ...]], new: tuple[str, tuple[int, ...]]) -> bool:
-    """True when ALTER COLUMN TYPE from ``old`` to ``new`` needs no rewrite (PostgreSQL docs:
-    binary-coercible and no tighter modifier): longer or unlimited varchar, varchar <-> text,
-    wider numeric precision at the same scale, cidr -> inet."""
-    (a, amods), (b, bmods) = old, new
-    if -1 in amods or -1 in bmods:
-        return False
-    if a == b and amods == bmods:
-        return True
-    if a in ("varchar", "text") and b == "text":
-        return True
-    if a in ("varchar", "text") and b == "varchar":
-        if not bmods:
-            return True
-        return a == "varchar" and bool(amods) and bmods[0] >= amods[0]
-    if a == "numeric" and b == "numeric":
-        if not bmods:
-            return True
-        if not amods:
-            return False
-        ascale = amods[1] if len(amods) > 1 else 0
-        bscale = bmods[1] if len(bmods) > 1 else 0
-        return bmods[0] >= amods[0] and ascale == bscale
-    return a == "cidr" and b == "inet"
+def _declares_not_null(coldef: dict) -> bool:
+    return bool(coldef.get("is_not_null")) or any(
+        c.get("Constraint", {}).get("contype") in ("CONSTR_NOTNULL", "CONSTR_PRIMARY")
+        for c in coldef.get("constraints") or [])
 
 
 def _set_value(node: dict) -> str:
@@ -272,6 +251,8 @@ class Linter:
         # Column types declared by the files linted so far (in order): an earlier migration's
         # CREATE TABLE tells whether a later ALTER COLUMN TYPE is a binary-compatible change.
         self.schema: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {}
+        self.not_null: set[tuple[str, str]] = set()
+        self.index_columns: dict[str, tuple[str, list[str]]] = {}
         self.by_kind: dict[str, list[Rule]] = {}
         self.every: list[Rule] = []
         for rule in rules.values():
@@ -314,46 +295,33 @@ class Linter:
 
     def lint_source(self, source: SourceFile) -> list[Finding]:
         ignores = find_ignores(source)
-        assume = self.config.assume_in_transaction and not ignores.disable_assume_in_transaction
+        read = source.read
+        assume = self.config.assume_in_transaction
+        if read is not None and read.transaction is not None:
+            assume = read.transaction  # a runner marker in the file says how it runs
+        assume = assume and not ignores.disable_assume_in_transaction
         ctx = LintContext(source, self.config, assume)
         ctx.proven_not_null = self.proven_not_null
         ctx.not_null_checks = self.not_null_checks
         ctx.schema = self.schema
+        ctx.not_null = self.not_null
+        ctx.index_columns = self.index_columns
         ctx.has_transaction_statements = assume or any(TRANSACTION_WORD.match(s.text) for s in source.statements)
         raw: list[tuple[str, Hit, Statement]] = []
-        by_kind, every = self.by_kind, self.every
+        if read is not None:
+            for note in read.notes:
+                at = Statement(-1, note.start, note.end, source.original[note.start:note.end], "", {},
+                               source=source)
+                raw.append((note.rule, Hit(note.message, note.help), at))
         for stmt in source.statements:
-            if stmt.error is not None:
-                raw.append(("syntax-error", Hit(f"PostgreSQL's grammar rejects this statement: {stmt.error}",
-                                               "Fix the syntax; the checks below it only saw its tokens."),
-                            stmt))
-                from .fallback import token_hits
-
-                raw.extend((rule, hit, stmt) for rule, hit in token_hits(stmt, ctx))
-                continue
-            kind = stmt.kind
-            wanted = by_kind.get(kind, ())
-            if kind == "AlterTableStmt":
-                seen = {id(rule) for rule in wanted}
-                wanted = list(wanted)
-                for subtype in {cmd.get("subtype") for cmd in stmt.cmds}:
-                    for rule in by_kind.get("AlterTableStmt:" + str(subtype), ()):
-                        if id(rule) not in seen:
-                            seen.add(id(rule))
-                            wanted.append(rule)
-            for rule in (*wanted, *every):
-                try:
-                    for hit in rule.check(stmt, ctx):
-                        raw.append((rule.id, hit, stmt))
-                except Exception as exc:  # noqa: BLE001 - one broken (plugin) rule must not hide the others
-                    raw.append(("rule-failed", Hit(f"Rule {rule.id} failed on this statement: "
-                                                   f"{type(exc).__name__}: {exc}",
-                                                   "Report it to the rule's author; the other rules ran."), stmt))
+            self._check(stmt, ctx, raw)
+            if stmt.kind == "DoStmt":
+                self._check_do(stmt, ctx, raw)
             ctx.after(stmt)
             stmt.release()
         end = Statement(len(source.statements), len(source.text.rstrip()), len(source.text.rstrip()), "",
                         END_OF_FILE, {}, source=source)
-        for rule in by_kind.get(END_OF_FILE, ()):
+        for rule in self.by_kind.get(END_OF_FILE, ()):
             for hit in rule.check(end, ctx):
                 raw.append((rule.id, hit, end))
         findings = [self._finding(source, rule_id, hit, stmt) for rule_id, hit, stmt in raw]
@@ -362,13 +330,76 @@ class Linter:
         findings.sort(key=lambda f: (f.start, f.end))
         return findings
 
+    def _check(self, stmt: Statement, ctx: LintContext, raw: list) -> None:
+        """Run the rules that apply to one statement, appending (rule id, hit, stmt) to ``raw``."""
+        if stmt.error is not None:
+            raw.append(("syntax-error", Hit(f"PostgreSQL's grammar rejects this statement: {stmt.error}",
+                                           "Fix the syntax; the checks below it only saw its tokens."),
+                        stmt))
+            from .fallback import token_hits
+
+            raw.extend((rule, hit, stmt) for rule, hit in token_hits(stmt, ctx))
+            return
+        by_kind = self.by_kind
+        kind = stmt.kind
+        wanted = by_kind.get(kind, ())
+        if kind == "AlterTableStmt":
+            seen = {id(rule) for rule in wanted}
+            wanted = list(wanted)
+            for subtype in {cmd.get("subtype") for cmd in stmt.cmds}:
+                for rule in by_kind.get("AlterTableStmt:" + str(subtype), ()):
+                    if id(rule) not in seen:
+                        seen.add(id(rule))
+                        wanted.append(rule)
+        for rule in (*wanted, *self.every):
+            try:
+                for hit in rule.check(stmt, ctx):
+                    raw.append((rule.id, hit, stmt))
+            except Exception as exc:  # noqa: BLE001 - one broken (plugin) rule must not hide the others
+                raw.append(("rule-failed", Hit(f"Rule {rule.id} failed on this statement: "
+                                               f"{type(exc).__name__}: {exc}",
+                                               "Report it to the rule's author; the other rules ran."), stmt))
+
+    def _check_do(self, stmt: Statement, ctx: LintContext, raw: list) -> None:
+        """The statements of a DO block run as one function call: inside a transaction (the
+        open one, or their own), where CONCURRENTLY and VACUUM fail with SQLSTATE 25001."""
+        from .plpgsql import do_statements
+
+        inner, skipped = do_statements(stmt, ctx.source)
+        if skipped:
+            raw.append(("not-analysed", Hit(
+                "Part of this DO block is not analysed: " + "; ".join(skipped) + ". Its locks and rewrites "
+                "are unknown to the linter.",
+                "Write the statements out as plain SQL where you can, or check the block with --trace."), stmt))
+        if not inner:
+            return
+        was_in, was_explicit = ctx.in_transaction, ctx.explicit_transaction
+        if not was_in:
+            ctx.tx_id += 1
+        ctx.in_transaction, ctx.in_function = True, True
+        try:
+            for sub in inner:
+                if sub.kind == "TransactionStmt":
+                    continue
+                self._check(sub, ctx, raw)
+                ctx.after(sub)
+                sub.release()
+        finally:
+            ctx.in_transaction, ctx.explicit_transaction, ctx.in_function = was_in, was_explicit, False
+            if not was_in:
+                ctx.access_exclusive.clear()
+                ctx.lock_timeout_local = False
+
     def _finding(self, source: SourceFile, rule_id: str, hit: Hit, stmt: Statement) -> Finding:
         start, end = hit.span or (stmt.start, stmt.end)
         line, column = source.position(start)
         end_line, end_column = source.position(max(start, end))
         stmt_line = source.position(stmt.start)[0] if stmt.text else line
+        text = stmt.text
+        if stmt.text and source.original is not source.text and 0 <= stmt.index:
+            text = source.original[stmt.start:stmt.end]  # as written (placeholders, meta-commands)
         return Finding(source.path, line, column, end_line, end_column, rule_id, self.severity(rule_id),
-                       hit.message, hit.help, hit.lock, stmt.text, start, end, stmt_line)
+                       hit.message, hit.help, hit.lock, text, start, end, stmt_line)
 
     def _apply_ignores(self, source: SourceFile, ignores, findings: list[Finding]) -> list[Finding]:
         if not ignores.directives:

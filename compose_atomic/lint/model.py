@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-SEVERITIES = ("error", "warning", "off")
+SEVERITIES = ("error", "warning", "info", "off")
 
 # squawk rules compose-atomic does not implement: accepted (and ignored) in ignore comments and
 # --exclude, so a team switching from squawk keeps its comments without unused-ignore noise.
@@ -40,8 +40,8 @@ class Rule:
     kind may name the action too, ``"AlterTableStmt:AT_AddColumn"``: the rule then runs only
     on statements with such an action (once per statement). ``ctx`` is
     the LintContext: pg_version, whether a transaction is open, objects created
-    earlier in the file. ``why``, ``lock`` and ``recipe`` feed docs/lint.md and the
-    text output.
+    earlier in the file. ``why``, ``lock``, ``recipe`` and ``postgres`` feed docs/lint.md
+    (compose_atomic/lint/reference.py) and the text output.
     """
 
     id: str
@@ -54,6 +54,7 @@ class Rule:
     recipe: str = ""
     aliases: tuple[str, ...] = ()
     squawk: bool = True
+    postgres: str = ""  # the PostgreSQL behaviour the rule encodes (docs/lint.md), and the test proving it
 
 
 @dataclass

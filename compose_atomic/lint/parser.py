@@ -150,9 +150,11 @@ class Statement:
 class SourceFile:
     """A file's text, its statements and a line index for 1-based positions."""
 
-    def __init__(self, path: str, text: str) -> None:
+    def __init__(self, path: str, text: str, original: str | None = None, read=None) -> None:
         self.path = path
-        self.text = text
+        self.text = text  # what the server is sent (reader.read_sql), offsets as in the file
+        self.original = text if original is None else original  # the file as written
+        self.read = read
         self.statements: list[Statement] = []
         self.degraded = False
         self._line_starts: list[int] | None = None
@@ -219,10 +221,15 @@ def split_with_sqlparse(text: str) -> list[tuple[int, int]]:
 
 
 def parse_file(path: str, text: str) -> SourceFile:
-    """Parse ``text`` into a SourceFile; never raises on bad SQL."""
+    """Read ``text`` as its runner does (reader.read_sql), then parse it into a SourceFile;
+    never raises on bad SQL."""
     from pglast.parser import ParseError
 
-    source = SourceFile(path, text)
+    from .reader import read_sql
+
+    read = read_sql(text)
+    source = SourceFile(path, read.text, text, read)
+    text = read.text
     try:
         source.statements = _split(source, text, 0, 0)
         return source

@@ -9,7 +9,8 @@ recipe) are also the reference in docs/lint.md.
 from __future__ import annotations
 
 from .effects import AE, SHARE, SRE, blocks, no_transaction_reason, statement_effect
-from .engine import END_OF_FILE, binary_compatible, column_type, relname
+from .engine import END_OF_FILE
+from .pgfacts import binary_compatible, column_type, enabled_options, relname
 from .model import Hit, Rule
 
 # Built-in functions whose result does not change row to row (pg_proc.provolatile in 'i','s'):
@@ -113,15 +114,19 @@ def check_index_deletion(stmt, ctx):
 
 def check_reindex(stmt, ctx):
     node = stmt.node
-    params = {d.get("DefElem", {}).get("defname") for d in node.get("params") or []}
-    if "concurrently" in params:
+    if "concurrently" in enabled_options(node, "params"):  # (CONCURRENTLY false) is a plain REINDEX
         return
     if node.get("relation") and ctx.is_new(node.get("relation")):
         return
     target = relname(node.get("relation")) if node.get("relation") else node.get("name", "the database")
-    help_ = ("Use REINDEX ... CONCURRENTLY (outside a transaction block)." if ctx.version_at_least(12) else
-             "PostgreSQL before 12 has no REINDEX CONCURRENTLY: build a new index CONCURRENTLY, then drop "
-             "the old one CONCURRENTLY.")
+    if node.get("kind") == "REINDEX_OBJECT_SYSTEM":
+        help_ = ("PostgreSQL cannot reindex system catalogs concurrently (REINDEX SYSTEM has no CONCURRENTLY): "
+                 "run it in a maintenance window, outside a migration.")
+    elif ctx.version_at_least(12):
+        help_ = "Use REINDEX ... CONCURRENTLY (outside a transaction block)."
+    else:
+        help_ = ("PostgreSQL before 12 has no REINDEX CONCURRENTLY: build a new index CONCURRENTLY, then drop "
+                 "the old one CONCURRENTLY.")
     yield Hit(f"REINDEX without CONCURRENTLY locks {target} against writes and takes ACCESS EXCLUSIVE on "
               "each index, so queries that would use them (reads too) wait until it finishes.",
               help_, f"SHARE on {target}, ACCESS EXCLUSIVE on its indexes")
@@ -132,6 +137,11 @@ def check_no_transaction(stmt, ctx):
         return
     reason = no_transaction_reason(stmt, ctx.pg_version)
     if not reason:
+        return
+    if ctx.in_function:
+        yield Hit(f"{reason} cannot be executed from a function, and a DO block is one: PostgreSQL fails it "
+                  "with SQLSTATE 25001.",
+                  "Take the statement out of the DO block, into its own non-transactional migration step.", None)
         return
     where = "an explicit BEGIN block" if ctx.explicit_transaction else \
         "the transaction the migration runner wraps the file in (--assume-in-transaction)"
@@ -286,7 +296,14 @@ def check_not_valid(stmt, ctx):
     if new_table:
         return
     for i, con, via in _new_constraints(stmt):
-        if via != "constraint" or con.get("contype") != "CONSTR_CHECK" or con.get("skip_validation"):
+        if con.get("contype") != "CONSTR_CHECK" or con.get("skip_validation"):
+            continue
+        if via == "column":
+            # ADD COLUMN ... CHECK: PostgreSQL checks the expression on every existing row (phase 3 scan)
+            yield Hit(f"Adding column {con.get('_column')} with an inline CHECK validates every row of {table} "
+                      "under the ADD COLUMN's ACCESS EXCLUSIVE lock, which blocks reads and writes during the scan.",
+                      "Add the column without the CHECK, then ADD CONSTRAINT ... CHECK (...) NOT VALID, commit, "
+                      "and VALIDATE CONSTRAINT in a later transaction.", _lock(AE, table), _span(stmt, i))
             continue
         yield Hit(f"Adding CHECK constraint {con.get('conname') or ''} validates every row of {table} under an "
                   "ACCESS EXCLUSIVE lock, which blocks reads and writes during the scan.".replace("  ", " "),
@@ -310,6 +327,8 @@ def check_foreign_key(stmt, ctx):
     for i, con, via in _new_constraints(stmt):
         if con.get("contype") != "CONSTR_FOREIGN" or con.get("skip_validation"):
             continue
+        if via == "column" and not _fills_rows(stmt, i):
+            continue  # a new column of NULLs: PostgreSQL skips the validating scan
         ref = relname(con.get("pktable"))
         what = f"column {con['_column']} REFERENCES {ref}" if via == "column" else \
             f"foreign key {con.get('conname') or ''} to {ref}".replace("  ", " ")
@@ -319,6 +338,15 @@ def check_foreign_key(stmt, ctx):
                   "(SHARE UPDATE EXCLUSIVE on the table, ROW SHARE on the referenced one)."
                   + (" For a column, add it first, then the constraint NOT VALID." if via == "column" else ""),
                   _lock(SRE, table, ref), _span(stmt, i))
+
+
+def _fills_rows(stmt, i) -> bool:
+    """True when ADD COLUMN gives existing rows a value (a non-NULL default, identity, serial, generated)."""
+    coldef = stmt.cmds[i].get("def", {}).get("ColumnDef", {})
+    if _type_name(coldef) in SERIAL_TYPES:
+        return True
+    return any((c.get("contype") == "CONSTR_DEFAULT" and not _is_null_const(c.get("raw_expr")))
+               or c.get("contype") in ("CONSTR_GENERATED", "CONSTR_IDENTITY") for c in _constraints(coldef))
 
 
 def check_unique(stmt, ctx):
@@ -341,8 +369,22 @@ def check_primary_key(stmt, ctx):
     if ctx.is_new(node.get("relation")):
         return
     table = _table(stmt)
+    short = node.get("relation", {}).get("relname", "")
     for i, con, via in _new_constraints(stmt):
-        if con.get("contype") != "CONSTR_PRIMARY" or con.get("indexname"):
+        if con.get("contype") != "CONSTR_PRIMARY":
+            continue
+        if con.get("indexname"):
+            known = ctx.index_columns.get(con["indexname"])
+            if known is None or short not in ctx.schema:
+                continue  # an index or a table from outside the linted files: nullability unknown
+            nullable = [c for c in known[1] if (short, c) not in ctx.not_null and (short, c) not in ctx.proven_not_null]
+            if nullable:
+                yield Hit(f"ADD PRIMARY KEY USING INDEX {con['indexname']} makes {', '.join(nullable)} NOT NULL, "
+                          f"which scans the whole of {table} for NULLs under an ACCESS EXCLUSIVE lock (blocks reads "
+                          "and writes).",
+                          "Make the columns NOT NULL first, without a scan: ADD CONSTRAINT c CHECK (col IS NOT NULL) "
+                          "NOT VALID; commit; VALIDATE CONSTRAINT c; SET NOT NULL; then ADD PRIMARY KEY USING INDEX.",
+                          _lock(AE, table), _span(stmt, i))
             continue
         yield Hit(f"Adding a primary key builds a unique index (and sets NOT NULL, scanning) under an ACCESS "
                   f"EXCLUSIVE lock on {table}, which blocks reads and writes throughout.",
@@ -365,6 +407,35 @@ def check_exclusion(stmt, ctx):
 
 
 # ---- breaking changes ----------------------------------------------------------------
+
+
+def check_json_column(stmt, ctx):
+    if ctx.is_new(stmt.node.get("relation")):
+        return
+    table = _table(stmt)
+    for i, cmd in _cmds(stmt):
+        if cmd.get("subtype") not in ("AT_AddColumn", "AT_AlterColumnType"):
+            continue
+        coldef = cmd.get("def", {}).get("ColumnDef", {})
+        if column_type(coldef)[0] != "json":
+            continue
+        col = coldef.get("colname") or cmd.get("name", "?")
+        yield Hit(f"Column {table}.{col} of type json: json has no equality operator, so queries the running "
+                  f"application already makes on {table} with SELECT DISTINCT, UNION or GROUP BY over whole rows fail "
+                  "(SQLSTATE 42883, could not identify an equality operator for type json).",
+                  "Use jsonb (it has equality and indexes) unless the exact text of the document must be kept.",
+                  None, _span(stmt, i))
+
+
+def check_enum_rename(stmt, ctx):
+    node = stmt.node
+    if not node.get("oldVal") or not node.get("newVal"):
+        return
+    name = ".".join(n.get("String", {}).get("sval", "") for n in node.get("typeName") or [])
+    yield Hit(f"Renaming value {node['oldVal']!r} of enum {name} to {node['newVal']!r} breaks every running client "
+              f"that still writes or compares the old label (SQLSTATE 22P02, invalid input value for enum).",
+              "Add the new value (ALTER TYPE ... ADD VALUE), deploy code that writes it, migrate the rows in batches, "
+              "and leave the old value unused (PostgreSQL cannot drop an enum value).", None)
 
 
 def check_rename(kinds_wanted: set[str], what: str):
@@ -455,7 +526,7 @@ def check_table_rewrite(stmt, ctx):
     help_ = ("Use pg_repack (online), or schedule a maintenance window; for SET TABLESPACE / SET LOGGED create "
              "a new table and copy in batches.")
     if kind == "VacuumStmt":
-        if "full" in {d.get("DefElem", {}).get("defname") for d in node.get("options") or []}:
+        if "full" in enabled_options(node, "options"):  # VACUUM (FULL false) is a plain VACUUM
             tables = [relname(r.get("VacuumRelation", {}).get("relation")) for r in node.get("rels") or []]
             yield Hit(f"VACUUM FULL rewrites {', '.join(tables) or 'every table'} under an ACCESS EXCLUSIVE lock, "
                       "which blocks reads and writes for the whole rewrite.", help_,
@@ -498,17 +569,23 @@ def check_lock_timeout(stmt, ctx):
               effect.describe())
 
 
-def _robust_targets(stmt):
+def _robust_targets(stmt, ctx):
     kind, node = stmt.kind, stmt.node
     if kind == "CreateStmt" and not node.get("if_not_exists"):
+        if node.get("relation", {}).get("relpersistence") == "t":
+            return  # a temporary table dies with the failed session: the rerun creates it again
         yield None, "CREATE TABLE without IF NOT EXISTS"
     elif kind == "IndexStmt" and not node.get("if_not_exists"):
+        if not node.get("idxname"):
+            return  # IF NOT EXISTS needs a name; PostgreSQL picks a free name for an unnamed index
         yield None, "CREATE INDEX without IF NOT EXISTS"
     elif kind == "DropStmt" and not node.get("missing_ok"):
         yield None, "DROP without IF EXISTS"
     elif kind == "AlterTableStmt":
+        short = node.get("relation", {}).get("relname", "")
         dropped = {cmd.get("name") for _, cmd in _cmds(stmt)
                    if cmd.get("subtype") == "AT_DropConstraint" and cmd.get("missing_ok")}
+        dropped |= {name for table, name in ctx.dropped_constraints if table == short}
         for i, cmd in _cmds(stmt):
             subtype = cmd.get("subtype")
             if subtype == "AT_AddColumn" and not cmd.get("missing_ok"):
@@ -524,7 +601,7 @@ def _robust_targets(stmt):
 def check_robust(stmt, ctx):
     if ctx.in_transaction or ctx.has_transaction_statements:
         return
-    for i, what in _robust_targets(stmt):
+    for i, what in _robust_targets(stmt, ctx):
         yield Hit(f"{what}: this file runs without a transaction, so if it fails part way the rerun fails "
                   "on this statement.",
                   "Use IF [NOT] EXISTS (or DROP CONSTRAINT IF EXISTS first), or wrap the file in a transaction.",
@@ -543,6 +620,8 @@ def check_work_after_ae(stmt, ctx):
     if key in ctx.once:
         return
     what = DML.get(stmt.kind)
+    if stmt.kind == "SelectStmt" and (stmt.node.get("fromClause") or stmt.node.get("intoClause")):
+        what = "a SELECT that reads tables"
     if what is None:
         effect = statement_effect(stmt, ctx.pg_version)
         others = [t for t in effect.tables if " " not in t and not ctx.is_new(t) and t not in ctx.access_exclusive]
@@ -624,7 +703,8 @@ RULES: list[Rule] = [
          recipe="ADD CONSTRAINT c CHECK (col IS NOT NULL) NOT VALID; commit; VALIDATE CONSTRAINT c; "
                 "SET NOT NULL; DROP CONSTRAINT c. (PostgreSQL 18: ADD CONSTRAINT c NOT NULL col NOT VALID.)"),
     Rule("constraint-missing-not-valid", "CHECK without NOT VALID; NOT VALID validated in the same transaction",
-         check_not_valid, ("AlterTableStmt:AT_AddConstraint", "AlterTableStmt:AT_ValidateConstraint"),
+         check_not_valid, ("AlterTableStmt:AT_AddConstraint", "AlterTableStmt:AT_ValidateConstraint",
+                          "AlterTableStmt:AT_AddColumn"),
          why="Adding a CHECK validates all rows under ACCESS EXCLUSIVE. Validating in the same transaction as "
              "the ADD keeps the ADD's lock through the scan. (squawk also asks for NOT VALID on UNIQUE and "
              "PRIMARY KEY, where PostgreSQL has no NOT VALID; we do not.)",
@@ -657,6 +737,17 @@ RULES: list[Rule] = [
          check_rename({"OBJECT_TABLE", "OBJECT_SCHEMA"}, "table"), ("RenameStmt",),
          why="Running clients still use the old name.", lock="ACCESS EXCLUSIVE (brief)",
          recipe="Rename, and create a view with the old name until every client moved; or expand/contract."),
+    Rule("renaming-enum-value", "ALTER TYPE ... RENAME VALUE", check_enum_rename, ("AlterEnumStmt",),
+         squawk=False,
+         why="RENAME VALUE changes the label in place (pg_enum): the version still serving writes and compares the "
+             "old label, which now fails with SQLSTATE 22P02.",
+         lock="ACCESS EXCLUSIVE on the type (brief)",
+         recipe="ADD VALUE the new label, switch the code, update rows in batches, stop using the old label."),
+    Rule("adding-json-column", "A json (not jsonb) column on an existing table", check_json_column,
+         ("AlterTableStmt:AT_AddColumn", "AlterTableStmt:AT_AlterColumnType"), severity="warning", squawk=False,
+         why="json has no equality operator: SELECT DISTINCT, UNION and GROUP BY over rows of the table fail with "
+             "SQLSTATE 42883 once it has a json column (strong_migrations' rule).",
+         lock="-", recipe="Use jsonb."),
     Rule("ban-drop-column", "DROP COLUMN", check_drop_column, ("AlterTableStmt:AT_DropColumn",),
          why="The running application may still read or write the column; the data is lost.",
          lock="ACCESS EXCLUSIVE (brief)", recipe="Stop using the column in a deploy, then drop it later."),
@@ -707,6 +798,16 @@ RULES: list[Rule] = [
     Rule("syntax-error", "PostgreSQL's grammar rejects the statement", None,
          why="The statement will fail at deploy time; only token-level checks ran on it.", lock="-",
          recipe="Fix the syntax (or check --pg-version)."),
+    Rule("invalid-character", "A NUL byte in the file", None, squawk=False,
+         why="PostgreSQL rejects a NUL byte in SQL text (SQLSTATE 22021), and psql and libpq-based runners read "
+             "C strings, which end at it: what follows may never run. The linter reads past it.", lock="-",
+         recipe="Remove the byte; re-save the file as UTF-8."),
+    Rule("not-analysed", "SQL made at run time (DO EXECUTE of a computed string, psql \\gexec, \\i)", None,
+         severity="info", squawk=False,
+         why="The linter sees text, not what a query will return: dynamic SQL's locks and rewrites are unknown. "
+             "DO blocks in PL/pgSQL are analysed (every statement of the body, EXECUTE of string literals); "
+             "this info finding names what was left out, so silence is not taken for safety.", lock="unknown",
+         recipe="Write the statements out as plain SQL, or run the migration with --trace."),
     Rule("trace-failed", "--trace: the statement failed on a real PostgreSQL", None, squawk=False,
          why="The migration would fail at deploy time (missing object, 25001 outside a transaction, 55P03 "
              "lock timeout...).", lock="-", recipe="Fix the statement, or give --setup the schema it expects."),
@@ -716,3 +817,98 @@ RULES: list[Rule] = [
     Rule("unused-ignore", "An ignore comment names an unknown rule", None, severity="warning",
          why="A typo in an ignore silently ignores nothing.", lock="-", recipe="Use a listed rule id."),
 ]
+
+
+# The PostgreSQL behaviour each rule encodes, and the test that shows it (on a real server where it
+# can be observed: tests/test_lint_postgres.py checks relfilenode, scans, pg_locks and SQLSTATEs).
+_PG = "tests/test_lint_postgres.py::"
+POSTGRES = {
+    "require-concurrent-index-creation":
+        "CREATE INDEX takes SHARE on the table until the build ends; CONCURRENTLY takes SHARE UPDATE EXCLUSIVE "
+        "and lets writes go on. " + _PG + "test_the_stated_lock_is_the_lock_postgresql_takes",
+    "require-concurrent-index-deletion":
+        "DROP INDEX takes ACCESS EXCLUSIVE on the index's table. " + _PG + "test_the_stated_lock_is_the_lock_postgresql_takes",
+    "require-concurrent-reindex":
+        "REINDEX takes SHARE on the table and ACCESS EXCLUSIVE on the indexes; `(CONCURRENTLY false)` is the "
+        "plain REINDEX; system catalogs cannot be reindexed concurrently (0A000), so REINDEX SYSTEM is not told "
+        "to. " + _PG + "test_reindex_concurrently_false_is_a_blocking_reindex, test_reindex_system_is_not_told_to_use_concurrently",
+    "ban-concurrent-index-creation-in-transaction":
+        "PreventInTransactionBlock: SQLSTATE 25001 inside BEGIN, after COMMIT AND CHAIN (a new transaction "
+        "starts at once) and inside a DO block (\"cannot be executed from a function\"). "
+        + _PG + "test_commit_and_chain_then_create_index_concurrently_fails; tests/test_lint_trace.py",
+    "adding-field-with-default":
+        "PostgreSQL 11+ stores a non-volatile default in pg_attribute (attmissingval): no rewrite; a volatile "
+        "one, identity, serial or a STORED generated column rewrites (new relfilenode). tests/test_lint_trace.py",
+    "adding-required-field":
+        "ADD COLUMN ... NOT NULL without a default fails with 23502 on a table that has rows.",
+    "changing-column-type":
+        "ALTER COLUMN TYPE rewrites the table and its indexes unless the change is binary coercible with no "
+        "tighter limit: varchar -> text, a longer varchar, wider numeric at the same scale, a higher "
+        "timestamp/time precision, cidr -> inet. " + _PG + "test_widening_precision_or_length_is_no_rewrite",
+    "adding-not-nullable-field":
+        "SET NOT NULL scans the table under ACCESS EXCLUSIVE; from 12 a valid CHECK (col IS NOT NULL) lets it "
+        "skip the scan. " + _PG + "test_the_stated_lock_is_the_lock_postgresql_takes",
+    "constraint-missing-not-valid":
+        "ADD CONSTRAINT CHECK, and a CHECK inline in ADD COLUMN, are checked against every row under ACCESS "
+        "EXCLUSIVE; NOT VALID skips the scan and VALIDATE takes only SHARE UPDATE EXCLUSIVE. "
+        + _PG + "test_inline_check_on_a_new_column_scans_the_table, test_validate_constraint_takes_share_update_exclusive",
+    "adding-foreign-key-constraint":
+        "ADD FOREIGN KEY takes SHARE ROW EXCLUSIVE on both tables and scans to validate; a new column with no "
+        "default is all NULL and is not scanned. " + _PG + "test_add_column_references_without_default_does_not_scan",
+    "disallowed-unique-constraint":
+        "ADD UNIQUE builds its index under ACCESS EXCLUSIVE; USING INDEX adopts an index built CONCURRENTLY.",
+    "adding-serial-primary-key-field":
+        "ADD PRIMARY KEY builds its index and sets NOT NULL on its columns, a scan; USING INDEX still scans "
+        "nullable columns. " + _PG + "test_primary_key_using_index_on_a_nullable_column_scans",
+    "adding-exclusion-constraint":
+        "EXCLUDE has no NOT VALID and no USING INDEX: the index is built and every row checked under ACCESS "
+        "EXCLUSIVE.",
+    "renaming-column": "RENAME takes ACCESS EXCLUSIVE briefly; the old name stops resolving at once (42703).",
+    "renaming-table": "RENAME takes ACCESS EXCLUSIVE briefly; the old name stops resolving at once (42P01).",
+    "renaming-enum-value":
+        "RENAME VALUE updates pg_enum in place: the old label fails with 22P02. "
+        + _PG + "test_renaming_an_enum_value_breaks_the_old_label",
+    "adding-json-column":
+        "json has no equality operator: SELECT DISTINCT * fails with 42883. "
+        + _PG + "test_a_json_column_breaks_select_distinct",
+    "ban-drop-column": "DROP COLUMN is catalog-only (brief ACCESS EXCLUSIVE); queries naming the column fail (42703).",
+    "ban-drop-table": "DROP TABLE takes ACCESS EXCLUSIVE and removes the data files.",
+    "ban-drop-database": "DROP DATABASE removes the database; it cannot run in a transaction block.",
+    "ban-truncate-cascade": "TRUNCATE ... CASCADE also truncates every table with a foreign key to it, recursively.",
+    "require-concurrent-partition-detach":
+        "DETACH PARTITION takes ACCESS EXCLUSIVE on the parent; CONCURRENTLY (14+) takes SHARE UPDATE EXCLUSIVE.",
+    "require-lock-timeout":
+        "A lock request waits in the lock queue and every later conflicting request waits behind it; "
+        "lock_timeout ends the wait with 55P03. " + _PG + "test_a_select_while_holding_access_exclusive_blocks_readers",
+    "prefer-robust-stmts":
+        "Outside a transaction each statement commits on its own: a rerun meets what already ran (42P07, "
+        "42701). Temporary tables die with the session; an unnamed index gets a fresh name. "
+        + _PG + "test_prefer_robust_stmts_false_positives",
+    "table-rewrite":
+        "VACUUM FULL, CLUSTER, SET TABLESPACE, SET LOGGED/UNLOGGED and SET ACCESS METHOD write a new relfilenode "
+        "under ACCESS EXCLUSIVE; VACUUM (FULL false) is a plain VACUUM. "
+        + _PG + "test_vacuum_full_false_is_a_plain_vacuum",
+    "work-after-access-exclusive":
+        "Locks are held until the transaction ends: a SELECT, a backfill or another lock after an ACCESS "
+        "EXCLUSIVE keeps the table blocked meanwhile. " + _PG + "test_a_select_while_holding_access_exclusive_blocks_readers",
+    "transaction-nesting": "BEGIN inside a transaction only warns (25001 WARNING); the first COMMIT ends it.",
+    "ban-uncommitted-transaction": "A session that ends with an open transaction rolls it back.",
+    "syntax-error": "The server's grammar (libpg_query is PostgreSQL's parser) rejects the statement: 42601.",
+    "invalid-character":
+        "0x00 is not valid in UTF-8 text for PostgreSQL (22021); libpq sends C strings. tests/test_lint_reader.py::"
+        + "test_a_nul_byte_is_reported_and_the_rest_is_still_linted",
+    "not-analysed": "EXECUTE and \\gexec run SQL built at run time. tests/test_lint_reader.py::"
+        + "test_what_a_do_block_computes_at_run_time_is_an_info_finding",
+    "trace-failed": "The statement failed on the server during --trace (its SQLSTATE is in the finding).",
+    "rule-failed": "None: a linter problem.",
+    "unused-ignore": "None: a linter problem.",
+}
+
+
+def _with_postgres(rules: list[Rule]) -> list[Rule]:
+    from dataclasses import replace
+
+    return [replace(rule, postgres=POSTGRES.get(rule.id, rule.postgres)) for rule in rules]
+
+
+RULES = _with_postgres(RULES)

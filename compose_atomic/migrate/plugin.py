@@ -124,10 +124,10 @@ def register_commands(cli):
         snapshot, naming the tables, unless --force.
         """
         from ..errors import UsageError
+        from ..statedir import find_snapshot
         from .database import Database
         from .restore import restore
         from .settings import database_service, snapshot_dir
-        from .snapshot import find_snapshot
 
         if bool(name) == latest:
             raise UsageError("name a snapshot or pass --latest (compose-atomic db snapshots lists them)")
@@ -157,3 +157,11 @@ def register_commands(cli):
         snap = guarded_migrate(project, service, image, _progress(project))
         clear_state(project, service)
         click.echo(str(snap.path) if snap else "")
+
+
+@hookimpl
+def explain_plan(project, service):
+    """``up --dry-run``: which case the service's migration is in (undoable in place, restore, unknown)."""
+    from .guard import classify_release
+
+    return classify_release(project, service) or None

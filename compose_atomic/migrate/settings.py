@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..durations import parse_duration
-from ..project import Project
 from ..errors import UsageError
+from ..project import Project
+from ..settings import DEFAULTS
 
-DEFAULT_TIMEOUT = "60s"
+DEFAULT_TIMEOUT = DEFAULTS["migrate.timeout"]
 DEFAULT_LOCK_TIMEOUT = "5s"
 DEFAULT_KEEP = 5
 

@@ -12,20 +12,20 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import os
 import re
 import shutil
 import subprocess
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import NotEnoughSpace, SnapshotFailed, SnapshotNotFound
+from .. import docker
+from ..errors import NotEnoughSpace, SnapshotFailed
 from ..progress import Progress
 from ..project import Project
-from . import introspect
+from ..statedir import Snapshot, fsync_dir, list_snapshots  # noqa: F401 - Snapshot, list_snapshots: re-exported
+from . import introspect, schemadiff
 from .database import Database
 
 CHUNK = 1 << 20
@@ -41,49 +41,6 @@ MANUAL = "manual"
 LOCK_WAIT = 60.0
 
 
-@dataclass
-class Snapshot:
-    """A dump file and its manifest."""
-
-    path: Path
-    manifest: dict[str, Any]
-
-    @property
-    def name(self) -> str:
-        return self.manifest["name"]
-
-    @property
-    def manifest_path(self) -> Path:
-        return self.path.with_suffix(".json")
-
-    @property
-    def created(self) -> dt.datetime:
-        return dt.datetime.fromisoformat(self.manifest["created"])
-
-    def save_manifest(self) -> None:
-        write_json_atomic(self.manifest_path, self.manifest)
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON through a 0600 temporary file, fsync, rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 
@@ -96,43 +53,6 @@ def snapshot_name(database_service: str, reason: str, label: str | None, when: d
 
 
 # ---- listing ----------------------------------------------------------------------
-
-
-def list_snapshots(directory: Path, database_service: str | None = None) -> list[Snapshot]:
-    """Complete snapshots (dump plus manifest), oldest first."""
-    found = []
-    if not directory.is_dir():
-        return found
-    for manifest_path in directory.glob("*.json"):
-        if manifest_path.name.startswith("."):
-            continue
-        dump = manifest_path.with_suffix(".dump")
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except (OSError, ValueError):
-            continue
-        if not dump.is_file():
-            continue
-        if database_service and manifest.get("database_service") != database_service:
-            continue
-        found.append(Snapshot(dump, manifest))
-    return sorted(found, key=lambda s: (s.manifest["created"], s.name))
-
-
-def find_snapshot(directory: Path, database_service: str, name: str | None) -> Snapshot:
-    """A snapshot by name (or file name), or the newest when name is None."""
-    snapshots = list_snapshots(directory, database_service)
-    if name is None:
-        if not snapshots:
-            raise SnapshotNotFound(f'no snapshot of "{database_service}" in {directory}',
-                                   hint="Take one with: compose-atomic db snapshot")
-        return snapshots[-1]
-    for snap in snapshots:
-        if name in (snap.name, snap.path.name):
-            return snap
-    names = ", ".join(s.name for s in snapshots[-5:]) or "none"
-    raise SnapshotNotFound(f'no snapshot named "{name}" (latest: {names})',
-                           hint="List them with: compose-atomic db snapshots")
 
 
 # ---- retention --------------------------------------------------------------------
@@ -220,6 +140,8 @@ def take_snapshot(project: Project, db: Database, directory: Path, *, reason: st
             try:
                 facts["tables"] = introspect.row_counts(conn)
                 facts["schema_sha256"] = introspect.schema_fingerprint(conn)
+                facts["schema_objects"] = schemadiff.describe(conn)
+                facts["bookkeeping"] = schemadiff.bookkeeping(conn)
             except Exception as exc:  # noqa: BLE001 - reported below
                 facts["error"] = exc
 
@@ -234,7 +156,7 @@ def take_snapshot(project: Project, db: Database, directory: Path, *, reason: st
             raise SnapshotFailed(f"reading row counts for the snapshot failed: {facts['error']}")
         toc = _check_archive(db, tmp)
         os.replace(tmp, final)
-        _fsync_dir(directory)
+        fsync_dir(directory)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -246,6 +168,7 @@ def take_snapshot(project: Project, db: Database, directory: Path, *, reason: st
         "database_service": db.service, "dbname": db.dbname, "server_version": version,
         "size": size, "sha256": digest, "toc_entries": toc, "wal_lsn": lsn,
         "tables": facts["tables"], "schema_sha256": facts["schema_sha256"],
+        "schema_objects": facts["schema_objects"], "bookkeeping": facts["bookkeeping"],
         "counters": counters, **(extra or {}),
     }
     snap = Snapshot(final, manifest)
@@ -264,7 +187,7 @@ def _dump(db: Database, snapshot_id: str, tmp: Path, lock_wait: float) -> tuple[
     digest = hashlib.sha256()
     size = 0
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=db.exec_env())
+    proc = docker.popen(docker.exec_in(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=db.exec_env())
     errors: list[bytes] = []
     drain = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)
     drain.start()
@@ -300,13 +223,20 @@ def _dump(db: Database, snapshot_id: str, tmp: Path, lock_wait: float) -> tuple[
 
 def _check_archive(db: Database, path: Path) -> int:
     """``pg_restore --list`` must read the archive; returns its number of TOC entries."""
+    command = docker.exec_in(db.exec_argv("pg_restore", "--list", stdin=True))
     with open(path, "rb") as handle:
-        proc = subprocess.run(db.exec_argv("pg_restore", "--list", stdin=True), stdin=handle,
-                              capture_output=True, env=db.exec_env(), check=False)
+        proc = docker.popen(command, stdin=handle, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=db.exec_env())
+        try:
+            out, err = proc.communicate(timeout=command.timeout)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
     if proc.returncode != 0:
         raise SnapshotFailed("the dump is not a readable archive (pg_restore --list: "
-                             f"{proc.stderr.decode(errors='replace').strip()})")
-    return sum(1 for line in proc.stdout.decode(errors="replace").splitlines()
+                             f"{err.decode(errors='replace').strip()})")
+    return sum(1 for line in out.decode(errors="replace").splitlines()
                if line and not line.startswith(";"))
 
 

@@ -37,15 +37,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from .. import docker
 from ..errors import ProxyError
 
-ADMIN_PORT = 2019
+#: Restart policy of the edge and the switch (see docs/deploy.md, "After a reboot or an engine crash").
+RESTART_POLICY = "unless-stopped"
+#: Bumped when the switch's container layout changes (2: the admin API on a unix socket, no TCP
+#: port), so that an existing switch is handed over to one of the new layout. (The edge's spec
+#: is its whole configuration already.)
+LAYOUT = 2
 CONFIG_DIR_IN_CONTAINER = "/etc/compose-atomic"
 #: The edge and the switch share this directory (``<state_dir>/proxy/run`` on the host).
 SOCKET_DIR_IN_CONTAINER = "/run/compose-atomic"
@@ -60,6 +65,10 @@ READY_LINE = "serving initial configuration"
 #: Methods Caddy may replay on another upstream after the request reached one.
 #: POST and PATCH are never replayed: the first upstream may have acted on them.
 RETRY_METHODS = ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"]
+#: How long the switch waits for a container to accept a connection (see Route.to_caddy).
+DIAL_TIMEOUT = "500ms"
+#: How long an upstream that failed once is skipped while there is another one to use.
+FAIL_DURATION = "10s"
 #: The edge already set these from the client; the switch passes them on unchanged.
 FORWARDED = ["X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"]
 
@@ -101,6 +110,14 @@ class Route:
             "@id": self.handler_id,
             "upstreams": [{"dial": d} for d in self.upstreams],
             "headers": {"request": {"set": {h: [f"{{http.request.header.{h}}}"] for h in FORWARDED}}},
+            # A container that died takes its address with it: a dial to it gets no answer at
+            # all (no ARP reply, no RST) and would hang for Caddy's default 3 s before the retry
+            # goes to the next upstream. On a local bridge a live container answers a dial in
+            # well under a millisecond, so a short dial timeout only ever cuts a dead one.
+            # No keep-alive to the containers: a request is only ever sent on a connection the
+            # container has just accepted, so a POST that fails was inside the container when it
+            # died; one written on an idle connection it had already closed would be lost too.
+            "transport": {"protocol": "http", "dial_timeout": DIAL_TIMEOUT, "keep_alive": {"enabled": False}},
             "load_balancing": {
                 # One container: the first upstream that is up takes every request. During a switch
                 # the list is [new, old], so a dial or transport error on the new container sends the
@@ -115,7 +132,9 @@ class Route:
         if len(self.upstreams) > 1:
             # Only while a fallback exists: with one upstream, marking it down would turn a
             # transient error into 503s for everyone; retrying it (try_duration) is better.
-            handler["health_checks"] = {"passive": {"fail_duration": "1s", "max_fails": 1}}
+            # A failed upstream stays skipped long enough for compose-atomic to notice and
+            # switch back: its retries then never meet the dead container again.
+            handler["health_checks"] = {"passive": {"fail_duration": FAIL_DURATION, "max_fails": 1}}
         handle = [handler]
         if self.draining:
             # Never reached (reverse_proxy answers and does not call the next handler), but
@@ -141,7 +160,9 @@ def build_config(routes: list[Route], slot: str = "a") -> dict[str, Any]:
         "routes": [r.to_caddy() for r in sorted(routes, key=Route.sort_key)],
     }
     return {
-        "admin": {"listen": f"0.0.0.0:{ADMIN_PORT}"},
+        # A unix socket in the run directory (mode 0700), which only the proxy containers mount:
+        # no container network and no host port reaches the admin API.
+        "admin": {"listen": f"unix/{SOCKET_DIR_IN_CONTAINER}/admin-{slot}.sock"},
         "apps": {"http": {"servers": {"atomic": server}}},
     }
 
@@ -211,15 +232,6 @@ def routes_from_config(config: dict[str, Any]) -> dict[str, list[str]]:
     return found
 
 
-def _docker(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else "unknown error"
-
-
 def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -239,8 +251,7 @@ class CaddyProxy:
         self.ports = list(ports)
         self.routes = {r.service: r for r in routes}
         self.data_volume = f"{project_name}-atomic-proxy-data"  # the edge's certificates
-        self.slot = SLOTS[0]  # the socket the serving switch listens on
-        self._admin: str | None = None
+        self.slot = self._serving_slot()  # the sockets the serving switch listens on
 
     # ---- saved state -------------------------------------------------------
 
@@ -261,6 +272,7 @@ class CaddyProxy:
 
     def _save(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.run_dir, 0o700)  # holds the switch's admin socket: root (the proxy, us) only
         files = {f"switch-{slot}.json": self.config(slot) for slot in SLOTS}
         files["edge.json"] = self.edge_config()
         for name, content in files.items():
@@ -268,6 +280,14 @@ class CaddyProxy:
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(content, indent=2))
             os.replace(tmp, path)
+
+    def _serving_slot(self) -> str:
+        """The slot ``switch.sock`` points at (the first one before there is a switch)."""
+        try:
+            target = os.readlink(self.run_dir / "switch.sock")
+        except OSError:
+            return SLOTS[0]
+        return next((slot for slot in SLOTS if target == f"switch-{slot}.sock"), SLOTS[0])
 
     def _point_socket(self, slot: str) -> None:
         """Send the edge's next connections to the switch on ``slot`` (one atomic rename)."""
@@ -281,8 +301,7 @@ class CaddyProxy:
 
     @staticmethod
     def _inspect(name: str) -> dict[str, Any] | None:
-        proc = _docker("inspect", "--type", "container", name)
-        return json.loads(proc.stdout)[0] if proc.returncode == 0 else None
+        return docker.inspect_one(name)
 
     def ensure(self, networks: list[str], report: Callable[[str, bool], None] | None = None) -> None:
         """Create, repair or update the proxy, join ``networks`` and push the saved configuration.
@@ -292,39 +311,38 @@ class CaddyProxy:
         self._save()
         self._ensure_switch(networks, report)
         self._ensure_edge(report)
-        self._admin = None
         self.wait_ready()
         self.load()
 
-    def _labels(self, role: str, spec: str, slot: str = "") -> list[str]:
-        labels = {"com.docker.compose.project": self.project_name, LABEL_PROXY: self.project_name,
+    def _labels(self, role: str, spec: str, slot: str = "") -> dict[str, str]:
+        labels = {docker.LABEL_PROJECT: self.project_name, LABEL_PROXY: self.project_name,
                   LABEL_ROLE: role, LABEL_SPEC: spec}
         if slot:
             labels[LABEL_SLOT] = slot
-        return [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
+        return labels
 
-    def _run(self, name: str, labels: list[str], extra: list[str], config_file: str,
+    def _run(self, name: str, labels: dict[str, str], config_file: str, *, network: str | None = None,
+             volumes: tuple[str, ...] = (), env: dict[str, str] | None = None,
              hint: str = "Check x-atomic.proxy.image.") -> None:
         """``docker run`` one Caddy and wait until it serves; on failure nothing is left behind."""
-        args = ["run", "-d", "--name", name, *labels, "--restart", "unless-stopped",
-                "-v", f"{self.config_dir}:{CONFIG_DIR_IN_CONTAINER}:ro",
-                "-v", f"{self.run_dir}:{SOCKET_DIR_IN_CONTAINER}",
-                "--entrypoint", "caddy", *extra, self.image,
-                "run", "--config", f"{CONFIG_DIR_IN_CONTAINER}/{config_file}"]
-        proc = _docker(*args, timeout=300)
+        command = docker.run_detached(
+            name, self.image, labels=labels, restart=RESTART_POLICY, network=network, env=env,
+            volumes=(f"{self.config_dir}:{CONFIG_DIR_IN_CONTAINER}:ro", f"{self.run_dir}:{SOCKET_DIR_IN_CONTAINER}",
+                     *volumes),
+            entrypoint="caddy", command=("run", "--config", f"{CONFIG_DIR_IN_CONTAINER}/{config_file}"))
+        result = docker.run(command)
         try:
-            if proc.returncode != 0:
-                raise ProxyError(f"proxy {name}: could not start {self.image}: {_last_line(proc.stderr)}",
-                                 hint=hint)
+            if not result.ok:
+                raise ProxyError(f"proxy {name}: could not start {self.image}: {result.last_line()}", hint=hint)
             self._wait_serving(name, hint=hint)
         except ProxyError:
-            _docker("rm", "-f", name)
+            docker.run(docker.remove(name))
             raise
 
     # -- the switch --
 
     def _ensure_switch(self, networks: list[str], report: Callable[[str, bool], None] | None) -> None:
-        spec = _digest(self.image)
+        spec = _digest([self.image, LAYOUT])
         info = self._inspect(self.switch_name)
         if info is None:
             self._create_switch(self.switch_name, SLOTS[0], spec, networks)
@@ -340,17 +358,18 @@ class CaddyProxy:
         self._point_socket(slot)
 
     def _create_switch(self, name: str, slot: str, spec: str, networks: list[str]) -> None:
-        extra = ["-p", f"127.0.0.1::{ADMIN_PORT}"] + (["--network", networks[0]] if networks else [])
-        self._run(name, self._labels("switch", spec, slot), extra, f"switch-{slot}.json")
+        # No published port: its admin API is a unix socket in the run directory (see admin_socket).
+        self._run(name, self._labels("switch", spec, slot), f"switch-{slot}.json",
+                  network=networks[0] if networks else None)
         self._join(name, self._inspect(name) or {}, networks)
 
     def _join(self, name: str, info: dict[str, Any], networks: list[str]) -> None:
         joined = set((info.get("NetworkSettings") or {}).get("Networks") or {})
         for net in networks:
             if net not in joined:
-                proc = _docker("network", "connect", net, name)
-                if proc.returncode != 0 and "already exists" not in proc.stderr:
-                    raise ProxyError(f"proxy {name}: could not join network {net}: {_last_line(proc.stderr)}")
+                result = docker.run(docker.network_connect(net, name))
+                if not result.ok and "already exists" not in result.stderr:
+                    raise ProxyError(f"proxy {name}: could not join network {net}: {result.last_line()}")
 
     def _hand_over_switch(self, slot: str, spec: str, networks: list[str],
                           report: Callable[[str, bool], None] | None) -> None:
@@ -377,10 +396,10 @@ class CaddyProxy:
 
     def _create_edge(self, name: str, spec: str) -> None:
         # Labelled like Compose's volumes, so that `down -v` and label filters find it.
-        _docker("volume", "create", "--label", f"com.docker.compose.project={self.project_name}",
-                "--label", f"{LABEL_PROXY}={self.project_name}", self.data_volume)
-        extra = ["--network", "host", "-e", "XDG_DATA_HOME=/data", "-v", f"{self.data_volume}:/data"]
-        self._run(name, self._labels("edge", spec), extra, "edge.json",
+        docker.run(docker.volume_create(self.data_volume, {docker.LABEL_PROJECT: self.project_name,
+                                                            LABEL_PROXY: self.project_name}))
+        self._run(name, self._labels("edge", spec), "edge.json", network="host", env={"XDG_DATA_HOME": "/data"},
+                  volumes=(f"{self.data_volume}:/data",),
                   hint="Check x-atomic.proxy.image, and that x-atomic.proxy.ports are free on this host.")
 
     def _hand_over_edge(self, spec: str, report: Callable[[str, bool], None] | None) -> None:
@@ -393,7 +412,7 @@ class CaddyProxy:
                    report: Callable[[str, bool], None] | None) -> None:
         """Start the new Caddy beside the old one, then let the old one finish its requests and go."""
         fresh, retired = f"{name}-next", f"{name}-old"
-        _docker("rm", "-f", fresh, retired)
+        docker.run(docker.remove(fresh, retired))
         try:
             create(fresh)
         except ProxyError:
@@ -402,7 +421,7 @@ class CaddyProxy:
             if report:
                 report(f"proxy {name}: the new Caddy could not listen beside the old one; "
                        "replacing it, requests fail for about a second", True)
-            _docker("rm", "-f", name)
+            docker.run(docker.remove(name))
             create(name)
             return
         self._retire(name, fresh, retired)
@@ -411,52 +430,49 @@ class CaddyProxy:
                    "which finished its requests and stopped", False)
 
     def _retire(self, name: str, fresh: str, retired: str) -> None:
-        _docker("rename", name, retired)
-        _docker("rename", fresh, name)
-        _docker("stop", "-t", "30", retired, timeout=90)  # Caddy finishes requests in flight on SIGTERM
-        _docker("rm", "-f", retired)
+        docker.run(docker.rename(name, retired))
+        docker.run(docker.rename(fresh, name))
+        docker.run(docker.stop(30, retired))  # Caddy finishes requests in flight on SIGTERM
+        docker.run(docker.remove(retired))
 
     def _start(self, name: str) -> None:
-        proc = _docker("start", name)
-        if proc.returncode != 0 and ((self._inspect(name) or {}).get("State") or {}).get("Status") != "running":
+        result = docker.run(docker.start(name))
+        if not result.ok and ((self._inspect(name) or {}).get("State") or {}).get("Status") != "running":
             # (Docker's restart policy may have started it meanwhile: that is fine too.)
-            raise ProxyError(f"proxy {name}: could not start: {_last_line(proc.stderr)}")
+            raise ProxyError(f"proxy {name}: could not start: {result.last_line()}")
         self._wait_serving(name, since_start=True)
 
     def _wait_serving(self, name: str, timeout: float = 30, hint: str | None = None,
                       since_start: bool = False) -> None:
         """Until Caddy says it serves its configuration (its own log line; no shell, no curl)."""
-        since: list[str] = []
+        since = None
         if since_start:
-            started = ((self._inspect(name) or {}).get("State") or {}).get("StartedAt", "")
-            since = ["--since", started] if started else []
+            since = ((self._inspect(name) or {}).get("State") or {}).get("StartedAt") or None
         deadline = time.monotonic() + timeout
         while True:
-            proc = _docker("logs", *since, name)
-            if READY_LINE in proc.stderr or READY_LINE in proc.stdout:
+            result = docker.run(docker.logs(name, since))
+            if READY_LINE in result.stderr or READY_LINE in result.stdout:
                 return
             info = self._inspect(name)
             if info is None or info["State"]["Status"] in ("exited", "dead") or time.monotonic() > deadline:
-                raise ProxyError(f"proxy {name} did not start: {_last_line(proc.stderr + proc.stdout)}",
+                raise ProxyError(f"proxy {name} did not start: {result.last_line() or 'unknown error'}",
                                  hint=hint)
             time.sleep(0.1)
 
     # ---- the admin API -----------------------------------------------------
 
-    def admin_url(self) -> str:
-        if self._admin is None:
-            proc = _docker("port", self.switch_name, f"{ADMIN_PORT}/tcp")
-            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("127.0.0.1:")), "")
-            if proc.returncode != 0 or not line:
-                raise ProxyError(f"proxy {self.switch_name} is not running")
-            self._admin = f"http://{line.strip()}"
-        return self._admin
+    def admin_socket(self) -> Path:
+        """The serving switch's admin API: a unix socket in the run directory, on no network."""
+        return self.run_dir / f"admin-{self.slot}.sock"
 
     def _request(self, method: str, path: str, body: Any = None, timeout: float = 10) -> Any:
         import httpx
 
-        response = httpx.request(method, self.admin_url() + path, timeout=timeout,
-                                 json=body if body is not None else None)
+        # Caddy accepts an empty Host on a unix socket (2.6 accepts nothing else).
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(self.admin_socket())), timeout=timeout,
+                          headers={"Host": ""}) as client:
+            response = client.request(method, f"http://localhost{path}",
+                                      json=body if body is not None else None)
         if response.status_code >= 400:
             raise ProxyError(f"proxy admin API {method} {path}: {response.status_code} {response.text.strip()}")
         return response.json() if response.content else None
@@ -472,7 +488,6 @@ class CaddyProxy:
                 return
             except (httpx.HTTPError, ProxyError) as exc:
                 last = str(exc)
-                self._admin = None
                 time.sleep(0.2)
         raise ProxyError(f"proxy {self.switch_name}: admin API not ready after {timeout:.0f}s ({last})")
 
@@ -486,7 +501,6 @@ class CaddyProxy:
         try:
             result = action()
         except (httpx.HTTPError, ProxyError):
-            self._admin = None
             self.ensure(networks)  # pushes the full saved configuration
             return action()
         # The switch answered; the edge, which clients talk to, may still be the one that was killed.

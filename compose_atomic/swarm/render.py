@@ -17,6 +17,7 @@ from typing import Any
 
 from ..durations import parse_duration
 from ..project import Project
+from ..settings import DEFAULTS
 from . import caddy
 
 STACK_VERSION = "3.8"
@@ -24,12 +25,12 @@ PROXY_SERVICE = "atomic-proxy"
 PROXY_CONFIG = "atomic-proxy-caddy"
 PROXY_CONFIG_TARGET = "/etc/caddy/compose-atomic.json"
 PROXY_DATA_VOLUME = "atomic-proxy-data"
-DEFAULT_PROXY_IMAGE = "caddy:2.8-alpine"
-DEFAULT_PROXY_PORTS = ["80:80", "443:443"]
-DEFAULT_MONITOR = "10s"
-DEFAULT_DRAIN = "30s"
-DEFAULT_HEALTH_TIMEOUT = "60s"
-DEFAULT_HEALTH_INTERVAL = "1s"
+DEFAULT_PROXY_IMAGE = DEFAULTS["proxy.image"]
+DEFAULT_PROXY_PORTS = DEFAULTS["proxy.ports"]
+DEFAULT_MONITOR = DEFAULTS["monitor"]
+DEFAULT_DRAIN = DEFAULTS["drain"]
+DEFAULT_HEALTH_TIMEOUT = DEFAULTS["health.timeout"]
+DEFAULT_HEALTH_INTERVAL = DEFAULTS["health.interval"]
 PROBE_TIMEOUT = 5.0
 LABEL_PREFIX = "compose-atomic"
 

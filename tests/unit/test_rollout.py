@@ -28,7 +28,7 @@ NET = "p_default"
 
 
 def make_project(tmp_path, **x_atomic) -> Project:
-    annotation = {"route": {"port": 8080}, "monitor": "0.3s", "drain": "0.3s", "health": {"timeout": "3s"},
+    annotation = {"route": {"port": 8080}, "monitor": "0.3s", "drain": "0.3s",
                   **x_atomic}
     config = {"name": "p", "services": {"web": {"image": "app:v2", "x-atomic": annotation}},
               "networks": {"default": {"name": NET}}, "x-atomic": {"proxy": {}}}

@@ -1,0 +1,42 @@
+"""Defaults are written once (compose_atomic.settings.DEFAULTS) and agree with the JSON Schema."""
+
+from __future__ import annotations
+
+from compose_atomic.config import base_schema
+from compose_atomic.settings import DEFAULTS, deploy_settings, proxy_settings
+from compose_atomic.project import ComposeOptions, Project
+
+
+def schema_defaults() -> dict:
+    defs = base_schema()["$defs"]
+    found = {}
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            if "default" in node and path:
+                found[".".join(path)] = node["default"]
+            for key, value in (node.get("properties") or {}).items():
+                walk(value, path + [key])
+
+    walk(defs["project"], [])
+    walk(defs["service"], [])
+    return found
+
+
+def test_every_schema_default_is_the_codes_default():
+    assert schema_defaults() == {k: v for k, v in DEFAULTS.items() if k in schema_defaults()}
+    missing = sorted(set(schema_defaults()) - set(DEFAULTS))
+    assert not missing, f"defaults in the schema but not in compose_atomic.settings.DEFAULTS: {missing}"
+
+
+def test_settings_are_parsed_once_into_typed_objects(tmp_path):
+    config = {"services": {"web": {"x-atomic": {"route": {"port": 8080, "host": "a.example"},
+                                                "health": {"timeout": "5s"}, "drain": "2s"}}},
+              "x-atomic": {"proxy": {"ports": ["8080:80"]}}}
+    project = Project(name="p", options=ComposeOptions(), config=config, working_dir=tmp_path)
+    web = deploy_settings(project, "web")
+    assert web.route.port == 8080 and web.route.hosts == ("a.example",)
+    assert web.health.path == "/" and web.health.port == 8080 and web.health.timeout == 5.0
+    assert (web.monitor, web.drain, web.strategy) == (10.0, 2.0, "start-first")
+    proxy = proxy_settings(project)
+    assert proxy.image == DEFAULTS["proxy.image"] and proxy.ports == ("8080:80",)

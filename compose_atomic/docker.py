@@ -215,14 +215,20 @@ def inspect_containers(*ids: str) -> Command:
     return docker("inspect", "--type", "container", *ids)
 
 
-def list_service(project: str, service: str) -> Command:
-    """The ids of a service's containers Compose counts (not one-offs), stopped ones too."""
-    return docker("ps", "-aq", "--no-trunc", "--filter", f"label={LABEL_PROJECT}={project}",
-                  "--filter", f"label={LABEL_SERVICE}={service}", "--filter", f"label={LABEL_ONEOFF}=False")
+def list_service(project: str, service: str, *, running: bool = False) -> Command:
+    """The ids of a service's containers Compose counts (not one-offs): stopped ones too, unless ``running``."""
+    return docker("ps", "-q" if running else "-aq", "--no-trunc", "--filter", f"label={LABEL_PROJECT}={project}",
+                  "--filter", f"label={LABEL_SERVICE}={service}", "--filter", f"label={LABEL_ONEOFF}=False",
+                  *(["--filter", "status=running"] if running else []))
 
 
 def inspect_image_id(reference: str) -> Command:
     return docker("image", "inspect", "--format", "{{.Id}}", reference)
+
+
+def inspect_image_healthcheck(reference: str) -> Command:
+    """The image's ``HEALTHCHECK`` as JSON (``null`` without one)."""
+    return docker("image", "inspect", "--format", "{{json .Config.Healthcheck}}", reference)
 
 
 def start(*ids: str) -> Command:
@@ -275,6 +281,11 @@ def run_detached(name: str, image: str, *, labels: dict[str, str] | None = None,
     return docker(*args, image, *command, changes=True, timeout=LONG_TIMEOUT)
 
 
+def update_restart(name: str, policy: str) -> Command:
+    """Change a container's restart policy in place."""
+    return docker("update", "--restart", policy, name, changes=True)
+
+
 def rename(old: str, new: str) -> Command:
     return docker("rename", old, new, changes=True)
 
@@ -316,6 +327,12 @@ def compose_oneoff(project: str, directory: str, service: str, command: Sequence
     env_args = [arg for pair in env for arg in ("-e", pair)]
     return Command(("docker", "compose", "-f", "-", "-p", project, "--project-directory", directory,
                     "run", "--rm", "--no-deps", "-T", "--name", name, *env_args, service, *command),
+                   changes=True, timeout=timeout)
+
+
+def compose_stdin(project: str, directory: str, *args: str, timeout: float = LONG_TIMEOUT) -> Command:
+    """``docker compose -f - -p PROJECT ARGS``: a configuration given on stdin (a scratch project)."""
+    return Command(("docker", "compose", "-f", "-", "-p", project, "--project-directory", directory, *args),
                    changes=True, timeout=timeout)
 
 

@@ -24,6 +24,7 @@ no traceback ever reaches the user for these. The tree (exit code in brackets):
     │   │   └── NotEnoughSpace         ...for lack of free space
     │   ├── RestoreRefused             a restore would discard writes, or the dump is damaged
     │   ├── RestoreFailed              a restore did not complete; the live database is as it was
+    │   ├── RollbackUnsafe             db check-rollback: the previous image fails on the new schema
     │   ├── MigrationFailed            the migration exited with an error
     │   │   └── MigrationTimedOut      ...or ran past its timeout
     │   ├── LintFailed                 error-level lint findings remain
@@ -171,6 +172,10 @@ class RestoreFailed(OperationFailed):
 
 class MigrationFailed(OperationFailed):
     """The migration exited with an error."""
+
+
+class RollbackUnsafe(OperationFailed):
+    """``db check-rollback``: the previous image fails on the new release's schema."""
 
 
 class MigrationTimedOut(MigrationFailed):

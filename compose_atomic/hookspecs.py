@@ -82,6 +82,11 @@ def after_switch(project, service, old_container, new_container):
     """Run once traffic goes to the new container."""
 
 
+@gate
+def rollback_deploy(project, service, reason):
+    """Undo what before_deploy changed once the old version serves again; raise RollbackFailed if not."""
+
+
 @notification
 def on_rollback(project, service, old_container, new_container, reason):
     """Run after a failed deploy, once the old version serves again."""

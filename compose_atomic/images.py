@@ -4,7 +4,8 @@ Matching is exact on the image's repository (registry host and tag stripped, Doc
 Hub's ``library/`` dropped), never by substring: ``postgrest/postgrest``,
 ``supabase/postgres-meta``, ``prometheuscommunity/postgres-exporter`` and
 ``prodrigestivill/postgres-backup-local`` talk to PostgreSQL but are not servers.
-``init`` and ``backup`` import these tables; nothing else should keep its own copy.
+``init`` reads these tables; any other capability that needs to recognise an image (backup,
+say) imports them from here rather than keeping its own copy.
 """
 
 from __future__ import annotations
@@ -122,7 +123,8 @@ PROXY_IMAGES = {"caddy": "Caddy", "traefik": "Traefik", "nginxproxy/nginx-proxy"
                 "envoyproxy/envoy": "Envoy"}
 #: Helpers that only serve an existing proxy (certificates), by repository.
 PROXY_HELPERS = {"nginxproxy/acme-companion": "nginx-proxy's certificate companion",
-                 "jrcs/letsencrypt-nginx-proxy-companion": "nginx-proxy's certificate companion"}
+                 "jrcs/letsencrypt-nginx-proxy-companion": "nginx-proxy's certificate companion",
+                 "certbot/certbot": "a certificate tool for the proxy"}
 #: Stateful services compose-atomic does not replace (last path component of the image).
 DATASTORES = {"redis", "valkey", "keydb", "memcached", "rabbitmq", "mysql", "mariadb", "mongo",
               "mongodb", "elasticsearch", "opensearch", "minio", "kafka", "zookeeper", "nats",

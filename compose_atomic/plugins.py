@@ -21,6 +21,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "compose_atomic.completion.plugin",
     "compose_atomic.lint.plugin",
     "compose_atomic.swarm.plugin",
+    "compose_atomic.deploy.maintenance",
     "compose_atomic.migrate.plugin",
     "compose_atomic.backup.plugin",
     "compose_atomic.ops.plugin",

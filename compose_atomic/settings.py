@@ -21,6 +21,8 @@ DEFAULTS: dict[str, Any] = {
     "proxy.image": "caddy:2.8-alpine",
     "proxy.ports": ["80:80", "443:443"],
     "lock_wait": "0s",
+    "retain.releases": 5,
+    "retain.after_deploy": False,
     "strategy": "start-first",
     "monitor": "10s",
     "drain": "30s",

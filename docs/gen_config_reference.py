@@ -2,7 +2,7 @@
 """Generate docs/configuration.md from compose_atomic/schema/x-atomic.schema.json.
 
 The schema is the single source of truth for the x-atomic keys; this page is
-derived from it, and tests/test_config_reference.py fails when the two differ.
+derived from it, and tests/unit/test_config_reference.py fails when the two differ.
 
     python docs/gen_config_reference.py           # rewrite docs/configuration.md
     python docs/gen_config_reference.py --check   # exit 1 when it is out of date

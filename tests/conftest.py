@@ -27,6 +27,11 @@ def pytest_configure(config):
     sys._called_from_test = True
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests that restart an engine (their own second one, see scripts/engine2) run last."""
+    items.sort(key=lambda item: item.get_closest_marker("engine_restart") is not None)
+
+
 def run_cli(*args: str, cwd: Path | str | None = None, env: dict | None = None,
             timeout: float = 300, input: str | None = None) -> subprocess.CompletedProcess:
     """Run ``compose-atomic ARGS`` as a user would, in a subprocess."""

@@ -8,6 +8,8 @@ missing final newline all survive), the annotations must pass `compose-atomic ch
 from __future__ import annotations
 
 import difflib
+import functools
+import re
 import subprocess
 import shutil
 from pathlib import Path
@@ -304,10 +306,8 @@ def test_json_report(tmp_path):
 
 CORPUS = Path(__file__).resolve().parent / "init_corpus"
 CORPUS_CASES = sorted(p.name for p in CORPUS.iterdir() if (p / "expected.yaml").is_file())
-#: Password forms `backup generate` does not take yet: the backup helper's change (a literal,
-#: a pass-through `- POSTGRES_PASSWORD`, an env_file, ${VAR:?message}, handed to the sidecar as
-#: a 0600 file in the state directory) is pending; these steps flip to passing when it lands.
-PENDING_PASSWORDS: set[str] = set()
+#: A case whose expected.yaml says `password: empty` ships without a password (init warns):
+#: `backup generate` must refuse it clearly, then work once `fix` (file, old text, new text) is applied.
 
 
 def corpus_case(name: str, tmp_path: Path) -> tuple[Path, dict, list[str]]:
@@ -361,31 +361,29 @@ def test_corpus_init_routes_the_entry_point_only(case, tmp_path):
     assert again.returncode == 0 and "nothing to add" in again.stderr, again.stderr
 
 
-def _pending(case: str) -> list:
-    expected = yaml.safe_load((CORPUS / case / "expected.yaml").read_text())
-    if expected["backups"] and expected.get("password") in PENDING_PASSWORDS:
-        return [pytest.mark.xfail(strict=True, reason=f"POSTGRES_PASSWORD is {expected['password']}: pending "
-                                                      "the backup helper's fix (backup generate hands such "
-                                                      "a password to the sidecar as a 0600 file)")]
-    return []
-
-
-@pytest.mark.parametrize("case", [pytest.param(c, marks=_pending(c)) for c in CORPUS_CASES])
+@pytest.mark.parametrize("case", CORPUS_CASES)
 def test_corpus_init_then_backup_generate_then_check(case, tmp_path):
     folder, expected, files = corpus_case(case, tmp_path)
     assert run_in(folder, *files, "init", "--yes").returncode == 0
     if expected["backups"]:
-        generated = run_in(folder, *files, "backup", "generate", "-o", "compose.backup.yml")
-        if expected.get("password") == "empty":
-            # ${POSTGRES_PASSWORD} with nothing to fill it: the database itself would refuse to
-            # start; backup generate says which variable to set (exit 2) and writes nothing
-            assert generated.returncode == 2 and "Set the variable" in generated.stderr, generated.stderr
+        if expected.get("password") == "empty":  # init warned; the next step says so too
+            # (the database itself would refuse to start): backup generate says what to set
+            # (exit 2) and writes nothing; once it is set, the path works
+            refused = run_in(folder, *files, "backup", "generate", "-o", "compose.backup.yml")
+            assert refused.returncode == 2 and "POSTGRES_PASSWORD" in refused.stderr, refused.stderr
+            assert "Set the variable" in refused.stderr and "Traceback" not in refused.stderr
             assert not (folder / "compose.backup.yml").exists()
-            return
+            name, old, new = expected["fix"]
+            (folder / name).write_text((folder / name).read_text().replace(old, new))
+        generated = run_in(folder, *files, "backup", "generate", "-o", "compose.backup.yml")
         assert generated.returncode == 0, generated.stderr
         files = [*files, "-f", "compose.backup.yml"]
         sidecars = yaml.safe_load((folder / "compose.backup.yml").read_text())["services"]
         assert {f"{db}-backup" for db in expected["backups"]} <= set(sidecars)
+        for db in expected["backups"]:  # the password reaches the sidecar as a 0600 file
+            if expected.get("password") != "secret":
+                secret = folder / ".compose-atomic" / "backup" / f"{db}.password"
+                assert secret.is_file() and secret.stat().st_mode & 0o077 == 0
     check = run_in(folder, *files, "check")
     assert check.returncode == 0, check.stderr
 
@@ -548,9 +546,14 @@ def test_backup_password_sources(tmp_path):
         return password_source(Service("db", {"image": "postgres:16", **config}, {}), tmp_path)
 
     assert source({"environment": {"POSTGRES_PASSWORD_FILE": "/run/secrets/pw"}})[0].startswith("POSTGRES_PASSWORD_FILE")
-    assert "Docker secret read from the environment" in source({"environment": {"POSTGRES_PASSWORD": "${PW}"}})[0]
+    assert source({"environment": {"POSTGRES_PASSWORD": "${PW}"}})[1] is False  # PW is not set here
+    with_pw = password_source(Service("db", {"environment": {"POSTGRES_PASSWORD": "${PW}"}}, {"PW": "x"}), tmp_path)
+    assert "0600 file in the state directory" in with_pw[0] and with_pw[1]
+    assert source({"environment": ["POSTGRES_PASSWORD"]})[1] is False  # passed through, but from nowhere
     assert "written in the compose file" in source({"environment": ["POSTGRES_PASSWORD=x"]})[0]
-    assert "0600 file in the state directory" in source({"environment": ["POSTGRES_PASSWORD"]})[0]
+    passed = password_source(Service("db", {"environment": ["POSTGRES_PASSWORD"]}, {"POSTGRES_PASSWORD": "x"}),
+                             tmp_path)
+    assert "passed through" in passed[0] and "0600 file in the state directory" in passed[0]
     (tmp_path / "db.env").write_text("POSTGRES_PASSWORD=x\n")
     assert "env_file db.env" in source({"env_file": "db.env"})[0]
     (tmp_path / "empty.env").write_text("POSTGRES_PASSWORD=\n")
@@ -574,3 +577,60 @@ def test_postgres_helpers_are_not_servers_and_a_custom_server_image_is():
     custom = Service("db", {"image": "acme/pg:16", "environment": {"POSTGRES_PASSWORD": "x"},
                             "volumes": ["pg:/var/lib/postgresql/data"]}, {})
     assert "not in the table of PostgreSQL images" in is_postgres(custom)
+
+
+def test_init_then_backup_generate_then_up_on_the_real_engine(project_name, tmp_path):
+    """The path the docs give, first time, on a stack shaped like the corpus: a web app that
+    publishes its port, a worker on the same image, PostgreSQL with the password written in the
+    file; the test bed's images, the real engine, Caddy and PostgreSQL. The only edits are the
+    ones init asks for (drop the app's host port) and this machine's proxy port and image."""
+    from conftest import IMAGE_CADDY, IMAGE_POSTGRES
+    from test_deploy_support import app_service, free_port, wait_for_version
+
+    web = app_service("v1", restart="unless-stopped", ports=["127.0.0.1:18080:8080"])
+    del web["x-atomic"]
+    worker = {"image": web["image"], "command": ["sh", "-c", "exec sleep 3600", "worker"], "init": True}
+    db = {"image": IMAGE_POSTGRES, "restart": "unless-stopped",
+          "environment": {"POSTGRES_PASSWORD": "literal-secret", "POSTGRES_DB": "shop"},
+          "volumes": ["pg:/var/lib/postgresql/data"],
+          "healthcheck": {"test": ["CMD", "pg_isready", "-U", "postgres"], "interval": "1s", "retries": 30}}
+    compose = tmp_path / "compose.yaml"
+    compose.write_text(yaml.safe_dump({"services": {"web": web, "worker": worker, "db": db},
+                                       "volumes": {"pg": None}}, sort_keys=False))
+    cli = functools.partial(run_cli, "-p", project_name, cwd=tmp_path, timeout=300)
+
+    init = cli("init", "--yes")
+    assert init.returncode == 0, init.stderr
+    assert "worker: a worker (its command runs worker)" in init.stderr
+    assert "db: backup password: POSTGRES_PASSWORD is written in the compose file" in init.stderr
+    routes, backups, _ = chosen(compose)
+    assert routes == {"web": {"port": 8080, "health": "/healthz"}} and backups == ["db"]
+
+    port = free_port()
+    text = compose.read_text().replace('    - "80:80"\n    - "443:443"\n',  # this machine's port and image
+                                       f'    - "127.0.0.1:{port}:80"\n    image: {IMAGE_CADDY}\n')
+    assert IMAGE_CADDY in text
+    compose.write_text(re.sub(r"\n *ports:\n *- 127\.0\.0\.1:18080:8080", "", text))  # init's fix for web
+    assert "18080" not in compose.read_text()
+
+    generated = cli("backup", "generate", "-o", "compose.backup.yml")
+    assert generated.returncode == 0, generated.stderr
+    env = {"COMPOSE_FILE": "compose.yaml:compose.backup.yml"}
+    up = cli("up", "-d", env=env)
+    assert up.returncode == 0, up.stderr
+    assert wait_for_version(port, "v1") == "v1"
+    now = cli("backup", "now", env=env)
+    assert now.returncode == 0, now.stderr
+
+
+def test_a_routed_service_that_nothing_restarts_gets_a_note(tmp_path):
+    from compose_atomic.init.detect import plan_project, read_file
+
+    body = "services:\n  web:\n    image: nginx\n    ports: [\"8080:80\"]\n{restart}"
+    for restart, expected in (("", "no restart: policy, so nothing starts it again"),
+                              ("    restart: on-failure\n", "restart: on-failure, so nothing starts it again"),
+                              ("    restart: unless-stopped\n", None)):
+        (tmp_path / "compose.yaml").write_text(body.format(restart=restart))
+        notes = plan_project([read_file(tmp_path / "compose.yaml")], {}).notes
+        found = [n for n in notes if "nothing starts it again" in n]
+        assert (found[0].startswith(f"web: {expected}") if expected else not found), notes

@@ -7,19 +7,15 @@ layers, the image sizes) is read from the engine.
 
 from __future__ import annotations
 
-import inspect
 import json
 import subprocess
 
 import pytest
 
-import compose_atomic.deploy
 from compose_atomic.errors import EXIT_FAILED, PreflightFailed
 from compose_atomic.ops import disk
 from conftest import IMAGE_BUSYBOX, docker, run_cli
 from test_deploy_support import app_service, write_project
-
-WIRED = "preflight(" in inspect.getsource(compose_atomic.deploy)
 
 
 def test_simulated_reading_and_sizes():
@@ -76,7 +72,6 @@ def test_preflight_refuses_a_deploy_that_does_not_fit(project_name, tmp_path, de
 
 
 @pytest.mark.docker
-@pytest.mark.skipif(not WIRED, reason="compose_atomic/deploy/__init__.py does not call ops.disk.preflight yet")
 def test_up_fails_before_anything_changes(project_name, tmp_path, deployed_v1_and_image_v2):
     before = running(project_name)
     up = run_cli("-p", project_name, "up", cwd=tmp_path, env={disk.TEST_HOOK: "1000"})

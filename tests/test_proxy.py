@@ -21,8 +21,12 @@ def test_one_catch_all_route_on_plain_http_with_retries_that_never_replay_posts(
     handler = route["handle"][0]
     assert handler["@id"] == "ca_web" and handler["upstreams"] == [{"dial": "p-web-1:3000"}]
     lb = handler["load_balancing"]
-    assert lb["try_duration"] == "5s"
+    assert lb["try_duration"] == "200ms"  # one container: a short look, then 503 (see test_engine_restart)
+    assert handler["transport"]["dial_timeout"] == "1s"
     assert lb["retry_match"] == [{"method": RETRY_METHODS}] and "POST" not in RETRY_METHODS
+    # Two containers (a switch): requests are held while one fails and the other answers.
+    pair = Route("web", 3000, upstreams=["10.0.0.2:3000", "p-web-2:3000", "10.0.0.3:3000", "p-web-1:3000"])
+    assert pair.handler()["load_balancing"]["try_duration"] == "5s"
 
 
 def test_host_and_path_routes_come_before_the_catch_all_and_the_edge_enables_https():
@@ -48,7 +52,7 @@ def test_the_edge_never_keeps_an_idle_connection_to_the_switch():
     assert forward["transport"]["keep_alive"] == {"enabled": False}
     assert "retry_match" not in forward["load_balancing"]  # only dial errors: nothing was sent yet
     # The switch keeps the client's address and scheme as the edge saw them.
-    handler = Route("web", 80).to_caddy()["handle"][0]
+    handler = Route("web", 80, upstreams=["p-web-1:80"]).to_caddy()["handle"][0]
     assert handler["headers"]["request"]["set"]["X-Forwarded-For"] == ["{http.request.header.X-Forwarded-For}"]
 
 
@@ -262,3 +266,76 @@ def test_no_container_on_the_projects_networks_can_reach_the_proxys_admin_api(pr
     assert proc.returncode == 0, proc.stderr
     wait_for_version(port, "v2")
 
+
+
+def test_a_route_with_nothing_to_send_to_answers_503_at_once_with_retry_after():
+    from compose_atomic.proxy.caddy import containers_behind, error_routes
+
+    handler = Route("web", 80).handler()
+    assert handler["handler"] == "static_response" and handler["status_code"] == 503
+    assert handler["@id"] == "ca_web"  # a deploy PATCHes it into a reverse_proxy
+    assert handler["headers"]["Retry-After"] == ["5"]
+    # A failed dial or no upstream available becomes a 503 with Retry-After on both Caddys;
+    # any other error keeps its status.
+    first, rest = error_routes()["routes"]
+    assert first["handle"][0]["status_code"] == 503
+    assert rest["handle"][0]["status_code"] == "{http.error.status_code}"
+    assert build_config([Route("web", 80)])["apps"]["http"]["servers"]["atomic"]["errors"] == error_routes()
+    assert build_edge_config([Route("web", 80)])["apps"]["http"]["servers"]["edge"]["errors"] == error_routes()
+    assert containers_behind(["10.0.0.2:80", "p-web-1:80"]) == 1
+    assert containers_behind(["10.0.0.2:80", "p-web-2:80", "10.0.0.3:80", "p-web-1:80"]) == 2
+    assert containers_behind(["10.0.0.2:80", "10.0.0.3:80", "10.0.0.4:80"]) == 3
+    assert containers_behind([]) == 0
+
+
+def test_routed_services_that_nothing_restarts_are_listed_for_up_and_init():
+    from compose_atomic.restarts import restart_policy, restart_warning, routed_without_restart
+
+    route = {"x-atomic": {"route": {"port": 80}}}
+    services = {
+        "web": {**route},
+        "api": {**route, "restart": "unless-stopped"},
+        "admin": {**route, "restart": "on-failure"},  # not restarted if it exits 0 on the engine's SIGTERM
+        "swarmish": {**route, "deploy": {"restart_policy": {"condition": "any"}}},
+        "off": {**route, "restart": "no"},
+        "worker": {},  # not routed: not the proxy's business
+    }
+    assert routed_without_restart(services) == ["admin", "off", "web"]
+    assert restart_policy(services["swarmish"]) == "always" and restart_policy(services["off"]) is None
+    message = restart_warning("web", services)
+    assert message.startswith("no restart policy") and "restart: unless-stopped" in message
+    assert restart_warning("admin", services).startswith("restart: on-failure")
+
+
+def test_maintenance_mode_answers_503_with_a_page_while_the_app_stays_healthy(project_name, tmp_path):
+    import httpx
+
+    from conftest import docker, run_cli
+    from test_deploy_support import app_service, free_port, wait_for_version, write_project
+
+    port = free_port()
+    write_project(tmp_path, {"web": app_service("v1")}, proxy_port=port)
+    assert run_cli("-p", project_name, "up", cwd=tmp_path).returncode == 0
+    wait_for_version(port, "v1")
+    bad = run_cli("-p", project_name, "maintenance", "on", "nosuch", cwd=tmp_path)
+    assert bad.returncode == 2 and "nosuch is not a service" in bad.stderr and "Traceback" not in bad.stderr
+
+    proc = run_cli("-p", project_name, "maintenance", "on", "web", "--message", "Back at {noon} <b>", "--retry-after",
+                   "30", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    answer = httpx.get(f"http://127.0.0.1:{port}/cgi-bin/v", timeout=5)
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "30"
+    assert "Back at &#123;noon&#125; &lt;b&gt;" in answer.text  # escaped: no HTML, no Caddy placeholder
+    assert answer.headers["content-type"].startswith("text/html")
+    health = docker("inspect", "--format", "{{.State.Health.Status}}", f"{project_name}-web-1").stdout.strip()
+    assert health == "healthy"  # the app is untouched; only its route answers the page
+
+    # A deploy meanwhile keeps the page up (the new version is gated and routed behind it).
+    write_project(tmp_path, {"web": app_service("v2")}, proxy_port=port)
+    proc = run_cli("-p", project_name, "up", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert httpx.get(f"http://127.0.0.1:{port}/cgi-bin/v", timeout=5).status_code == 503
+
+    proc = run_cli("-p", project_name, "maintenance", "off", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    wait_for_version(port, "v2", timeout=10)

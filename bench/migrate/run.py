@@ -7,8 +7,10 @@ fills it with ``pgbench -i -s SCALE`` (scale 70 is about 1 GB), then times, on t
 same database and in alternation:
 
 - raw ``pg_dump -Fc`` inside the container to a file there, and streamed to the host;
-- ``compose-atomic``'s snapshot (stream + sha256 + row counts in the exported
-  snapshot + ``pg_restore --list`` + fsync + rename);
+- ``compose-atomic``'s snapshot (stream + sha256 + ``pg_restore --list`` on the stream +
+  row counts, fingerprint and schema objects in the exported snapshot + fsync + rename);
+- the snapshot's parts alone, to see where time goes: the facts read beside the dump, the
+  sha256 of the dump, a serial ``pg_restore --list`` pass;
 - raw ``pg_restore`` of the host file streamed into a new database (and ``-j 2`` from
   a file inside the container);
 - ``compose-atomic``'s restore: restore into a new database, verify schema and row
@@ -99,7 +101,7 @@ def main() -> None:
         quiet = Progress("quiet")
         rows: dict[str, list[float]] = {k: [] for k in
                                         ("dump_in", "dump_host", "snapshot", "restore_raw", "restore_raw_j2",
-                                         "restore_ours")}
+                                         "restore_ours", "facts", "sha256", "list")}
 
         def raw_dump_inside():
             sh(*db.exec_argv("pg_dump", "-Fc", "-U", "bench", "-d", "bench", "-f", "/tmp/raw.dump"),
@@ -113,6 +115,32 @@ def main() -> None:
 
         def ours_snapshot():
             snaps.append(take_snapshot(project, db, snapdir, progress=quiet))
+
+        def facts_alone():
+            """What the snapshot reads beside the dump (in parallel there), run on its own."""
+            from compose_atomic.migrate import introspect, schemadiff
+
+            with db.connect() as conn:
+                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                introspect.row_counts(conn)
+                introspect.schema_fingerprint(conn)
+                schemadiff.describe(conn)
+                schemadiff.bookkeeping(conn)
+                conn.execute("COMMIT")
+
+        def sha256_alone():
+            import hashlib
+
+            digest = hashlib.sha256()
+            with open(host_dump, "rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    digest.update(chunk)
+
+        def list_alone():
+            """The serial `pg_restore --list` pass the snapshot made before it read the stream."""
+            with open(host_dump, "rb") as handle:
+                sh(*db.exec_argv("pg_restore", "--list", stdin=True), stdin=handle, env=db.exec_env(),
+                   capture_output=True)
 
         def raw_restore(target: str, jobs: bool):
             with db.connect("postgres") as conn:
@@ -148,13 +176,15 @@ def main() -> None:
                 measure(key, fn)
             for key, fn in order(restores):
                 measure(key, fn)
+            for key, fn in (("facts", facts_alone), ("sha256", sha256_alone), ("list", list_alone)):
+                measure(key, fn)
 
         best = {k: min(v) for k, v in rows.items()}
         med = {k: statistics.median(v) for k, v in rows.items()}
         dump_mib = snaps[-1].manifest["size"] / 2**20
         cpu = os.cpu_count()
         print(f"\n## pgbench scale {args.scale}: {size / 2**30:.2f} GiB database, dump {dump_mib:.0f} MiB\n")
-        print(f"{platform.node()} ({cpu} cores, shared), PostgreSQL 15 ({IMAGE}), "
+        print(f"{platform.node()} ({cpu} cores, shared), PostgreSQL {snaps[-1].manifest['server_version']} ({IMAGE}), "
               f"{args.repeat} rounds, best (median) seconds\n")
         print("| operation | seconds | ratio |")
         print("|---|---|---|")
@@ -169,6 +199,11 @@ def main() -> None:
         line("raw `pg_restore -j 2` from a file inside the container", "restore_raw_j2", None)
         line("**compose-atomic restore + verify + swap**", "restore_ours", "restore_raw")
         print(f"| (restore vs raw `-j 2`) | | {best['restore_ours'] / best['restore_raw_j2']:.2f}x |")
+        print("\nThe snapshot's parts, each timed alone (best, median): row counts + fingerprint + schema "
+              f"objects + bookkeeping in one REPEATABLE READ transaction {best['facts']:.2f} ({med['facts']:.2f}) s "
+              f"(runs beside the dump), sha256 of the dump {best['sha256']:.2f} ({med['sha256']:.2f}) s "
+              f"(computed on the stream), a serial `pg_restore --list` pass {best['list']:.2f} "
+              f"({med['list']:.2f}) s (now read from the stream instead).")
         paired = lambda a, b: statistics.median(x / y for x, y in zip(rows[a], rows[b]))
         print("\nMedian of per-round ratios (each pair measured back to back, so less exposed to "
               "load from other processes):\n")

@@ -26,6 +26,8 @@ class ServicePlan:
     strategy: str = START_FIRST
     reason: str = ""
     old: list[dict[str, Any]] = field(default_factory=list)  # running containers, inspected
+    #: What plugins say about this plan (explain_plan), e.g. which case a migration is in.
+    notes: list[str] = field(default_factory=list)
     image: str = ""
     needs_pull: bool = False
 

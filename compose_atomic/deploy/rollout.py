@@ -132,6 +132,7 @@ class Replacement:
         # Compose refuses to scale a service with container_name, so it can only recreate it in place.
         self.in_place = self.stop_first_mode and bool(self.project.services.get(self.service, {}).get("container_name"))
         self.old_stopped = False
+        self.undo_error: ComposeAtomicError | None = None  # what rollback_deploy could not undo
 
     # -- bookkeeping --
 
@@ -157,6 +158,7 @@ class Replacement:
             "old_container": docker.name_of(self.old[0]) if self.old else None,
             "new_container": docker.name_of(new_info) if new_info else None,
             "strategy": self.plan.strategy, "seconds": round(time.monotonic() - self.started, 2),
+            **({"notes": self.plan.notes} if self.plan.notes else {}),
         })
         self.ctx.journal.clear()
 
@@ -415,6 +417,13 @@ class Replacement:
                                                  f"{getattr(exc, 'message', exc)}")
             outcome = "rollback-failed"
         if outcome == "rolled-back":
+            # The old containers serve again; now what before_deploy changed (the migration).
+            try:
+                call_hook("rollback_deploy", project=self.project, service=self.service, reason=reason)
+            except ComposeAtomicError as exc:
+                self.undo_error = exc
+                outcome = "rollback-failed"
+        if outcome == "rolled-back":
             notify("on_rollback", self.ctx.progress, **args, reason=reason)
         self.finish(outcome, reason)
         notify("after_deploy", self.ctx.progress, **args, outcome=outcome)
@@ -432,6 +441,10 @@ class Replacement:
         reason = self.say_failed(exc, report)
         with shielded():
             outcome = self.undo(reason)
+        if outcome == "rollback-failed" and self.undo_error is not None:
+            names = ", ".join(docker.name_of(c) for c in self.old) or "nothing"
+            raise RollbackFailed(f"{self.service}: the new version failed ({reason}); {names} serves again, "
+                                 f"but {self.undo_error.message}", hint=self.undo_error.hint)
         if outcome == "rollback-failed":
             raise RollbackFailed(f"{self.service}: {reason}; putting the previous version back failed too",
                                  hint="Check `compose-atomic ps` and the proxy, then run `compose-atomic up` again.")

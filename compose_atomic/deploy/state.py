@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 from ..errors import LockBusy
 from ..project import Project
-from ..statedir import write_json_atomic
+from ..statedir import read_jsonl, write_json_atomic
 
 
 class Phase(str, Enum):
@@ -109,16 +109,4 @@ class History:
             handle.write(json.dumps(entry) + "\n")
 
     def entries(self, service: str | None = None) -> list[dict[str, Any]]:
-        try:
-            lines = self.path.read_text().splitlines()
-        except OSError:
-            return []
-        found = []
-        for line in lines:
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if service is None or entry.get("service") == service:
-                found.append(entry)
-        return found
+        return [e for e in read_jsonl(self.path) if service is None or e.get("service") == service]

@@ -104,22 +104,23 @@ def _check_plan(plan: Plan) -> None:
                         + "\n".join(f"  - {p}" for p in problems))
 
 
-def inspect_image_command(image: str):
-    """``docker image inspect`` of one image's config, read-only, a short timeout."""
-    from .. import docker
+def inspect_image_config(image: str):
+    """``docker image inspect`` of one image's config: read-only, never a pull."""
+    from ..docker import docker
 
-    return docker.docker("image", "inspect", "--format", "{{json .Config}}", image, timeout=15)
+    return docker("image", "inspect", "--format", "{{json .Config}}", image, timeout=15)
 
 
 def local_images(files: list, env: dict[str, str]) -> dict[str, ImageFacts | None]:
     """What the images on this machine define (healthcheck, ports); None for an image not here.
 
-    Read-only and local: nothing is pulled. Without a docker CLI every image is unknown.
+    Read-only and local: nothing is pulled. An image the engine could not be asked about is
+    left out (unknown); without a docker CLI or engine every image is unknown.
     """
     import json
 
     from .. import docker
-    from ..errors import ComposeAtomicError
+    from ..errors import DockerTimeout, DockerUnavailable
     from .detect import Service
 
     found: dict[str, ImageFacts | None] = {}
@@ -128,13 +129,15 @@ def local_images(files: list, env: dict[str, str]) -> dict[str, ImageFacts | Non
         if not image or image in found or "$" in image:
             continue
         try:
-            result = docker.run(inspect_image_command(image))
-        except ComposeAtomicError:  # no docker CLI, no engine, no answer: every image unknown
-            return {}
+            result = docker.run(inspect_image_config(image))
+        except DockerUnavailable:
+            return found
+        except DockerTimeout:
+            continue
         if result.returncode != 0:
             if "no such image" in (result.stderr or "").lower():
                 found[image] = None  # not on this machine
-            continue  # the engine could not be asked: unknown, not "absent"
+            continue  # the engine could not say: unknown, not "absent"
         try:
             found[image] = image_facts(json.loads(result.stdout))
         except ValueError:

@@ -1,7 +1,8 @@
 """Recognise what a compose project runs and decide which x-atomic annotations to propose.
 
-Everything here is a pure function over the files' parsed YAML, so it runs without
-Docker and is cheap to test. The files are merged the way Compose merges override
+Everything here is a pure function over the files' parsed YAML (and, when given, what
+``docker image inspect`` said about the images: command.local_images asks), so it runs
+without Docker and is cheap to test. The files are merged the way Compose merges override
 files (mappings deep-merged, ``ports``/``expose`` appended), which is enough to
 recognise services; Compose itself stays the authority once the files are written.
 """
@@ -18,6 +19,7 @@ import yaml
 
 from .. import images
 from ..errors import InitError
+from ..restarts import RESTARTING, restart_policy
 from ..settings import DEFAULTS
 
 PROXY_IMAGES, PROXY_HELPERS, DATASTORES = images.PROXY_IMAGES, images.PROXY_HELPERS, images.DATASTORES
@@ -566,6 +568,7 @@ def _site_host(address: str) -> str:
 
 def parse_nginx_conf(text: str) -> dict[str, tuple[int, list[str]]]:
     """``upstream host -> (port, server names)`` from an nginx config's ``proxy_pass`` lines."""
+    text = re.sub(r"#[^\n]*", "", text)
     upstreams: dict[str, tuple[str, int]] = {}
     for name, body in re.findall(r"upstream\s+([\w.-]+)\s*\{([^}]*)\}", text):
         match = re.search(r"server\s+([\w.-]+):(\d+)", body)
@@ -600,6 +603,15 @@ def proxy_routes(proxy: Service, base: Path) -> tuple[dict[str, tuple[int, list[
         path = path if path.is_absolute() else base / path
         if path.is_dir() and target.rstrip("/") == "/etc/caddy":
             path = path / "Caddyfile"
+        if path.is_dir() and target.rstrip("/").endswith(("/conf.d", "/etc/nginx")):
+            try:  # an nginx config directory: the first file that proxies to a service
+                for conf in sorted(path.glob("*.conf")):
+                    found = parse_nginx_conf(conf.read_text(errors="replace"))
+                    if found:
+                        return found, f"{written}/{conf.name}"
+            except OSError:
+                pass
+            continue
         try:
             if path.is_file() and (path.name == "Caddyfile" or target.endswith("Caddyfile")):
                 return parse_caddyfile(path.read_text(errors="replace")), written
@@ -873,12 +885,17 @@ def _choose_routes(plan: Plan, candidates: list[Candidate],
 
 
 def password_source(service: Service, base: Path) -> tuple[str, bool]:
-    """Where the backup sidecar's password comes from, and whether it is known to exist."""
+    """Where the backup sidecar's password comes from, and whether it is known to have a value.
+
+    However POSTGRES_PASSWORD is written, `backup generate` writes the value Compose resolves
+    into a 0600 file in the state directory, which the sidecar reads as a file secret;
+    POSTGRES_PASSWORD_FILE reuses the service's own Docker secret.
+    """
     written = raw_env(service.config.get("environment"))
+    in_file = ("`backup generate` writes the value Compose resolves into a 0600 file in the state "
+               "directory, which the sidecar reads as a file secret (never argv or its environment)")
     recommend = ("; a Docker secret is better: POSTGRES_PASSWORD_FILE: /run/secrets/db_password with "
                  "secrets: {db_password: {file: ./db_password.txt}}")
-    in_file = ("`backup generate` gives the sidecar the password in a 0600 file in the state "
-               "directory (never argv or its environment)")
     if written.get("POSTGRES_PASSWORD_FILE"):
         return "POSTGRES_PASSWORD_FILE: the sidecar reuses that Docker secret", True
     if str(written.get("POSTGRES_HOST_AUTH_METHOD") or "").lower() == "trust":
@@ -886,12 +903,16 @@ def password_source(service: Service, base: Path) -> tuple[str, bool]:
     if "POSTGRES_PASSWORD" in written:
         value = written["POSTGRES_PASSWORD"]
         if value is None:
+            if not service.env.get("POSTGRES_PASSWORD"):
+                return ("POSTGRES_PASSWORD is passed through (- POSTGRES_PASSWORD), but it is set neither in "
+                        "the shell nor in .env"), False
             return f"POSTGRES_PASSWORD is passed through from your shell or .env; {in_file}{recommend}", True
-        if re.fullmatch(r"\$\{?[A-Za-z_][A-Za-z0-9_]*(?::?[-?][^}]*)?\}?", value.strip()):
-            return (f"POSTGRES_PASSWORD is {value.strip()}: `backup generate` hands it to the sidecar as a "
-                    "Docker secret read from the environment"), True
+        if "$" in value and not interpolate(value, service.env).strip():
+            return f"POSTGRES_PASSWORD is {value.strip()}, which is empty here (set it in the shell or .env)", False
         if not value.strip():
             return "POSTGRES_PASSWORD is empty", False
+        if "$" in value:
+            return f"POSTGRES_PASSWORD is {value.strip()}; {in_file}{recommend}", True
         return f"POSTGRES_PASSWORD is written in the compose file; {in_file}{recommend}", True
     for entry in as_list(service.config.get("env_file")):
         path = str(entry.get("path", "")) if isinstance(entry, dict) else str(entry)
@@ -956,9 +977,14 @@ def _plan_web(plan: Plan, candidate: Candidate, databases: dict[str, str],
     plan.note(name, f"monitor {DEFAULT_MONITOR}: watch the new version that long after the switch and "
                     f"roll back if it fails; drain {DEFAULT_DRAIN}: the old one gets up to that long to "
                     "finish its requests")
-    if "restart" not in service.config and not (service.config.get("deploy") or {}).get("restart_policy"):
-        plan.note(name, "no restart: policy, so nothing starts it again after a crash or a reboot; add "
-                        "restart: unless-stopped")
+    config = dict(service.config)
+    if config.get("restart") is not None:
+        config["restart"] = interpolate(str(config["restart"]), service.env)
+    policy = restart_policy(config)
+    if policy not in RESTARTING:
+        what = f"restart: {policy}" if policy else "no restart: policy"
+        plan.note(name, f"{what}, so nothing starts it again after a reboot or an engine crash (and its route "
+                        "answers 503 until the next `compose-atomic up`); add restart: unless-stopped")
     for dependency in _depends_on(service):
         if dependency in databases:
             plan.note(name, f"uses PostgreSQL service {dependency}: to run migrations guarded by a "
@@ -978,7 +1004,10 @@ def _warn_blockers(plan: Plan, service: Service, port: int) -> None:
     published = [p for p in service.ports if p.published]
     routed = [p for p in published if p.target == port and p.protocol == "tcp"]
     udp_numbers = {p.target for p in published if p.protocol == "udp"}
-    others = [p for p in published if p not in routed]
+    others: list[PortMapping] = []
+    for port_ in published:  # an override file may repeat the base file's entries
+        if port_ not in routed and all(port_.raw != o.raw for o in others):
+            others.append(port_)
     if routed:
         raw = ", ".join(f'"{p.raw}"' for p in routed)
         plan.warn(name, f"ports {raw} publishes the app on the host: during a replacement the old and "

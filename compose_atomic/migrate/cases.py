@@ -111,6 +111,21 @@ def classify(statements: list[tuple[str, str]]) -> Verdict:
     return Verdict(case, restore + unknown, len(statements))
 
 
+def dml_target(text: str) -> str | None:
+    """``schema.table`` an INSERT/UPDATE/DELETE/MERGE/COPY FROM writes into (``public`` when
+    unqualified), or None for any other statement."""
+    parsed = _kind_node(text)
+    if parsed is None or parsed[0] not in DML:
+        return None
+    kind, node = parsed
+    if kind == "CopyStmt" and not node.get("is_from"):
+        return None
+    rel = node.get("relation") or {}
+    if not rel.get("relname"):
+        return None
+    return f"{rel.get('schemaname') or 'public'}.{rel['relname']}"
+
+
 def _describe_kind(kind: str, node: dict) -> str:
     if kind == "DropStmt":
         return f"DROP {node.get('removeType', 'OBJECT_?').removeprefix('OBJECT_')}"

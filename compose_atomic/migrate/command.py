@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 import yaml
 
 from .. import docker
+from ..errors import MigrationFailed, MigrationTimedOut
 from ..project import Project
 from . import introspect
 from .database import Database, container_ips
-from ..errors import MigrationFailed, MigrationTimedOut
 
 
 @dataclass

@@ -18,14 +18,14 @@ it from its own environment) and psycopg as a keyword argument.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..project import Project
+from .. import docker
 from ..errors import DatabaseUnavailable
+from ..project import Project
 
 PG_PORT = 5432
 # Every connection speaks UTF8, whatever the server's encoding. PostgreSQL converts from
@@ -35,27 +35,22 @@ PG_PORT = 5432
 CLIENT_ENCODING = "UTF8"
 
 
-def docker_json(*args: str) -> Any:
-    proc = subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise DatabaseUnavailable(f"docker {args[0]} failed: {proc.stderr.strip()}")
-    return json.loads(proc.stdout)
+def inspect(container: str) -> dict[str, Any]:
+    info = docker.inspect_one(container)
+    if info is None:
+        raise DatabaseUnavailable(f"the database container {container} is gone")
+    return info
 
 
 def find_container(project: Project, service: str) -> str | None:
     """The id of the service's running (not one-off) container, or None."""
-    proc = subprocess.run(
-        ["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={project.name}",
-         "--filter", f"label=com.docker.compose.service={service}",
-         "--filter", "label=com.docker.compose.oneoff=False", "--filter", "status=running"],
-        capture_output=True, text=True, check=False)
-    ids = proc.stdout.split()
+    ids = docker.run(docker.list_service(project.name, service, running=True)).stdout.split()
     return ids[0] if ids else None
 
 
 def container_ips(container: str) -> list[str]:
     """The container's IPv4 addresses, one per network."""
-    info = docker_json("inspect", container)[0]
+    info = inspect(container)
     networks = (info.get("NetworkSettings") or {}).get("Networks") or {}
     return [n["IPAddress"] for n in networks.values() if n.get("IPAddress")]
 
@@ -79,18 +74,31 @@ class Database:
             raise DatabaseUnavailable(
                 f'the database service "{service}" has no running container',
                 hint=f"Start it first: compose-atomic up -d {service}")
-        info = docker_json("inspect", container)[0]
+        info = inspect(container)
         env = dict(item.split("=", 1) for item in info["Config"].get("Env") or [] if "=" in item)
         user = env.get("POSTGRES_USER") or "postgres"
         dbname = env.get("POSTGRES_DB") or user
         password = env.get("POSTGRES_PASSWORD")
         if password is None and env.get("POSTGRES_PASSWORD_FILE"):
-            proc = subprocess.run(["docker", "exec", container, "cat", env["POSTGRES_PASSWORD_FILE"]],
-                                  capture_output=True, text=True, check=False)
-            if proc.returncode == 0:
+            proc = docker.run(docker.docker("exec", container, "cat", env["POSTGRES_PASSWORD_FILE"]))
+            if proc.ok:
                 password = proc.stdout.rstrip("\n")
         return cls(project=project, service=service, container=container, dbname=dbname,
                    user=user, _password=password)
+
+    @classmethod
+    def wait_ready(cls, project: Project, service: str, timeout: float = 60) -> "Database":
+        """The database once it accepts connections (a fresh container runs initdb first)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                db = cls.locate(project, service)
+                db.connect().close()
+                return db
+            except DatabaseUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     # ---- inside the container -------------------------------------------------
 

@@ -28,7 +28,7 @@ from ..project import Project
 from ..statedir import Snapshot, find_snapshot, write_json_atomic
 from . import cases, introspect, schemadiff
 from .database import Database
-from .restore import describe_writes, restore
+from .restore import describe_writes, restore, unattributed_window_writes
 from .settings import MigrateSettings, migrate_settings, snapshot_dir
 from .snapshot import PRE_MIGRATE, prune, take_snapshot
 from .undo import undo_additions
@@ -86,16 +86,7 @@ def ensure_database(project: Project, service: str, progress: Progress) -> Datab
         if not proc.ok:
             raise DatabaseUnavailable(f'could not start the database service "{service}": '
                                       f"{proc.stderr.strip()[-500:]}")
-    db = Database.locate(project, service)
-    deadline = time.monotonic() + 60
-    while True:  # a fresh container runs initdb before it accepts connections
-        try:
-            db.connect().close()
-            return db
-        except DatabaseUnavailable:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+    return Database.wait_ready(project, service)
 
 
 def guarded_migrate(project: Project, service: str, image: str | None = None,
@@ -159,6 +150,7 @@ def guarded_migrate(project: Project, service: str, image: str | None = None,
     snap.manifest["migration"] = {"service": service, "image": image, "outcome": outcome,
                                   "counters_before": before, "counters_after": after,
                                   "tool": "sql" if settings.sql else "command",
+                                  "own_writes": result.own_writes if settings.sql else None,
                                   "executed": executed.as_dict()}
     snap.save_manifest()
     call_hook("after_migrate", project=project, service=service, database=settings.database,
@@ -271,7 +263,7 @@ def restore_or_refuse(project: Project, db: Database, snap: Snapshot, settings: 
     except RestoreRefused as exc:
         raise RollbackFailed(
             f"The database keeps the migration's changes ({left}): only a restore of snapshot "
-            f"{snap.name} undoes them, and it was refused: {exc.message}.",
+            f"{snap.name} undoes them, and it was refused: {exc.message}.{_unattributed(snap)}",
             hint=f"Every row is still there; the old version runs on the migrated schema. Either "
                  f"restore and discard those writes (compose-atomic db restore {snap.name} --force, or "
                  f"x-atomic.migrate.on_failure: restore), or keep them and fix the schema forward "
@@ -285,7 +277,18 @@ def restore_or_refuse(project: Project, db: Database, snap: Snapshot, settings: 
     discarded = report.get("discarded") or {}
     if discarded:
         text += f"; the restore discarded {describe_writes(discarded)}"
-    return text + "."
+    return text + "." + _unattributed(snap)
+
+
+def _unattributed(snap: Snapshot) -> str:
+    window = unattributed_window_writes(snap)
+    if not window:
+        return ""
+    total = sum(window.values())
+    tables = ", ".join(f"{t} ({n})" for t, n in sorted(window.items(), key=lambda kv: -kv[1]))
+    return (f" While the migration command ran, {total} row{'s' if total != 1 else ''} were written in "
+            f"{tables}: PostgreSQL cannot tell the app's from the migration's, so they are not counted "
+            f"above, and a restore discards the app's among them.")
 
 
 def _what_is_left(found, snap: Snapshot) -> str:

@@ -33,8 +33,8 @@ def before_deploy(project, service, old_container, new_image):
 
 
 @hookimpl
-def on_rollback(project, service, old_container, new_container, reason):
-    """Bring the database back to the snapshot taken before this deploy's migration."""
+def rollback_deploy(project, service, reason):
+    """Settle the database of a rolled-back release: leave it, undo the migration in place, or restore."""
     from .guard import rollback
 
     rollback(project, service, reason, _progress(project))
@@ -139,6 +139,37 @@ def register_commands(cli):
                          progress=_progress(project))
         if as_json:
             click.echo(json.dumps(report, indent=2))
+
+    @db.command("check-rollback")
+    @click.argument("service", required=False)
+    @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+    @click.pass_context
+    def check_rollback_cmd(ctx, service, as_json):
+        """Would the previous image run on the new release's schema? Checked on a copy.
+
+        Restores the latest snapshot into a scratch copy of the database, applies the new
+        release's migration there, starts SERVICE's running (previous) image against it and
+        runs its health gate. Exit 0 when safe, 1 when not. The live database is never touched.
+        """
+        from ..errors import UsageError
+        from .checkrollback import SAFE, check_rollback, require_safe
+
+        project = _load(ctx)
+        if service is None:
+            migrating = [s for s in project.services if project.service_x_atomic(s).get("migrate")]
+            if len(migrating) != 1:
+                raise UsageError("name the service to check" + (f" (one of: {', '.join(migrating)})"
+                                                                 if migrating else ": none has x-atomic.migrate"))
+            service = migrating[0]
+        elif service not in project.services:
+            raise UsageError(f'no service "{service}" in the project')
+        report = check_rollback(project, service, _progress(project))
+        if as_json:
+            click.echo(json.dumps(report.as_dict(), indent=2))
+        elif report.safe:
+            click.echo(f"{service}: {SAFE} (previous image {report.previous_image} passed its health gate "
+                       f"on a copy of {report.snapshot} with the new migration applied)")
+        require_safe(report)
 
     @db.command("migrate")
     @click.argument("service")

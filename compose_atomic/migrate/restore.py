@@ -39,9 +39,12 @@ def _qi(name: str):
 def pending_writes(snap: Snapshot, counters_now: dict[str, list[int]]) -> dict[str, int]:
     """Rows written since the snapshot that a restore would discard, per table.
 
-    When the snapshot guarded a migration, writes made while the migration ran are
-    the migration's own (PostgreSQL's counters cannot tell sessions apart) and are
-    not counted; writes before it started and after it ended are.
+    When the snapshot guarded a migration, PostgreSQL's counters cannot tell the migration's
+    writes from the app's while it ran. The built-in runner counts its own (``own_writes``):
+    the rest of the window is the app's and counts. For a migration command the window's
+    writes are taken as the migration's and not counted (see ``unattributed_window_writes``);
+    writes before it started and after it ended always count. Writes into the migration
+    tools' bookkeeping and into tables the snapshot does not hold are the migration's.
     """
     manifest = snap.manifest
     baseline = manifest.get("baseline_counters") or manifest["counters"]
@@ -51,8 +54,35 @@ def pending_writes(snap: Snapshot, counters_now: dict[str, list[int]]) -> dict[s
         found = introspect.writes_between(baseline, window["counters_before"])
         for table, rows in introspect.writes_between(window["counters_after"], counters_now).items():
             found[table] = found.get(table, 0) + rows
+        own = window.get("own_writes")
+        if own is not None:
+            for table, rows in _window(snap).items():
+                app = rows - own.get(table, 0)
+                if app > 0:
+                    found[table] = found.get(table, 0) + app
         return found
     return introspect.writes_between(baseline, counters_now)
+
+
+def _window(snap: Snapshot) -> dict[str, int]:
+    """Writes while the migration ran into the tables the snapshot holds, bookkeeping aside."""
+    from .schemadiff import BOOKKEEPING_TABLES
+
+    window = snap.manifest.get("migration") or {}
+    if window.get("counters_before") is None or window.get("counters_after") is None:
+        return {}
+    tables = snap.manifest.get("tables") or {}
+    return {t: n for t, n in introspect.writes_between(window["counters_before"], window["counters_after"]).items()
+            if t in tables and t.partition(".")[2] not in BOOKKEEPING_TABLES}
+
+
+def unattributed_window_writes(snap: Snapshot) -> dict[str, int]:
+    """For a migration command: rows written while it ran, which nobody can attribute (the
+    app's or the migration's), and which a restore discards without counting them."""
+    window = snap.manifest.get("migration") or {}
+    if window.get("own_writes") is not None or snap.manifest.get("baseline_counters"):
+        return {}
+    return _window(snap)
 
 
 def describe_writes(writes: dict[str, int]) -> str:

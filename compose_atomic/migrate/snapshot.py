@@ -1,8 +1,8 @@
 """Verified snapshots: ``pg_dump -Fc`` inside the database container, streamed to disk.
 
 Never trust a pipe: the dump's own exit status is checked, the bytes go to a
-temporary file while their sha256 is computed, ``pg_restore --list`` must read the
-archive, then the file is fsynced, renamed atomically and made mode 0600. A
+temporary file while their sha256 is computed and ``pg_restore --list`` reads them
+(``ArchiveCheck``), then the file is fsynced, renamed atomically and made mode 0600. A
 manifest beside the dump records what a restore must bring back: per-table row
 counts and a schema fingerprint (read in the very snapshot pg_dump used, through
 ``pg_export_snapshot``), and the write counters the restore compares against.
@@ -116,6 +116,7 @@ def take_snapshot(project: Project, db: Database, directory: Path, *, reason: st
     call_hook("before_snapshot", project=project, database=db.service, path=str(final))
 
     conn = db.connect(autocommit=True)
+    lister = None
     try:
         conn.execute(f"SET lock_timeout = {int(lock_wait * 1000)}")
         needed = estimate_size(conn, list_snapshots(directory, db.service))
@@ -148,17 +149,20 @@ def take_snapshot(project: Project, db: Database, directory: Path, *, reason: st
         reader = threading.Thread(target=read_facts, daemon=True)
         reader.start()
         try:
-            size, digest = _dump(db, snapshot_id, tmp, lock_wait)
+            lister = ArchiveCheck(db)
+            size, digest = _dump(db, snapshot_id, tmp, lock_wait, lister)
         finally:
             reader.join()
             conn.execute("COMMIT")
         if "error" in facts:
             raise SnapshotFailed(f"reading row counts for the snapshot failed: {facts['error']}")
-        toc = _check_archive(db, tmp)
+        toc = lister.finish()
         os.replace(tmp, final)
         fsync_dir(directory)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        if lister is not None:
+            lister.kill()
         raise
     finally:
         conn.close()
@@ -179,8 +183,59 @@ def take_snapshot(project: Project, db: Database, directory: Path, *, reason: st
     return snap
 
 
-def _dump(db: Database, snapshot_id: str, tmp: Path, lock_wait: float) -> tuple[int, str]:
-    """Stream pg_dump's output into ``tmp``; return size and sha256."""
+class ArchiveCheck:
+    """``pg_restore --list`` reading the dump *while* it streams (the same bytes that go to disk
+    and into the sha256), so checking the archive costs no second pass and no serial
+    ``docker exec`` after the dump. It reads the header and table of contents, which a custom
+    archive streamed to a pipe carries first, and may exit before the data ends."""
+
+    def __init__(self, db: Database) -> None:
+        self.command = docker.exec_in(db.exec_argv("pg_restore", "--list", stdin=True))
+        self.proc = docker.popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, env=db.exec_env())
+        self.out: list[bytes] = []
+        self.err: list[bytes] = []
+        self.readers = [threading.Thread(target=lambda: self.out.append(self.proc.stdout.read()), daemon=True),
+                        threading.Thread(target=lambda: self.err.append(self.proc.stderr.read()), daemon=True)]
+        for reader in self.readers:
+            reader.start()
+        self.feeding = True
+
+    def feed(self, chunk: bytes) -> None:
+        if self.feeding:
+            try:
+                self.proc.stdin.write(chunk)
+            except (BrokenPipeError, OSError):  # it has read all it needs
+                self.feeding = False
+
+    def finish(self) -> int:
+        """The number of TOC entries; SnapshotFailed when the archive cannot be read."""
+        try:
+            self.proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+        try:
+            code = self.proc.wait(timeout=self.command.timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise SnapshotFailed("pg_restore --list did not finish reading the dump") from None
+        for reader in self.readers:
+            reader.join(timeout=5)
+        if code != 0:
+            raise SnapshotFailed("the dump is not a readable archive (pg_restore --list: "
+                                 f"{b''.join(self.err).decode(errors='replace').strip()})")
+        return sum(1 for line in b"".join(self.out).decode(errors="replace").splitlines()
+                   if line and not line.startswith(";"))
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _dump(db: Database, snapshot_id: str, tmp: Path, lock_wait: float,
+          lister: "ArchiveCheck | None" = None) -> tuple[int, str]:
+    """Stream pg_dump's output into ``tmp`` (and ``lister``); return size and sha256."""
     argv = db.exec_argv("pg_dump", "--format=custom", "--no-password", f"--snapshot={snapshot_id}",
                         f"--lock-wait-timeout={int(lock_wait * 1000)}",
                         "-U", db.user, "-d", db.dbname)
@@ -197,6 +252,8 @@ def _dump(db: Database, snapshot_id: str, tmp: Path, lock_wait: float) -> tuple[
                 digest.update(chunk)
                 out.write(chunk)
                 size += len(chunk)
+                if lister is not None:
+                    lister.feed(chunk)
             out.flush()
             os.fsync(out.fileno())
         code = proc.wait()
@@ -219,25 +276,6 @@ def _dump(db: Database, snapshot_id: str, tmp: Path, lock_wait: float) -> tuple[
     if size == 0:
         raise SnapshotFailed("pg_dump exited 0 but wrote nothing")
     return size, digest.hexdigest()
-
-
-def _check_archive(db: Database, path: Path) -> int:
-    """``pg_restore --list`` must read the archive; returns its number of TOC entries."""
-    command = docker.exec_in(db.exec_argv("pg_restore", "--list", stdin=True))
-    with open(path, "rb") as handle:
-        proc = docker.popen(command, stdin=handle, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=db.exec_env())
-        try:
-            out, err = proc.communicate(timeout=command.timeout)
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-    if proc.returncode != 0:
-        raise SnapshotFailed("the dump is not a readable archive (pg_restore --list: "
-                             f"{err.decode(errors='replace').strip()})")
-    return sum(1 for line in out.decode(errors="replace").splitlines()
-               if line and not line.startswith(";"))
 
 
 def verify_file(snap: Snapshot) -> None:

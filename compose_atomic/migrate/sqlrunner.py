@@ -20,9 +20,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import MigrationFailed, MigrationTimedOut, UsageError
 from ..progress import Progress
 from .database import Database
-from ..errors import MigrationFailed, MigrationTimedOut, UsageError
 
 TABLE = "compose_atomic_migrations"
 APPLICATION_NAME = "compose-atomic-migrate"
@@ -68,6 +68,9 @@ class RunResult:
     interrupted: bool = False
     #: ``(file:line, sql)`` of every statement that committed, in order
     executed: list[tuple[str, str]] = field(default_factory=list)
+    #: rows the committed statements wrote, per table: the migration's own writes, which the
+    #: guard tells from the app's in the write counters
+    own_writes: dict[str, int] = field(default_factory=dict)
 
 
 def split_statements(text: str) -> list[Statement]:
@@ -165,14 +168,17 @@ def run_sql_files(db: Database, patterns: tuple[str, ...], base: Path, *, lock_t
             index = 0
             try:
                 if mf.transactional:
+                    writes: dict[str, int] = {}
                     with conn.transaction():
                         for index, stmt in enumerate(mf.statements):
-                            conn.execute(stmt.text)
+                            _count(writes, stmt, conn.execute(stmt.text))
                         _record(conn, mf, started)
                     result.executed += [(f"{mf.name}:{s.line}", s.text) for s in mf.statements]
+                    for table, rows in writes.items():
+                        result.own_writes[table] = result.own_writes.get(table, 0) + rows
                 else:
                     for index, stmt in enumerate(mf.statements):
-                        conn.execute(stmt.text)
+                        _count(result.own_writes, stmt, conn.execute(stmt.text))
                         result.committed = True
                         result.executed.append((f"{mf.name}:{stmt.line}", stmt.text))
                     _record(conn, mf, started)
@@ -206,6 +212,14 @@ def run_sql_files(db: Database, patterns: tuple[str, ...], base: Path, *, lock_t
     finally:
         watchdog.cancel()
         conn.close()
+
+
+def _count(writes: dict[str, int], stmt: Statement, cursor) -> None:
+    from .cases import dml_target
+
+    table = dml_target(stmt.text)
+    if table and cursor.rowcount and cursor.rowcount > 0:
+        writes[table] = writes.get(table, 0) + cursor.rowcount
 
 
 def applied_files(conn) -> dict[str, str]:

@@ -10,7 +10,6 @@ fingerprint must equal the snapshot's, the bookkeeping tables their snapshot row
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 
@@ -142,6 +141,3 @@ def _left(found: schemadiff.Diff, report: UndoReport, why: str) -> RollbackFaile
              "named above by hand, or restore the snapshot (compose-atomic db restore NAME --force "
              "discards the writes made since).")
 
-
-def dumps(report: UndoReport) -> str:
-    return json.dumps(report.__dict__)

@@ -87,6 +87,19 @@ def docker_root_space(root_dir: str | None) -> Space:
     return statvfs(root_dir)
 
 
+def root_from_layers(infos: list[dict[str, Any]]) -> str | None:
+    """Docker's data root as the storage driver's paths show it (``<root>/<driver>/<id>/diff``).
+
+    Saves the ``docker info`` call when a container is there to tell; None otherwise (then ask).
+    """
+    for info in infos:
+        driver = info.get("GraphDriver") or {}
+        name, upper = driver.get("Name"), (driver.get("Data") or {}).get("UpperDir")
+        if name and upper and f"/{name}/" in upper:
+            return upper.split(f"/{name}/", 1)[0] or None
+    return None
+
+
 def docker_root_dir() -> str | None:
     result = docker.run(docker.engine_info("{{json .DockerRootDir}}"))
     value = result.json() if result.ok else None
@@ -167,7 +180,7 @@ def needs(project: Project, plans: Iterable[Any], root: Space, state: Space) -> 
 
 
 def _newest_snapshot_size(project: Project, database: str) -> int:
-    from ..migrate.snapshot import list_snapshots
+    from ..statedir import list_snapshots
     from .state import snapshot_dir
 
     directory = snapshot_dir(project)
@@ -183,7 +196,10 @@ def preflight(project: Project, plans: Iterable[Any]) -> None:
     ``plans`` are the deploy's :class:`~compose_atomic.deploy.plan.ServicePlan` objects. Nothing
     is checked when no service is created or replaced.
     """
-    root = docker_root_space(docker_root_dir())
+    plans = [p for p in plans if p.action in ("replace", "create", "restart-dead")]
+    if not plans:
+        return
+    root = docker_root_space(root_from_layers([c for p in plans for c in p.old]) or docker_root_dir())
     state = statvfs(project.state_dir)
     for space, place in ((root, "docker"), (state, "state")):
         simulated = _simulated(place)

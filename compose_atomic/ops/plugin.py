@@ -57,10 +57,10 @@ def register_commands(cli):
     def prune(ctx: click.Context, dry_run: bool, keep: int | None, as_json: bool) -> None:
         """Remove this project's old release images, old snapshots and stopped leftover containers."""
         from ..config import load_valid_project
-        from ..deploy.state import project_lock
         from ..progress import Progress
         from .disk import human
         from .prune import apply, plan_prune
+        from .state import exclusive
 
         project = load_valid_project(ctx.obj)
         dry_run = dry_run or project.options.dry_run
@@ -69,7 +69,7 @@ def register_commands(cli):
             plan = plan_prune(project, keep)
             problems: list[str] = []
         else:
-            with project_lock(project, 0):  # never while a deploy runs: it may need an "old" image back
+            with exclusive(project, "prune"):  # never while a deploy runs: it may need an "old" image back
                 plan = plan_prune(project, keep, holding_lock=True)
                 problems = apply(plan, progress)
         if as_json:
@@ -98,10 +98,11 @@ def register_commands(cli):
 @hookimpl
 def after_deploy(project, service, old_container, new_container, outcome):
     """``x-atomic.retain.after_deploy``: prune once a service's deploy succeeded."""
-    if outcome != "deployed" or not (project.x_atomic.get("retain") or {}).get("after_deploy"):
+    from .prune import apply, plan_prune, retain_settings
+
+    if outcome != "deployed" or not retain_settings(project).after_deploy:
         return
     from ..progress import Progress
-    from .prune import apply, plan_prune
 
     progress = Progress(project.options.progress)
     plan = plan_prune(project)

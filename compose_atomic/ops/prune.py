@@ -10,13 +10,14 @@ Of those, an image is kept when it is one of the service's newest ``N`` releases
 an image a deploy ended ``deployed`` with, or Compose built; newest by deploy time, else by
 creation), when any container of any project uses it (running or stopped; a stopped container
 this prune removes first does not count), when the compose
-file names it now, or when it carries another compose project's label. The rest is removed
+file names it now, when it carries another compose project's label, or when it is tagged for
+another repository than the one the service uses now (the service moved from ``postgres:16``
+to ``acme/db:1``: ``postgres:16`` is not only a release of it, other projects may pull it too). The rest is removed
 by ``docker image rm`` without ``--force``, so the engine itself refuses an image in use.
 
 Also pruned: pre-migration snapshots past their rule (``migrate.keep_snapshots``, the rule
-``compose-atomic db`` applies; manual snapshots are never pruned), and stopped containers the
-deploy left (a container the history names, of this project, not running), never while a
-deploy holds the lock or left a journal.
+``compose-atomic db`` applies; manual snapshots are never pruned), and stopped containers a
+deploy left (see :func:`left_behind`), never while a deploy holds the lock or left a journal.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ DEFAULT_RELEASES = DEFAULTS["retain.releases"]
 
 @dataclass(frozen=True)
 class RetainSettings:
-    """``x-atomic.retain``, with defaults."""
+    """``x-atomic.retain``, with the defaults of :data:`compose_atomic.settings.DEFAULTS`."""
 
     releases: int = DEFAULT_RELEASES
     after_deploy: bool = DEFAULTS["retain.after_deploy"]
@@ -169,6 +170,8 @@ def plan_prune(project: Project, keep: int | None = None, *, holding_lock: bool 
                 item.why = "a container uses it"
             elif info["Id"] in wanted:
                 item.why = "the compose file names it"
+            elif foreign_tags(item.tags, repository(_reference(project, service))):
+                item.why = f"tagged for another repository ({', '.join(foreign_tags(item.tags, repository(_reference(project, service))))})"
             elif rank < keep:
                 item.why = f"one of the last {keep} releases"
             if item.why:
@@ -178,6 +181,24 @@ def plan_prune(project: Project, keep: int | None = None, *, holding_lock: bool 
                 plan.images.append(item)
     plan.snapshots = _old_snapshots(project)
     return plan
+
+
+def repository(reference: str) -> str:
+    """``registry:5000/acme/web:2.4@sha256:...`` -> ``registry:5000/acme/web``."""
+    name = reference.split("@", 1)[0]
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    return name[:colon] if colon > slash else name
+
+
+def foreign_tags(tags: list[str], repo: str) -> list[str]:
+    """Tags of another repository than the service's: that image is not only a release of it."""
+    return [t for t in tags if repository(t) != repo]
+
+
+def _reference(project: Project, service: str) -> str:
+    svc = project.services.get(service) or {}
+    return svc.get("image") or f"{project.name}-{service}"
 
 
 def _referenced(project: Project) -> set[str]:
@@ -192,7 +213,8 @@ def _referenced(project: Project) -> set[str]:
 
 def _old_snapshots(project: Project) -> list[dict[str, Any]]:
     from ..migrate.settings import migrate_settings
-    from ..migrate.snapshot import list_snapshots, to_prune
+    from ..migrate.snapshot import to_prune
+    from ..statedir import list_snapshots
 
     directory = state.snapshot_dir(project)
     if not directory.is_dir():
@@ -218,20 +240,58 @@ def _size(path: Path) -> int:
         return 0
 
 
+def _epoch(value: str | None) -> float | None:
+    """A history time (``%Y-%m-%dT%H:%M:%S%z``) or Docker's RFC 3339 time as epoch seconds."""
+    if not value:
+        return None
+    import datetime as dt
+    import re
+
+    text = re.sub(r"\.\d+", "", value).replace("Z", "+00:00")
+    text = re.sub(r"([+-]\d\d)(\d\d)$", r"\1:\2", text)
+    try:
+        return dt.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
+def left_behind(history: list[dict[str, Any]], infos: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The stopped containers a deploy left, among ``infos`` (pure: no engine call).
+
+    A container is left behind when the newest history entry naming it names it as the side
+    that lost: the new container of a deploy that did not end ``deployed`` (a rejected release,
+    kept stopped for ``docker logs``), or the old container of one that did. It must have been
+    created before that entry (Compose may give a later container the same name), and be
+    stopped. A container a user stopped (``docker compose stop``) is not named so: it stays.
+    """
+    verdict: dict[str, tuple[bool, float | None]] = {}
+    for entry in history:
+        when = _epoch(entry.get("time"))
+        deployed = entry.get("outcome") == "deployed"
+        if entry.get("new_container"):
+            verdict[entry["new_container"]] = (not deployed, when)
+        if entry.get("old_container"):
+            verdict[entry["old_container"]] = (deployed, when)
+    found = []
+    for info in infos:
+        name = docker.name_of(info)
+        lost, when = verdict.get(name, (False, None))
+        created = _epoch(info.get("Created"))
+        if lost and info["State"]["Status"] in ("exited", "created", "dead") and \
+                (when is None or created is None or created <= when + 1):
+            found.append(info)
+    return found
+
+
 def _left_containers(project: Project, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Stopped containers of this project that a recorded deploy created or replaced."""
-    names = {e.get(k) for e in history for k in ("old_container", "new_container")} - {None}
-    if not names:
+    """Stopped containers of this project that a recorded deploy left (see :func:`left_behind`)."""
+    if not history:
         return []
     ids = docker.run(docker.list_project(project.name)).stdout.split()
-    found = []
-    for info in docker.run(docker.inspect_containers_size(*ids)).json([]) if ids else []:
-        name = docker.name_of(info)
-        status = info["State"]["Status"]
-        if name in names and status in ("exited", "created", "dead"):
-            found.append({"id": info["Id"], "name": name, "size": int(info.get("SizeRw") or 0),
-                          "service": info["Config"]["Labels"].get(docker.LABEL_SERVICE, ""), "state": status})
-    return found
+    infos = docker.run(docker.inspect_containers_size(*ids)).json([]) if ids else []
+    return [{"id": info["Id"], "name": docker.name_of(info), "size": int(info.get("SizeRw") or 0),
+             "service": info["Config"]["Labels"].get(docker.LABEL_SERVICE, ""), "state": info["State"]["Status"]}
+            for info in left_behind(history, infos)]
 
 
 def apply(plan: PrunePlan, progress) -> list[str]:

@@ -6,12 +6,17 @@ open it; a ``status`` of a project that never deployed must not, so these read t
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+from ..errors import LockBusy
 from ..project import Project
+from ..statedir import read_jsonl
 
 #: The proxy's saved switch configuration, newest layout first (caddy.json: before the edge/switch pair).
 PROXY_FILES = ("switch-a.json", "caddy.json")
@@ -23,19 +28,7 @@ def deploy_dir(project: Project) -> Path:
 
 def history(project: Project) -> list[dict[str, Any]]:
     """Every recorded service deploy, oldest first (damaged lines skipped)."""
-    try:
-        lines = (deploy_dir(project) / "history.jsonl").read_text().splitlines()
-    except OSError:
-        return []
-    found = []
-    for line in lines:
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict):
-            found.append(entry)
-    return found
+    return read_jsonl(deploy_dir(project) / "history.jsonl")
 
 
 def journal(project: Project) -> dict[str, Any] | None:
@@ -71,6 +64,28 @@ def lock_holder(project: Project) -> str | None:
     return None
 
 
+@contextmanager
+def exclusive(project: Project, what: str) -> Iterator[None]:
+    """Hold the project's deploy lock (the same flock on the same file as ``up``) or fail at once.
+
+    ``prune`` takes it so that it never removes an image a deploy is about to use. Kept here,
+    not borrowed from the deploy package, so that the deploy can call the pre-flight without an
+    import cycle.
+    """
+    path = deploy_dir(project) / "lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = path.with_name("lock.owner")
+            who = owner.read_text().strip() if owner.exists() else "another process"
+            raise LockBusy(f"project {project.name}: a deploy is running ({who}); {what} waits for none",
+                           hint=f"Run {what} again once it has finished.") from None
+        path.with_name("lock.owner").write_text(f"pid {os.getpid()} ({what}) since {time.strftime('%H:%M:%S')}")
+        yield
+
+
 def proxy_routes(project: Project) -> dict[str, list[str]] | None:
     """What the proxy dials per service, from its saved configuration (None: no saved proxy)."""
     from ..proxy.caddy import routes_from_config
@@ -82,6 +97,15 @@ def proxy_routes(project: Project) -> dict[str, list[str]] | None:
         except (OSError, ValueError):
             continue
     return None
+
+
+def proxy_maintenance(project: Project) -> dict[str, dict[str, Any]]:
+    """Routes in maintenance (``compose-atomic maintenance on``): service -> message, retry_after."""
+    try:
+        found = json.loads((project.state_dir / "proxy" / "maintenance.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in found.items() if isinstance(v, dict)} if isinstance(found, dict) else {}
 
 
 def snapshot_dir(project: Project) -> Path:

@@ -1,8 +1,9 @@
 """``compose-atomic status``: what serves, how healthy, what the last deploy did, what is at risk.
 
-One pass over the engine for the whole project: ``docker ps -aq`` of the project, one
-container ``inspect`` of all of them, one image ``inspect`` of every image they run, and
-``docker info`` for Docker's data root (in parallel with the rest). Everything else comes
+One pass over the engine for the whole project, while ``docker compose config`` resolves it:
+``docker ps -aq`` of the project, one container ``inspect`` of all of them, one image
+``inspect`` of every image they run. Docker's data root is read from the storage driver's
+paths in that inspect (``docker info`` only when no container shows them). Everything else comes
 from the state directory: the deploy history and journal, the proxy's saved configuration.
 """
 
@@ -20,10 +21,11 @@ from typing import Any
 from .. import docker
 from ..project import ComposeOptions, Project, discover_files, load_project
 from . import state
-from .disk import docker_root_dir, docker_root_space, human, statvfs
+from .disk import docker_root_dir, docker_root_space, human, root_from_layers, statvfs
 
 BACKUP_FOR = "com.compose-atomic.backup.for"
 BACKUP_ROLE = "com.compose-atomic.backup.role"
+PROXY_ROLE = "dev.compose-atomic.proxy-role"
 _BACKUP_AGE = re.compile(r"newest verified backup is (\d+)s old")
 #: A volume below this share of free space is reported as a problem.
 LOW_FREE_SHARE = 0.10
@@ -137,14 +139,13 @@ def guess_project_name(options: ComposeOptions, environ: dict[str, str] | None =
 
 def gather(options: ComposeOptions) -> tuple[Project, EngineView]:
     """Load the project and read the engine at the same time (``docker compose config`` is the slow one)."""
-    with ThreadPoolExecutor(max_workers=3) as pool:
+    with ThreadPoolExecutor(max_workers=2) as pool:
         loading = pool.submit(load_project, options)
-        root = pool.submit(docker_root_dir)
         guess = guess_project_name(options)
         early = pool.submit(engine_view, guess) if guess else None
         project = loading.result()
         view = early.result() if early is not None and guess == project.name else engine_view(project.name)
-        view.root_dir = root.result()
+    view.root_dir = root_from_layers(view.containers) or docker_root_dir()
     return project, view
 
 
@@ -153,17 +154,22 @@ def collect(project: Project, only: str | None = None, view: EngineView | None =
     now = time.time()
     if view is None:
         view = engine_view(project.name)
-        view.root_dir = docker_root_dir()
+        view.root_dir = root_from_layers(view.containers) or docker_root_dir()
     infos, images, root_dir = view.containers, view.images, view.root_dir
 
     history = state.history(project)
     routes = state.proxy_routes(project)
+    maintenance = state.proxy_maintenance(project)
     by_service: dict[str, list[dict[str, Any]]] = {}
     sidecars: dict[str, dict[str, Any]] = {}
+    proxies: list[dict[str, Any]] = []
     for info in infos:
         labels = info["Config"].get("Labels") or {}
         if labels.get(BACKUP_ROLE) == "dump" and labels.get(BACKUP_FOR):
             sidecars[labels[BACKUP_FOR]] = info
+        if labels.get(PROXY_ROLE):
+            proxies.append({"name": docker.name_of(info), "role": labels[PROXY_ROLE], "state": info["State"]["Status"]})
+            continue
         if labels.get(docker.LABEL_ONEOFF) == "True" or docker.LABEL_HASH not in labels:
             continue
         by_service.setdefault(labels.get(docker.LABEL_SERVICE, ""), []).append(info)
@@ -173,18 +179,36 @@ def collect(project: Project, only: str | None = None, view: EngineView | None =
     for name, svc in project.services.items():
         if only and name != only:
             continue
-        services.append(_service(project, name, svc, by_service.get(name, []), images, history, routes, now, problems))
+        entry = _service(project, name, svc, by_service.get(name, []), images, history, routes, now, problems)
+        if entry["route"] is not None:
+            entry["route"]["maintenance"] = maintenance.get(name)
+            if maintenance.get(name) is not None:
+                problems.append(f"{name} is in maintenance (the proxy answers 503); "
+                                f"`compose-atomic maintenance off {name}` serves it again")
+        services.append(entry)
 
+    from .prune import left_behind
+
+    left = sorted(docker.name_of(c) for c in left_behind(history, infos))
+    if left and not only:
+        problems.append(f"stopped containers left by deploys: {', '.join(left)}; `compose-atomic prune` removes them")
     unbounded = [s["service"] for s in services if s["logs_unbounded"] and s["containers"]]
     if unbounded:
         problems.append(f"logs unbounded for {', '.join(unbounded)} (json-file without max-size grows until the "
                         "disk is full): set logging.options max-size and max-file")
+    if project.x_atomic.get("proxy") is not None and not only:
+        serving = {p["role"] for p in proxies if p["state"] == "running"}
+        missing = [role for role in ("edge", "switch") if role not in serving]
+        if missing and (proxies or routes is not None):
+            problems.append(f"the proxy's {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not running; "
+                            "`compose-atomic up` starts it again")
     backups = [] if only else _backups(project, sidecars, now, problems)
     disk = [] if only else _disk(project, root_dir, problems)
+    snapshots = [] if only else _snapshots(project, now)
     if not only:
         _reconcile(project, problems)
     return {"project": project.name, "time": dt.datetime.fromtimestamp(now, dt.timezone.utc).isoformat(timespec="seconds"),
-            "services": services, "backups": backups, "disk": disk, "problems": problems}
+            "services": services, "proxy": sorted(proxies, key=lambda p: p["role"]), "backups": backups, "snapshots": snapshots, "disk": disk, "problems": problems}
 
 
 def _service(project: Project, name: str, svc: dict[str, Any], containers: list[dict[str, Any]],
@@ -280,6 +304,25 @@ def _backups(project: Project, sidecars: dict[str, dict[str, Any]], now: float,
     return found
 
 
+def _snapshots(project: Project, now: float) -> list[dict[str, Any]]:
+    """Per database that migrations snapshot: how many snapshots, their size, the newest (local files only)."""
+    from ..statedir import list_snapshots
+
+    databases = sorted({(project.service_x_atomic(s).get("migrate") or {}).get("database")
+                        for s in project.services} - {None})
+    directory = state.snapshot_dir(project)
+    found = []
+    for database in databases:
+        snaps = list_snapshots(directory, database) if directory.is_dir() else []
+        newest = snaps[-1] if snaps else None
+        created = _parse_time(newest.manifest.get("created")) if newest else None
+        found.append({"database": database, "count": len(snaps),
+                      "bytes": sum(int(x.manifest.get("size") or 0) for x in snaps),
+                      "newest": newest.name if newest else None,
+                      "newest_age_seconds": round(now - created) if created else None})
+    return found
+
+
 def _disk(project: Project, root_dir: str | None, problems: list[str]) -> list[dict[str, Any]]:
     places = [("docker", "Docker's data root", docker_root_space(root_dir)),
               ("state", "state directory", statvfs(project.state_dir))]
@@ -334,8 +377,9 @@ def render(data: dict[str, Any], colour: bool) -> str:
         replicas = f"{s['replicas']['running']}/{s['replicas']['desired']}"
         since = f"up {ago(s['since_seconds'])}" if s["since_seconds"] is not None else "not running"
         digest = f"@{s['digest'][:19]}" if s["digest"] else ""
+        health = f"{s['health']:<10}"  # padded before it is painted: escape codes have no width
         head = (f"{(mark(s['health']) + ' ') if colour else ''}{s['service']:<{width}}  "
-                f"{paint(s['health'], s['health']):<{10 if not colour else 19}}  {replicas:<5} {since:<12}  "
+                f"{paint(health, s['health'])} {replicas:<5} {since:<12}  "
                 f"{s['image']} ({_short(s['image_id'])}{digest})")
         out.append(head)
         pad = " " * (width + (4 if colour else 2))
@@ -345,6 +389,9 @@ def render(data: dict[str, Any], colour: bool) -> str:
             where += route["path"] or ""
             dials = route["proxy_dials"]
             shown = " ".join(dials) if dials else "(no saved proxy configuration)"
+            held = route.get("maintenance")
+            if held is not None:
+                shown = paint("in maintenance", fg="yellow") + f" (503, Retry-After {held.get('retry_after', '?')}s); " + shown
             out.append(f"{pad}route {where} :{route['port']} -> {shown}")
         last = s.get("last_deploy")
         if last:
@@ -352,6 +399,8 @@ def render(data: dict[str, Any], colour: bool) -> str:
             reason = f": {last['reason']}" if last.get("reason") else ""
             out.append(f"{pad}last deploy {last.get('time')} {paint(str(last.get('outcome')), last.get('outcome'))}"
                        f"{took}{reason}")
+    if data.get("proxy"):
+        out.append("proxy " + ", ".join(f"{p['role']} {p['name']} {p['state']}" for p in data["proxy"]))
     for b in data["backups"]:
         age = ago(b["newest_age_seconds"]) if b["newest_age_seconds"] is not None else "?"
         limit = f" (limit {ago(b['max_age_seconds'])})" if b["max_age_seconds"] else ""
@@ -360,6 +409,12 @@ def render(data: dict[str, Any], colour: bool) -> str:
         if b["newest_age_seconds"] is None:
             line = f"backup {b['database']}: {b['message']}"
         out.append(f"{(mark(key) + ' ') if colour else ''}{line}")
+    for snap in data.get("snapshots") or []:
+        if snap["count"]:
+            out.append(f"snapshots {snap['database']}: {snap['count']} ({human(snap['bytes'])}), newest "
+                       f"{snap['newest']} {ago(snap['newest_age_seconds'])} ago")
+        else:
+            out.append(f"snapshots {snap['database']}: none yet (the first migration takes one)")
     for d in data["disk"]:
         free = human(d["free_bytes"]) if d["free_bytes"] is not None else d.get("note", "?")
         total = f" of {human(d['total_bytes'])}" if d.get("total_bytes") else ""

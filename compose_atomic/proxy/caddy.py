@@ -35,6 +35,7 @@ the routes it had.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import time
@@ -45,8 +46,21 @@ from typing import Any, Callable, Iterable
 from .. import docker
 from ..errors import ProxyError
 
-#: Restart policy of the edge and the switch (see docs/deploy.md, "After a reboot or an engine crash").
-RESTART_POLICY = "unless-stopped"
+#: Restart policy of the edge and the switch. Not ``unless-stopped``: after dockerd is killed
+#: (SIGKILL, OOM, a power cut), the engine stops the containers it finds on start and does not
+#: restart ``unless-stopped`` ones; ``always`` ones it does (measured on Docker 20.10, see
+#: tests/test_engine_restart.py and docs/deploy.md, "After a reboot or an engine crash").
+RESTART_POLICY = "always"
+#: Seconds a client is told to wait (``Retry-After``) when a route has no live container.
+RETRY_AFTER = 5
+#: How long the switch waits for a connection to a container. On a container network a live
+#: one answers in well under a millisecond; the address of one that is gone answers nothing
+#: (Caddy's default is 3 s, and every request paid it).
+DIAL_TIMEOUT = "1s"
+#: How long a request may look for an upstream when the route has a single container: enough to
+#: try its address, then its name, not enough to make a client wait for one that is down.
+ALONE_TRY_DURATION = "200ms"
+ALONE_TRY_INTERVAL = "50ms"
 #: Bumped when the switch's container layout changes (2: the admin API on a unix socket, no TCP
 #: port), so that an existing switch is handed over to one of the new layout. (The edge's spec
 #: is its whole configuration already.)
@@ -57,6 +71,10 @@ SOCKET_DIR_IN_CONTAINER = "/run/compose-atomic"
 #: A symlink to the socket of the switch that serves (``switch-a.sock`` or ``switch-b.sock``).
 SWITCH_SOCKET = f"{SOCKET_DIR_IN_CONTAINER}/switch.sock"
 SLOTS = ("a", "b")
+#: An old edge that finds ``<run dir>/edge-draining-<its spec>`` closes each connection after its answer.
+DRAIN_MARKER_PREFIX = "edge-draining-"
+#: Seconds an old edge may take to see its clients go before it stops anyway.
+EDGE_DRAIN_BOUND = 5.0
 LABEL_PROXY = "dev.compose-atomic.proxy"
 LABEL_ROLE = "dev.compose-atomic.proxy-role"
 LABEL_SPEC = "dev.compose-atomic.proxy-spec"
@@ -99,12 +117,43 @@ class Route:
     #: Containers leaving the route: they get no new request, but Caddy keeps counting the requests
     #: still open to them (an upstream that no handler lists is forgotten, its count with it).
     draining: list[str] = field(default_factory=list)
+    #: In maintenance: ``{"message": ..., "retry_after": seconds}`` (see ``compose-atomic maintenance``).
+    maintenance: dict[str, Any] | None = None
 
     @property
     def handler_id(self) -> str:
         return f"ca_{self.service}"
 
+    @property
+    def route_id(self) -> str:
+        return f"ca_route_{self.service}"
+
     def to_caddy(self) -> dict[str, Any]:
+        handle = [self.handler()]
+        if self.maintenance is not None:
+            # The page answers before the proxy handler, which stays (with its upstreams) for the
+            # deploys that PATCH it meanwhile and for `maintenance off`.
+            handle.insert(0, maintenance_page(self.maintenance.get("message"),
+                                              int(self.maintenance.get("retry_after", RETRY_AFTER))))
+        if self.draining:
+            # Never reached (the proxy handler answers and does not call the next one), but
+            # provisioned: it keeps the leaving upstreams, and their in-flight counts, known.
+            handle.append({"handler": "reverse_proxy", "@id": f"ca_drain_{self.service}",
+                           "upstreams": [{"dial": d} for d in self.draining]})
+        route: dict[str, Any] = {"@id": self.route_id, "handle": handle, "terminal": True}
+        match = route_match(self.hosts, self.path)
+        if match:
+            route["match"] = match
+        return route
+
+    def handler(self) -> dict[str, Any]:
+        """The route's handler (``@id`` ``ca_<service>``, what a deploy PATCHes)."""
+        if not self.upstreams:
+            # Nothing to send to (a service not routed yet, or gated): say so at once.
+            return unavailable(self.handler_id)
+        # Several containers (a switch, replicas): hold a request while one fails, another answers.
+        # A single one: a short look (its address, then its name), then 503 with Retry-After.
+        fallback = self.balance or containers_behind(self.upstreams) > 1
         handler = {
             "handler": "reverse_proxy",
             "@id": self.handler_id,
@@ -121,11 +170,11 @@ class Route:
             "load_balancing": {
                 # One container: the first upstream that is up takes every request. During a switch
                 # the list is [new, old], so a dial or transport error on the new container sends the
-                # retry (and, for 1 s, everything) to the old one, before compose-atomic even notices.
-                # Replicas: round robin over them, a failed one skipped for 1 s.
+                # retry (and, for FAIL_DURATION, everything) to the old one, before compose-atomic even
+                # notices. Replicas: round robin over them, a failed one skipped for FAIL_DURATION.
                 "selection_policy": {"policy": "round_robin" if self.balance else "first"},
-                "try_duration": self.try_duration,
-                "try_interval": "100ms",
+                "try_duration": self.try_duration if fallback else ALONE_TRY_DURATION,
+                "try_interval": "100ms" if fallback else ALONE_TRY_INTERVAL,
                 "retry_match": [{"method": RETRY_METHODS}],
             },
         }
@@ -135,21 +184,63 @@ class Route:
             # A failed upstream stays skipped long enough for compose-atomic to notice and
             # switch back: its retries then never meet the dead container again.
             handler["health_checks"] = {"passive": {"fail_duration": FAIL_DURATION, "max_fails": 1}}
-        handle = [handler]
-        if self.draining:
-            # Never reached (reverse_proxy answers and does not call the next handler), but
-            # provisioned: it keeps the leaving upstreams, and their in-flight counts, known.
-            handle.append({"handler": "reverse_proxy", "@id": f"ca_drain_{self.service}",
-                           "upstreams": [{"dial": d} for d in self.draining]})
-        route: dict[str, Any] = {"@id": f"ca_route_{self.service}", "handle": handle, "terminal": True}
-        match = route_match(self.hosts, self.path)
-        if match:
-            route["match"] = match
-        return route
+        return handler
 
     def sort_key(self) -> tuple:
         # Specific routes first: with a host before without, longer paths before shorter.
         return (0 if self.hosts else 1, -len(self.path or ""), self.service)
+
+
+def containers_behind(dials: Iterable[str]) -> int:
+    """How many containers a route's dials reach: one container is its address, then its name;
+    replicas are one address each."""
+    dials = list(dials)
+    names = []
+    for dial in dials:
+        host = dial.rsplit(":", 1)[0].strip("[]")
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            names.append(dial)
+    return len(names) if names else len(dials)
+
+
+def unavailable(handler_id: str | None = None, *, retry_after: int = RETRY_AFTER,
+                body: str = "503 Service Unavailable: no container is serving this route right now.\n") -> dict[str, Any]:
+    """A handler that answers 503 with ``Retry-After`` at once."""
+    handler: dict[str, Any] = {
+        "handler": "static_response", "status_code": 503, "body": body,
+        "headers": {"Retry-After": [str(retry_after)], "Content-Type": ["text/plain; charset=utf-8"],
+                    "Cache-Control": ["no-store"]},
+    }
+    if handler_id:
+        handler["@id"] = handler_id
+    return handler
+
+
+def maintenance_page(message: str | None, retry_after: int) -> dict[str, Any]:
+    """A small HTML page with 503 and ``Retry-After``, for a route in maintenance."""
+    import html
+
+    text = html.escape(message or "This service is down for maintenance. Please try again shortly.")
+    # Caddy expands {placeholders} in a static body: a message with braces must stay literal.
+    text = text.replace("{", "&#123;").replace("}", "&#125;")
+    body = ("<!doctype html><html><head><meta charset=\"utf-8\"><title>Maintenance</title></head>"
+            f"<body><h1>Down for maintenance</h1><p>{text}</p></body></html>\n")
+    return unavailable(retry_after=retry_after, body=body) | {
+        "headers": {"Retry-After": [str(retry_after)], "Content-Type": ["text/html; charset=utf-8"],
+                    "Cache-Control": ["no-store"]}}
+
+
+def error_routes() -> dict[str, Any]:
+    """A server's error handling: no upstream to reach (a dial failed, or none is available) is a
+    503 with ``Retry-After``; any other error keeps its status (a request that reached a container
+    and failed there is not one a client may simply send again)."""
+    return {"routes": [
+        {"match": [{"vars_regexp": {"{http.error.message}": {"pattern": "^(dial |no upstreams available)"}}}],
+         "handle": [unavailable()], "terminal": True},
+        {"handle": [{"handler": "static_response", "status_code": "{http.error.status_code}"}]},
+    ]}
 
 
 def build_config(routes: list[Route], slot: str = "a") -> dict[str, Any]:
@@ -158,6 +249,7 @@ def build_config(routes: list[Route], slot: str = "a") -> dict[str, Any]:
         "listen": [f"unix/{SOCKET_DIR_IN_CONTAINER}/switch-{slot}.sock"],
         "automatic_https": {"disable": True},
         "routes": [r.to_caddy() for r in sorted(routes, key=Route.sort_key)],
+        "errors": error_routes(),
     }
     return {
         # A unix socket in the run directory (mode 0700), which only the proxy containers mount:
@@ -203,7 +295,8 @@ def build_edge_config(routes: list[Route], ports: list[str | int | dict] | None 
         # Only dial errors are retried (whatever the method): nothing was sent yet.
         "load_balancing": {"try_duration": "10s", "try_interval": "50ms"},
     }
-    server: dict[str, Any] = {"listen": [address for address, _ in listeners], "routes": []}
+    server: dict[str, Any] = {"listen": [address for address, _ in listeners], "routes": [],
+                              "errors": error_routes()}  # the switch down for more than 10 s
     app: dict[str, Any] = {"servers": {"edge": server}}
     if hosts:
         # The host matcher is what tells Caddy which certificates to obtain; the ports that
@@ -219,16 +312,55 @@ def build_edge_config(routes: list[Route], ports: list[str | int | dict] | None 
     return {"admin": {"disabled": True}, "apps": {"http": app}}
 
 
+def with_drain_marker(config: dict[str, Any], spec: str) -> dict[str, Any]:
+    """The edge's configuration plus the rule that drains it: while the file
+    ``<run dir>/edge-draining-<spec>`` exists, every response says ``Connection: close``."""
+    config = json.loads(json.dumps(config))
+    drain = {"match": [{"file": {"root": SOCKET_DIR_IN_CONTAINER, "try_files": [f"/{DRAIN_MARKER_PREFIX}{spec}"]}}],
+             "handle": [{"handler": "headers", "response": {"set": {"Connection": ["close"]}}}]}
+    config["apps"]["http"]["servers"]["edge"]["routes"].insert(0, drain)
+    return config
+
+
+def client_connections(pid: int, ports: set[int]) -> int | None:
+    """Established TCP connections on ``ports`` held by process ``pid`` (the edge runs in the
+    host's network namespace); None when this machine cannot tell (no /proc, a remote engine)."""
+    try:
+        inodes = set()
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+        count = 0
+        for table in ("tcp", "tcp6"):
+            with open(f"/proc/{pid}/net/{table}") as handle:
+                next(handle)
+                for line in handle:
+                    fields = line.split()
+                    local_port = int(fields[1].rsplit(":", 1)[1], 16)
+                    if fields[3] == "01" and local_port in ports and fields[9] in inodes:
+                        count += 1
+        return count
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
 def routes_from_config(config: dict[str, Any]) -> dict[str, list[str]]:
     """Upstreams per service as a saved configuration has them."""
-    found: dict[str, list[str]] = {}
+    return {service: dials for service, (dials, _) in balanced_routes_from_config(config).items()}
+
+
+def balanced_routes_from_config(config: dict[str, Any]) -> dict[str, tuple[list[str], bool]]:
+    """Upstreams per service as a saved configuration has them, and whether they are balanced."""
+    found: dict[str, tuple[list[str], bool]] = {}
     servers = config.get("apps", {}).get("http", {}).get("servers", {})
     for server in servers.values():
         for route in server.get("routes", []):
             for handler in route.get("handle", []):
                 hid = handler.get("@id", "")
-                if hid.startswith("ca_") and not hid.startswith("ca_drain_"):
-                    found[hid[3:]] = [u["dial"] for u in handler.get("upstreams", [])]
+                if hid.startswith("ca_") and not hid.startswith(("ca_route_", "ca_drain_")):
+                    policy = ((handler.get("load_balancing") or {}).get("selection_policy") or {}).get("policy")
+                    found[hid[3:]] = ([u["dial"] for u in handler.get("upstreams", [])], policy == "round_robin")
     return found
 
 
@@ -252,8 +384,62 @@ class CaddyProxy:
         self.routes = {r.service: r for r in routes}
         self.data_volume = f"{project_name}-atomic-proxy-data"  # the edge's certificates
         self.slot = self._serving_slot()  # the sockets the serving switch listens on
+        for service, state in self._maintenance_state().items():
+            if service in self.routes:
+                self.routes[service].maintenance = state
 
     # ---- saved state -------------------------------------------------------
+
+    @property
+    def maintenance_path(self) -> Path:
+        return self.config_dir / "maintenance.json"
+
+    def _maintenance_state(self) -> dict[str, dict[str, Any]]:
+        try:
+            state = json.loads(self.maintenance_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return state if isinstance(state, dict) else {}
+
+    def restore_saved(self) -> None:
+        """Give the routes the upstreams the saved configuration has (for commands other than up)."""
+        for path in (self.config_dir / f"switch-{self.slot}.json", self.config_path):
+            try:
+                saved = balanced_routes_from_config(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                continue
+            for service, (dials, balance) in saved.items():
+                if service in self.routes:
+                    self.routes[service].upstreams, self.routes[service].balance = dials, balance
+            return
+
+    def set_maintenance(self, services: list[str], state: dict[str, Any] | None, networks: list[str]) -> None:
+        """Put ``services``' routes in maintenance (``state``: message, retry_after) or take them out (None)."""
+        current = self._maintenance_state()
+        for service in services:
+            self.routes[service].maintenance = state
+            if state is None:
+                current.pop(service, None)
+            else:
+                current[service] = state
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.maintenance_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(current, indent=2))
+        os.replace(tmp, self.maintenance_path)
+        self._save()
+
+        def patch():
+            for service in services:
+                route = self.routes[service]
+                try:
+                    self._request("PATCH", f"/id/{route.route_id}", route.to_caddy())
+                except ProxyError as exc:
+                    if " 404 " in str(exc) or "unknown object ID" in str(exc):
+                        self.load()
+                        return
+                    raise
+
+        self._with_retry(patch, networks)
 
     def saved_upstreams(self) -> dict[str, list[str]]:
         """What the proxy routes to according to the saved configuration."""
@@ -267,6 +453,10 @@ class CaddyProxy:
     def config(self, slot: str | None = None) -> dict[str, Any]:
         return build_config(list(self.routes.values()), slot or self.slot)
 
+    def edge_spec(self) -> str:
+        """What the edge runs (its image and configuration), as its label and drain marker carry it."""
+        return _digest([self.image, self.edge_config()])
+
     def edge_config(self) -> dict[str, Any]:
         return build_edge_config(list(self.routes.values()), self.ports)
 
@@ -274,7 +464,7 @@ class CaddyProxy:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.run_dir, 0o700)  # holds the switch's admin socket: root (the proxy, us) only
         files = {f"switch-{slot}.json": self.config(slot) for slot in SLOTS}
-        files["edge.json"] = self.edge_config()
+        files["edge.json"] = with_drain_marker(self.edge_config(), self.edge_spec())
         for name, content in files.items():
             path = self.config_dir / name
             tmp = path.with_suffix(".tmp")
@@ -352,6 +542,7 @@ class CaddyProxy:
         if (info["Config"].get("Labels") or {}).get(LABEL_SPEC) != spec:
             self._hand_over_switch(slot, spec, networks, report)
             return
+        self._keep_policy(self.switch_name, info)
         if info["State"]["Status"] != "running":
             self._start(self.switch_name)
         self._join(self.switch_name, info, networks)
@@ -385,14 +576,16 @@ class CaddyProxy:
     # -- the edge --
 
     def _ensure_edge(self, report: Callable[[str, bool], None] | None) -> None:
-        spec = _digest([self.image, self.edge_config()])
+        spec = self.edge_spec()
         info = self._inspect(self.container_name)
         if info is None:
             self._create_edge(self.container_name, spec)
         elif (info["Config"].get("Labels") or {}).get(LABEL_SPEC) != spec:
             self._hand_over_edge(spec, report)
-        elif info["State"]["Status"] != "running":
-            self._start(self.container_name)
+        else:
+            self._keep_policy(self.container_name, info)
+            if info["State"]["Status"] != "running":
+                self._start(self.container_name)
 
     def _create_edge(self, name: str, spec: str) -> None:
         # Labelled like Compose's volumes, so that `down -v` and label filters find it.
@@ -407,6 +600,12 @@ class CaddyProxy:
         self._hand_over(self.container_name, lambda name: self._create_edge(name, spec), report)
 
     # -- both --
+
+    @staticmethod
+    def _keep_policy(name: str, info: dict[str, Any]) -> None:
+        """A proxy container made by an earlier version (``unless-stopped``) gets ``always`` in place."""
+        if ((info.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") != RESTART_POLICY:
+            docker.run(docker.update_restart(name, RESTART_POLICY))
 
     def _hand_over(self, name: str, create: Callable[[str], None],
                    report: Callable[[str, bool], None] | None) -> None:
@@ -432,8 +631,33 @@ class CaddyProxy:
     def _retire(self, name: str, fresh: str, retired: str) -> None:
         docker.run(docker.rename(name, retired))
         docker.run(docker.rename(fresh, name))
+        if name == self.container_name:
+            self._drain_edge(retired)
         docker.run(docker.stop(30, retired))  # Caddy finishes requests in flight on SIGTERM
         docker.run(docker.remove(retired))
+        for marker in self.run_dir.glob(f"{DRAIN_MARKER_PREFIX}*"):
+            marker.unlink(missing_ok=True)
+
+    def _drain_edge(self, retired: str) -> None:
+        """Let clients leave the old edge before it stops, so none sends a request on a keep-alive
+        connection at the instant it closes (a POST lost that way cannot be replayed).
+
+        The old edge answers every request with ``Connection: close`` once its marker file exists
+        (no reload: a reload would close the idle connections itself); it stops when it holds no
+        client connection, or after ``EDGE_DRAIN_BOUND`` seconds (a client idle all that time).
+        """
+        info = self._inspect(retired) or {}
+        spec = ((info.get("Config") or {}).get("Labels") or {}).get(LABEL_SPEC)
+        if not spec:
+            return
+        (self.run_dir / f"{DRAIN_MARKER_PREFIX}{spec}").touch()
+        pid = (info.get("State") or {}).get("Pid") or 0
+        ports = {int(address.rsplit(":", 1)[1]) for address, _ in edge_listeners(self.ports)}
+        deadline = time.monotonic() + EDGE_DRAIN_BOUND
+        while time.monotonic() < deadline:
+            if client_connections(pid, ports) == 0:
+                return
+            time.sleep(0.1)
 
     def _start(self, name: str) -> None:
         result = docker.run(docker.start(name))
@@ -524,7 +748,7 @@ class CaddyProxy:
 
         def patch():
             try:
-                self._request("PATCH", f"/id/ca_route_{service}/handle", route.to_caddy()["handle"])
+                self._request("PATCH", f"/id/{route.route_id}/handle", route.to_caddy()["handle"])
             except ProxyError as exc:
                 if " 404 " in str(exc) or "unknown object ID" in str(exc):
                     self.load()  # the running config predates this route

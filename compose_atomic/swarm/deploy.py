@@ -92,6 +92,19 @@ def swarm_manager_node() -> str:
     return node
 
 
+def image_healthcheck(image: str) -> dict[str, Any] | None:
+    """The image's own ``HEALTHCHECK`` (``{}`` for none), or None when it is not on this engine."""
+    from ..errors import DockerTimeout
+
+    try:
+        result = docker.run(docker.inspect_image_healthcheck(image))
+    except (DockerUnavailable, DockerTimeout):
+        return None
+    if not result.ok:
+        return None
+    return result.json(None) or {}
+
+
 def state_directory(project: Project, stack_name: str) -> Path:
     """Where the rendered stack lives: ``<state_dir>/swarm/<stack>/``."""
     return project.state_dir / "swarm" / stack_name

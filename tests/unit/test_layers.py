@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "compose_atomic"
 
 #: Modules every layer may use; they import nothing above them.
 CORE = {"__init__", "errors", "docker", "project", "config", "progress", "durations", "plugins",
-        "hookspecs", "statedir", "settings", "schema"}
+        "hookspecs", "statedir", "settings", "schema", "images", "restarts"}
 #: The one module that may import every capability.
 CLI = {"cli", "__main__"}
 #: Which capability may use which other one; anything else is a layering error.

@@ -9,7 +9,7 @@ from pathlib import Path
 from compose_atomic import hookspecs
 from compose_atomic.config import base_schema
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def hook_signatures() -> dict[str, str]:

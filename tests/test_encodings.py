@@ -34,7 +34,8 @@ services:
       POSTGRES_PASSWORD_FILE: /run/secrets/db_password
       POSTGRES_INITDB_ARGS: "{initdb}"
     secrets: [db_password]
-    healthcheck: {{test: [CMD, pg_isready, -U, postgres, -d, app], interval: 1s, retries: 60}}
+    # TCP: the entrypoint's temporary init server listens on the socket only
+    healthcheck: {{test: [CMD, pg_isready, -h, 127.0.0.1, -U, postgres, -d, app], interval: 1s, retries: 60}}
     x-atomic:
       backup:
         schedule: "0 3 * * *"

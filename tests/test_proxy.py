@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from compose_atomic.proxy.caddy import (RETRY_METHODS, SWITCH_SOCKET, Route, build_config, build_edge_config,
                                         edge_listeners, routes_from_config)
 
@@ -97,19 +99,26 @@ def test_new_proxy_ports_take_over_and_keep_the_routes(project_name, tmp_path):
         httpx.get(f"http://127.0.0.1:{first}/cgi-bin/v", timeout=2)
 
 
-def test_a_new_proxy_image_takes_over_the_sockets_without_a_failed_request(project_name, tmp_path, request):
-    from conftest import IMAGE_CADDY, docker, run_cli
+@pytest.mark.parametrize("change", ["retagged", "2.6 to 2.11", "2.11 to 2.11 without a shell"])
+def test_a_new_proxy_image_takes_over_the_sockets_without_a_failed_request(change, project_name, tmp_path, request):
+    from conftest import IMAGE_CADDY, IMAGE_CADDY_NOSHELL, IMAGE_CADDY_OLD, docker, run_cli
     from test_deploy_support import Hammer, app_service, free_port, wait_for_version, write_project
 
     port = free_port()
-    tag = f"compose-atomic-testbed/caddy:{project_name}"  # another name for the same Caddy: a new image to Compose
-    docker("tag", IMAGE_CADDY, tag)
-    request.addfinalizer(lambda: docker("rmi", tag, check=False))
+    if change == "retagged":
+        old = IMAGE_CADDY
+        tag = f"compose-atomic-testbed/caddy:{project_name}"  # another name for the same Caddy: a new image to Compose
+        docker("tag", IMAGE_CADDY, tag)
+        request.addfinalizer(lambda: docker("rmi", tag, check=False))
+    elif change == "2.6 to 2.11":  # the upgrade users make: Debian's 2.6 (no shell) to 2.11 (with one)
+        old, tag = IMAGE_CADDY_OLD, IMAGE_CADDY
+    else:  # an image that holds only the caddy binary: driven through the admin API alone
+        old, tag = IMAGE_CADDY, IMAGE_CADDY_NOSHELL
 
     def proxy(image: str) -> dict:
         return {"proxy": {"image": image, "ports": [f"127.0.0.1:{port}:80"]}}
 
-    write_project(tmp_path, {"web": app_service("v1")}, x_atomic=proxy(IMAGE_CADDY))
+    write_project(tmp_path, {"web": app_service("v1")}, x_atomic=proxy(old))
     assert run_cli("-p", project_name, "up", cwd=tmp_path).returncode == 0
     wait_for_version(port, "v1")
     write_project(tmp_path, {"web": app_service("v1")}, x_atomic=proxy(tag))

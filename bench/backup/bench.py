@@ -29,7 +29,7 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-IMAGE_POSTGRES = os.environ.get("IMAGE_POSTGRES", "compose-atomic-testbed/postgres:15")
+IMAGE_POSTGRES = os.environ.get("IMAGE_POSTGRES", "compose-atomic-testbed/postgres:17")
 COMPOSE = """\
 services:
   db:

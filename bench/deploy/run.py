@@ -43,8 +43,8 @@ import yaml  # noqa: E402
 from test_deploy_support import APP_SCRIPT, free_port  # noqa: E402
 
 BUSYBOX = os.environ.get("IMAGE_BUSYBOX", "compose-atomic-testbed/busybox:1")
-CADDY = os.environ.get("IMAGE_CADDY", "compose-atomic-testbed/caddy:2")
-POSTGRES = os.environ.get("IMAGE_POSTGRES", "compose-atomic-testbed/postgres:15")
+CADDY = os.environ.get("IMAGE_CADDY", "compose-atomic-testbed/caddy:2.11")
+POSTGRES = os.environ.get("IMAGE_POSTGRES", "compose-atomic-testbed/postgres:17")
 ROLLOUT = os.environ.get("DOCKER_ROLLOUT", "/tmp/docker-rollout")
 SCENARIOS = {
     "upgrade": {"MODE": "ok"},

@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-IMAGE = os.environ.get("IMAGE_POSTGRES", "compose-atomic-testbed/postgres:15")
+IMAGE = os.environ.get("IMAGE_POSTGRES", "compose-atomic-testbed/postgres:17")
 COMPOSE = """
 name: {name}
 services:

@@ -36,7 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 BUSYBOX = os.environ.get("IMAGE_BUSYBOX", "compose-atomic-testbed/busybox:1")
-CADDY = os.environ.get("IMAGE_CADDY", "compose-atomic-testbed/caddy:2")
+CADDY = os.environ.get("IMAGE_CADDY", "compose-atomic-testbed/caddy:2.11")
 LOAD = ["-c", "4", "-q", "50", "-t", "10"]
 ROLL_WINDOW = 30  # seconds of load around each rollout
 APP = ("mkdir -p /www && echo $$VERSION > /www/index.html && echo ok > /www/healthz "

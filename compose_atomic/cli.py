@@ -161,7 +161,7 @@ def up(ctx: click.Context, services: tuple[str, ...], lock_wait: str | None, **f
         exec_compose(options, "up", *raw)
         return
     validate_project(project)
-    from .deploy import up as deploy_up
+    from .deploy.up import up as deploy_up
 
     code = deploy_up(project, services=list(services), flags=flags, raw_args=raw, lock_wait=lock_wait)
     ctx.exit(code)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from compose_atomic import hookimpl
-from compose_atomic.deploy import up
+from compose_atomic.deploy.up import up
 from compose_atomic.errors import OperationFailed, RolledBack
 from compose_atomic.plugins import load_plugins, pm
 from compose_atomic.project import ComposeOptions, load_project

@@ -16,7 +16,7 @@ import yaml
 from .. import docker
 from ..errors import OperationFailed, UsageError
 from ..project import ComposeOptions, Project, _included_files, load_project
-from . import up
+from .up import up
 from .state import History, deploy_dir
 
 

@@ -287,3 +287,21 @@ def image_id(reference: str) -> str | None:
 def container_object(cid: str | None):
     """A python-on-whales ``Container`` for hook arguments (None stays None)."""
     return _current.container_object(cid) if cid else None
+
+
+# ---- volumes (PITR restores go into a new volume) -------------------------------------------
+
+
+def volume_inspect(name: str) -> Command:
+    return docker("volume", "inspect", name)
+
+
+def volume_create(name: str, labels: dict[str, str] | None = None) -> Command:
+    args = ["volume", "create"]
+    for key, value in sorted((labels or {}).items()):
+        args += ["--label", f"{key}={value}"]
+    return docker(*args, name, changes=True)
+
+
+def volume_remove(name: str) -> Command:
+    return docker("volume", "rm", name, changes=True)

@@ -250,6 +250,9 @@ def build(project: Project, offsite_builders: dict[str, OffsiteBuilder] | None =
                                 "configs": {SCRIPT_CONFIG: {"content": script_text().replace("$", "$$")}}}
     if secrets:
         document["secrets"] = secrets
+    from ..pitr.generate import extend  # x-atomic.backup.pitr: WAL sidecar and database overrides
+
+    extend(project, document)
     return document
 
 

@@ -387,8 +387,11 @@ restore_to() {
     } >>"$dest/postgresql.auto.conf"
     : >"$dest/recovery.signal"
     printf 'local all all trust\n' >"$W/hba.conf"
+    major=$(postgres -V | sed 's/^[^0-9]*\([0-9]*\).*/\1/')
+    nosum=""; [ "${major:-0}" -ge 17 ] && nosum="-c summarize_wal=off"
+    # shellcheck disable=SC2086
     postgres -D "$dest" -k "$W" -c listen_addresses= -c port=5432 -c hba_file="$W/hba.conf" \
-        -c archive_mode=off -c summarize_wal=off -c hot_standby=off \
+        -c archive_mode=off $nosum -c hot_standby=off \
         -c logging_collector=off -c log_min_messages=log >"$W/postgres.log" 2>&1 &
     VPID=$!
     i=0

@@ -484,7 +484,8 @@ def test_offsite_copies_immutably_and_an_empty_local_directory_never_empties_the
 # ---- the bound (last: it gives the slot up) ------------------------------------------------------
 
 
-def test_past_max_wal_keep_the_slot_is_given_up_and_the_sidecar_alerts(stack):
+def test_past_max_wal_keep_the_slot_is_given_up_the_sidecar_alerts_and_starts_a_new_chain(stack):
+    before = stack.listing()["bases"][-1]["name"]
     stack.compose("stop", "-t", "5", "db-pitr")
     stack.clear_alerts()
     with stack.connect() as conn:
@@ -498,10 +499,16 @@ def test_past_max_wal_keep_the_slot_is_given_up_and_the_sidecar_alerts(stack):
     size_mb = int(stack.sh("db", "du -sm /var/lib/postgresql/data/pg_wal | cut -f1"))
     assert size_mb <= 96 + 64 + 32, size_mb  # max_wal_keep + max_wal_size + a segment or two
     stack.compose("up", "-d", "db-pitr")
-    stack.wait(lambda: stack.alerts(), timeout=60)
-    assert "slot" in stack.alerts()[-1]["text"]
-    health = stack.wait(lambda: (lambda h: h if h.returncode == 1 else None)(stack.sidecar("health")), timeout=60)
-    assert "slot" in health.stdout
+    stack.wait(lambda: any("slot" in a["text"] for a in stack.alerts()), timeout=90)
+    # A new chain: the WAL before the gap kept aside, a new slot, a new full base backup.
+    stack.wait(lambda: stack.listing()["bases"][-1]["name"] != before, timeout=120)
+    newest = stack.listing()["bases"][-1]
+    assert newest["kind"] == "full"
+    assert "wal-before-" in stack.sh("db-pitr", "ls /pitr")
+    stack.wait(lambda: stack.sidecar("health").returncode == 0, timeout=90)
+    data = stack.restore("--latest")
+    got = stack.query_volume(data["volume"], "SELECT count(*) FROM ticks WHERE note = 'bound'")
+    assert got == "9"
 
 
 # ---- PostgreSQL 15: no incremental backups, the same restore ------------------------------------

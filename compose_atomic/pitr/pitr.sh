@@ -194,11 +194,27 @@ check_receiver() {
     printf '%s\n' "$cur" >"$ST/.prev_lsn"
     age=$((t - fresh_at))
     case "$slot" in
-        lost*|unreserved*|missing*)
-            msg="replication slot $PITR_SLOT is $slot (bound max_slot_wal_keep_size=$bound): WAL is missing from the chain; take a new base backup (compose-atomic pitr base)"
+        lost*)
+            msg="replication slot $PITR_SLOT was given up by the server (more than max_slot_wal_keep_size=$bound of WAL waited for this sidecar): the WAL chain has a gap; restorable up to the gap, a new chain starts with a new slot and a new base backup"
+            [ -f "$ST/gap" ] || alert failure "$msg"
+            set_status receive failed "$msg" "$fresh_at $age"
+            new_chain "$msg"
+            return ;;
+        unreserved*|missing*)
+            msg="replication slot $PITR_SLOT is $slot (bound max_slot_wal_keep_size=$bound): WAL may be missing from the chain"
             [ "$(status_field receive 2 2>/dev/null)" = failed ] || alert failure "$msg"
             set_status receive failed "$msg" "$fresh_at $age"; return ;;
     esac
+    if [ -f "$ST/gap" ]; then
+        # Unhealthy until the new chain has its first base backup.
+        since=$(cut -f1 "$ST/gap")
+        newest=$(bases | tail -n 1)
+        if [ -n "$newest" ] && [ "$(info "$newest" start_epoch)" -ge "$since" ]; then
+            rm -f "$ST/gap"; log "the new WAL chain starts with base backup $newest"
+        else
+            set_status receive failed "$(cut -f2 "$ST/gap")" "$fresh_at $age"; return
+        fi
+    fi
     if [ "$age" -gt "$PITR_MAX_LAG" ]; then
         msg="newest WAL received ${age}s ago (bound ${PITR_MAX_LAG}s); receiver at ${flush:-none}, server at $cur, slot $slot"
         [ "$(status_field receive 2 2>/dev/null)" = failed ] || alert failure "$msg"
@@ -206,6 +222,24 @@ check_receiver() {
     else
         set_status receive ok "received up to ${flush:-?} (server at $cur), slot $slot" "$fresh_at $age"
     fi
+}
+
+new_chain() {
+    # The slot is gone: keep the WAL we have (restorable up to the gap) in wal-before-<UTC>/,
+    # drop the lost slot; the receive loop creates a new one and streams into an empty wal/,
+    # and the next loop turn takes the base backup that starts the new chain.
+    stamp=$(date -u +%Y%m%dT%H%M%SZ)
+    [ -f "$ST/gap" ] || printf '%s\t%s\n' "$(now)" "$1" >"$ST/gap"
+    q postgres "SELECT pg_drop_replication_slot('$PITR_SLOT')" >/dev/null 2>&1
+    if [ -n "$(ls -A "$WAL" 2>/dev/null)" ]; then
+        mv "$WAL" "$PITR_DIR/wal-before-$stamp" && mkdir -p "$WAL" && log "WAL before the gap kept in wal-before-$stamp"
+    fi
+}
+
+wal_dirs() {
+    # Every directory that holds WAL: the current chain, then the ones before a gap.
+    printf '%s\n' "$WAL"
+    find "$PITR_DIR" -mindepth 1 -maxdepth 1 -type d -name 'wal-before-*' 2>/dev/null | sort -r
 }
 
 # ---- base backups ----------------------------------------------------------------------
@@ -245,7 +279,8 @@ base_cmd() {
     find "$BASE" -maxdepth 1 -name '.partial-*' -exec rm -rf {} + 2>/dev/null
     kind=full; parent=""; extra=""
     prev=$(bases | tail -n 1)
-    if [ -n "$prev" ] && [ "$PITR_INCREMENTAL" != off ] && [ "$(server_num)" -ge 170000 ] &&
+    # After a gap (lost slot) the new chain starts with a full backup.
+    if [ -n "$prev" ] && [ ! -f "$ST/gap" ] && [ "$PITR_INCREMENTAL" != off ] && [ "$(server_num)" -ge 170000 ] &&
        [ "$(q postgres "SHOW summarize_wal")" = on ]; then
         n=0; c=$prev
         while [ "$(info "$c" kind)" = incremental ]; do n=$((n + 1)); c=$(info "$c" parent); done
@@ -305,7 +340,10 @@ prune() {
     done
     seg=$(info "$anchor" start_wal)
     if [ -n "$seg" ]; then
-        pg_archivecleanup "$WAL" "$seg" 2>/dev/null && log "prune: WAL before $seg removed (oldest base $anchor)"
+        for d in $(wal_dirs); do
+            pg_archivecleanup "$d" "$seg" 2>/dev/null && log "prune: WAL before $seg removed from $d (oldest base $anchor)"
+            [ "$d" = "$WAL" ] || rmdir "$d" 2>/dev/null || true
+        done
     fi
 }
 
@@ -328,9 +366,12 @@ counts() {
 }
 
 fetch_wal() {
-    # restore_command: a complete segment, else the one pg_receivewal is still writing.
-    if [ -f "$WAL/$1" ]; then exec cp "$WAL/$1" "$2"; fi
-    if [ -f "$WAL/$1.partial" ]; then exec cp "$WAL/$1.partial" "$2"; fi
+    # restore_command: a complete segment, else the one pg_receivewal is still writing
+    # (or was writing when a gap ended that chain).
+    for d in $(wal_dirs); do
+        if [ -f "$d/$1" ]; then exec cp "$d/$1" "$2"; fi
+        if [ -f "$d/$1.partial" ]; then exec cp "$d/$1.partial" "$2"; fi
+    done
     exit 1
 }
 
@@ -526,11 +567,14 @@ serve() {
     rm -f "$ST/.prev_lsn"
     receive_loop &
     RPID=$!
-    trap 'kill "$RPID" 2>/dev/null; pkill -P "$RPID" 2>/dev/null; cleanup; exit 0' INT TERM
+    trap 'kill "$RPID" 2>/dev/null; cleanup; exit 0' INT TERM
     last_minute=""
     sleep 3
     while :; do
         check_receiver
+        if [ -f "$ST/gap" ] && [ ! -d "$PITR_DIR/.lock" ]; then
+            ( MODE=base; base_cmd ) >/dev/null &
+        fi
         minute=$(date +%Y%m%d%H%M)
         if [ "$minute" != "$last_minute" ]; then
             last_minute=$minute

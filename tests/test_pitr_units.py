@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import compose_atomic.pitr.plugin  # noqa: F401 - registers the PITR extension of `backup generate`
 from compose_atomic.backup.generate import build, rclone_builder, render
 from compose_atomic.errors import ConfigError, UsageError
 from compose_atomic.pitr.generate import database_command, hba_text, image_major, server_flags

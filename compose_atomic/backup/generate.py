@@ -56,6 +56,9 @@ class OffsiteContext:
 
 
 OffsiteBuilder = Callable[[OffsiteContext], dict[str, dict[str, Any]]]
+#: Functions (project, document) that add to the override once it is built; a capability built
+#: on backups (compose_atomic.pitr) appends its own, so backup never imports it.
+EXTENSIONS: list[Callable[[Project, dict[str, Any]], None]] = []
 
 
 def script_text() -> str:
@@ -250,9 +253,8 @@ def build(project: Project, offsite_builders: dict[str, OffsiteBuilder] | None =
                                 "configs": {SCRIPT_CONFIG: {"content": script_text().replace("$", "$$")}}}
     if secrets:
         document["secrets"] = secrets
-    from ..pitr.generate import extend  # x-atomic.backup.pitr: WAL sidecar and database overrides
-
-    extend(project, document)
+    for extend in EXTENSIONS:  # e.g. x-atomic.backup.pitr (compose_atomic.pitr registers itself)
+        extend(project, document)
     return document
 
 

@@ -14,6 +14,13 @@ import click
 
 from compose_atomic import hookimpl
 
+from ..backup.generate import EXTENSIONS
+from .generate import extend
+
+# `backup generate` adds the PITR sidecar and the database overrides through this.
+if extend not in EXTENSIONS:
+    EXTENSIONS.append(extend)
+
 
 @hookimpl
 def validate_config(project):

@@ -22,6 +22,7 @@ CAPABILITY_USES = {
     "deploy": {"proxy"},
     "swarm": {"proxy"},
     "migrate": {"lint"},
+    "pitr": {"backup"},
 }
 
 

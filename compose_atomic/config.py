@@ -190,6 +190,53 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return _did_you_mean(word, list(choices))
 
 
+# ---- checks across services ----------------------------------------------------
+
+
+def _route_hosts(route: dict[str, Any]) -> list[str]:
+    hosts = route.get("host")
+    hosts = [hosts] if isinstance(hosts, str) else [h for h in (hosts or []) if isinstance(h, str)]
+    return [h.strip().lower().rstrip(".") for h in hosts if h.strip()]
+
+
+def _route_path(route: dict[str, Any]) -> str:
+    path = route.get("path")
+    return (path.rstrip("/") or "/") if isinstance(path, str) and path else "/"
+
+
+def route_conflicts(routes: dict[str, dict[str, Any]]) -> list[ConfigProblem]:
+    """Problems for routes that match the same host and path as another service's route.
+
+    ``routes`` maps a service to its ``x-atomic.route``. A route without a host matches
+    every host; two such routes (or two with a host in common) on the same path
+    prefix would leave one service unreachable, whichever the proxy tried first.
+    """
+    problems: list[ConfigProblem] = []
+    seen: dict[tuple[str, str], str] = {}
+    for service in sorted(routes):
+        route = routes[service]
+        if not isinstance(route, dict):
+            continue
+        path = _route_path(route)
+        clashes: list[tuple[str, str]] = []
+        for host in _route_hosts(route) or ["*"]:
+            other = seen.get((host, path))
+            if other is not None and other != service:
+                clashes.append((host, other))
+            else:
+                seen[(host, path)] = service
+        for host, other in clashes:
+            what = "every host (neither route has route.host)" if host == "*" else f'host "{host}"'
+            where = "every path" if path == "/" else f"path {path}"
+            problems.append(ConfigProblem(
+                ("route",),
+                f'matches the same requests as service "{other}": {what}, {where}. The proxy would '
+                "send them all to one of the two. Give each route its own route.host (or route.path), "
+                "or remove one of the routes.",
+                service))
+    return problems
+
+
 # ---- pointing at file and line ------------------------------------------------
 
 

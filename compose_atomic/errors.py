@@ -12,6 +12,7 @@ no traceback ever reaches the user for these. The tree (exit code in brackets):
     │   └── LintConfigError            x-atomic.lint names an unknown rule or value
     ├── DockerUnavailable [1]          no docker CLI, no Compose plugin, engine down
     ├── OperationFailed [1]            failed before changing anything serving
+    │   ├── PreflightFailed            up: not enough free disk space for the deploy
     │   ├── DockerTimeout              a docker command did not answer in time
     │   ├── HookFailed                 a plugin's gate hook raised
     │   ├── LockBusy                   another command holds the deploy lock
@@ -119,6 +120,10 @@ class HookFailed(OperationFailed):
 
 class LockBusy(OperationFailed):
     """Another compose-atomic command holds the project's deploy lock."""
+
+
+class PreflightFailed(OperationFailed):
+    """The deploy would not fit on the disk; it stopped before pulling, snapshotting or starting."""
 
 
 class DeployFailed(OperationFailed):

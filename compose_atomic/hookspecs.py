@@ -52,6 +52,16 @@ def validate_config(project):
 # ---- deploy ------------------------------------------------------------------
 
 
+@notification
+def explain_plan(project, service):
+    """Return lines that say more about a service's plan (``up --dry-run``), or None."""
+
+
+@gate
+def before_changes(project, plans):
+    """Run once ``up`` has decided, before it pulls, snapshots or starts anything; raise to stop."""
+
+
 @gate
 def before_deploy(project, service, old_container, new_image):
     """Run before a service's new container starts; raise to stop the deploy."""

@@ -21,8 +21,10 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "compose_atomic.completion.plugin",
     "compose_atomic.lint.plugin",
     "compose_atomic.swarm.plugin",
+    "compose_atomic.deploy.maintenance",
     "compose_atomic.migrate.plugin",
     "compose_atomic.backup.plugin",
+    "compose_atomic.ops.plugin",
     "compose_atomic.pitr.plugin",
 )
 ENTRY_POINT_GROUP = "compose_atomic"

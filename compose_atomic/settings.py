@@ -31,6 +31,8 @@ DEFAULTS: dict[str, Any] = {
     "migrate.lock_timeout": "5s",
     "migrate.on_failure": "refuse",
     "migrate.keep_snapshots": 5,
+    "retain.releases": 5,
+    "retain.after_deploy": False,
     "backup.schedule": "0 3 * * *",
     "backup.verify": "restore",
     "backup.pitr.keep": "7d",

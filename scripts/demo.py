@@ -19,11 +19,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "solo-saas"
 PROJECT = "solo-saas-demo"
+# The images scripts/testbed.sh builds (IMAGE_POSTGRES, IMAGE_CADDY, IMAGE_BUSYBOX there).
 IMAGES = {
-    "POSTGRES_IMAGE": "compose-atomic-testbed/postgres:15",
-    "CADDY_IMAGE": "compose-atomic-testbed/caddy:2",
-    "APP_BASE_IMAGE": "compose-atomic-testbed/postgres:15",
-    "BUSYBOX_IMAGE": "compose-atomic-testbed/busybox:1",
+    "POSTGRES_IMAGE": os.environ.get("IMAGE_POSTGRES", "compose-atomic-testbed/postgres:17"),
+    "CADDY_IMAGE": os.environ.get("IMAGE_CADDY", "compose-atomic-testbed/caddy:2.11"),
+    "APP_BASE_IMAGE": os.environ.get("IMAGE_POSTGRES", "compose-atomic-testbed/postgres:17"),
+    "BUSYBOX_IMAGE": os.environ.get("IMAGE_BUSYBOX", "compose-atomic-testbed/busybox:1"),
 }
 
 

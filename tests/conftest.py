@@ -13,12 +13,23 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE_BUSYBOX = os.environ.get("IMAGE_BUSYBOX", "compose-atomic-testbed/busybox:1")
-IMAGE_CADDY = os.environ.get("IMAGE_CADDY", "compose-atomic-testbed/caddy:2")
-IMAGE_POSTGRES = os.environ.get("IMAGE_POSTGRES", "compose-atomic-testbed/postgres:15")
+# The images scripts/testbed.sh builds (the same variable names): PostgreSQL 17 and Caddy 2.11
+# by default, what users run; PostgreSQL 15 and Debian's Caddy 2.6 where two versions matter.
+IMAGE_CADDY = os.environ.get("IMAGE_CADDY", "compose-atomic-testbed/caddy:2.11")  # with a busybox shell
+IMAGE_CADDY_NOSHELL = os.environ.get("IMAGE_CADDY_NOSHELL", "compose-atomic-testbed/caddy:2.11-noshell")
+IMAGE_CADDY_OLD = os.environ.get("IMAGE_CADDY_OLD", "compose-atomic-testbed/caddy:2.6")  # no shell
+IMAGE_POSTGRES = os.environ.get("IMAGE_POSTGRES", "compose-atomic-testbed/postgres:17")
+IMAGE_POSTGRES_15 = os.environ.get("IMAGE_POSTGRES_15", "compose-atomic-testbed/postgres:15")
+IMAGE_DJANGO = os.environ.get("IMAGE_DJANGO", "compose-atomic-testbed/django:3.2")
 
 
 def pytest_configure(config):
     sys._called_from_test = True
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that restart an engine (their own second one, see scripts/engine2) run last."""
+    items.sort(key=lambda item: item.get_closest_marker("engine_restart") is not None)
 
 
 def run_cli(*args: str, cwd: Path | str | None = None, env: dict | None = None,

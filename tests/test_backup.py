@@ -135,20 +135,25 @@ def test_generate_is_deterministic_and_holds_no_secret(tmp_path):
     assert "PASSWORD:" not in first.replace("PASSWORD_FILE", "")
 
 
-def test_generate_keeps_env_references_and_refuses_literal_passwords(tmp_path):
+def test_generate_keeps_env_references_and_hands_a_literal_password_over_as_a_file(tmp_path):
     from compose_atomic.errors import ConfigError
 
     raw = ("services:\n  db:\n    image: ${POSTGRES_IMAGE:-postgres:17-alpine}\n    environment:\n"
-           "      POSTGRES_PASSWORD: ${DB_PASSWORD}\n    x-atomic:\n      backup: {}\n")
+           "      POSTGRES_PASSWORD: hunter2\n    x-atomic:\n      backup: {}\n")
     config = {"services": {"db": {"image": "postgres:17-alpine", "environment": {"POSTGRES_PASSWORD": "hunter2"},
                                   "x-atomic": {"backup": {}}}}}
-    doc = build(project_for(tmp_path, config, raw))
+    project = project_for(tmp_path, config, raw)
+    files: dict = {}
+    doc = build(project, password_files=files)
     assert doc["services"]["db-backup"]["image"] == "${POSTGRES_IMAGE:-postgres:17-alpine}"
-    assert doc["secrets"] == {"db_backup_password": {"environment": "DB_PASSWORD"}}
+    assert doc["secrets"] == {"db_backup_password": {"file": "./.compose-atomic/backup/db.password"}}
+    assert doc["services"]["db-backup"]["environment"]["BACKUP_PASSWORD_FILE"] == "/run/secrets/db_backup_password"
     assert "hunter2" not in json.dumps(doc)
-    literal = raw.replace("${DB_PASSWORD}", "hunter2")
-    with pytest.raises(ConfigError, match="secret"):
-        build(project_for(tmp_path, config, literal))
+    assert files == {tmp_path / ".compose-atomic" / "backup" / "db.password": "hunter2"}
+    assert build(project) == doc  # deterministic, with or without collecting the files
+    unset = {"services": {"db": {**config["services"]["db"], "environment": {"POSTGRES_PASSWORD": None}}}}
+    with pytest.raises(ConfigError, match="no value here"):
+        build(project_for(tmp_path, unset, raw))
 
 
 def test_generate_rejects_bad_schedule_and_unknown_target(tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IMAGE_BUSYBOX, IMAGE_POSTGRES, docker, run_cli
+from conftest import IMAGE_BUSYBOX, IMAGE_POSTGRES, IMAGE_POSTGRES_15, docker, run_cli
 
 IMAGE_RCLONE = os.environ.get("IMAGE_RCLONE", "compose-atomic-testbed/rclone:1")
 RCLONE_DOCKERFILE = """\
@@ -275,16 +275,17 @@ def test_wrong_password_fails_loudly(stack):
 
 
 def test_server_newer_than_client_fails_at_start(stack, tmp_path):
-    # Only PostgreSQL 15 is built here, so a pg_dump that reports 14 stands in for an old
-    # client: the check reads `pg_dump --version`, the shim passes everything else through.
+    # A real PostgreSQL 17 server read by a real PostgreSQL 15 sidecar (its pg_dump 15): the
+    # sidecar image was left behind when the database was upgraded.
     before = stack.files()
     stack.clear_alerts()
-    shim = ("mkdir -p /tmp/shim; printf '%s\\n' '#!/bin/sh' "
-            "'[ \"$1\" = --version ] && { echo \"pg_dump (PostgreSQL) 14.11\"; exit 0; }' "
-            "'exec /usr/lib/postgresql/15/bin/pg_dump \"$@\"' > /tmp/shim/pg_dump; chmod 755 /tmp/shim/pg_dump; "
-            "export PATH=/tmp/shim:$PATH")
-    result = stack.sidecar("serve", entry=shim, timeout=120)
+    (stack.root / "compose.old-client.yml").write_text(f"services:\n  db-backup:\n    image: {IMAGE_POSTGRES_15}\n")
+    assert "17." in stack.psql("SHOW server_version")
+    cmd = ["docker", "compose", "-p", stack.name, *FILES, "-f", "compose.old-client.yml",
+           "run", "--rm", "-T", "db-backup", "serve"]
+    result = subprocess.run(cmd, cwd=stack.root, env=stack.env, capture_output=True, text=True, timeout=120)
     assert_failed_safely(stack, result, before, "pg_dump cannot back up a newer server")
+    assert "PostgreSQL 17 but this sidecar's pg_dump is 15" in result.stderr, result.stderr
 
 
 def test_corrupted_byte_is_caught(stack):
@@ -316,7 +317,7 @@ def test_a_byte_corrupted_during_the_run_never_becomes_a_backup(stack):
     before = stack.files()
     stack.clear_alerts()
     flipper = ("mkdir -p /tmp/shim; printf '%s\\n' '#!/bin/sh' "
-               "'/usr/lib/postgresql/15/bin/pg_dump \"$@\" || exit $?' "
+               "'PATH=${PATH#/tmp/shim:} pg_dump \"$@\" || exit $?' "
                "'for a in \"$@\"; do [ \"$prev\" = -f ] && f=$a; prev=$a; done' "
                "'[ -n \"$f\" ] || exit 0' "
                "'size=$(wc -c < \"$f\"); printf Z | dd of=\"$f\" bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null' "
@@ -558,3 +559,98 @@ def test_a_table_lock_held_too_long_fails_the_run_instead_of_hanging(stack):
                    "WHERE query LIKE '%LOCK TABLE customers%' AND pid <> pg_backend_pid()")
     assert_failed_safely(stack, result, before, "lock")
     backup_now(stack)
+
+
+def test_backup_now_never_starts_a_stopped_database(stack):
+    """Compose's depends_on would start the database for `run`: a backup must not."""
+    stack.compose("stop", "db")
+    try:
+        before = stack.files()
+        for command in (("backup", "now"), ("backup", "restore", "--latest", "--target-db", "never")):
+            result = stack.cli(*command)
+            assert result.returncode == 1, result.stdout + result.stderr
+            assert 'the database service "db" is not running' in result.stderr, result.stderr
+            assert "Traceback" not in result.stderr
+            state = stack.compose("ps", "-a", "--format", "{{.State}}", "db").stdout.strip()
+            assert state == "exited", state
+        listed = stack.cli("backup", "list", "--json")  # reads the volume only: works, starts nothing
+        assert listed.returncode == 0, listed.stderr
+        assert stack.compose("ps", "-a", "--format", "{{.State}}", "db").stdout.strip() == "exited"
+        assert stack.files() == before
+    finally:
+        stack.compose("start", "db")
+        stack.wait_db()
+    backup_now(stack)
+
+
+UPGRADE = """\
+services:
+  db:
+    image: ${POSTGRES_IMAGE}
+    environment:
+      POSTGRES_DB: app
+      POSTGRES_PASSWORD_FILE: /run/secrets/db_password
+    secrets: [db_password]
+    volumes: ["${DATA_VOLUME}:/var/lib/postgresql/data"]
+    x-atomic:
+      backup: {schedule: "0 3 * * *", verify: restore}
+secrets:
+  db_password:
+    file: ./db_password.txt
+volumes:
+  data15: {}
+  data17: {}
+"""
+
+
+def test_a_postgresql_15_backup_restores_into_postgresql_17(docker_engine, tmp_path, project_name):
+    """The upgrade path: a verified backup of a PostgreSQL 15 database, then the service moved to
+    PostgreSQL 17 on a new volume; PostgreSQL 17's sidecar restores the 15 dump and checks its counts."""
+    (tmp_path / "compose.yaml").write_text(UPGRADE)
+    (tmp_path / "db_password.txt").write_text("upgrade-pw\n")
+    files = ("-f", "compose.yaml", "-f", "compose.backup.yml")
+
+    def step(image: str, volume: str):
+        env = {**os.environ, "POSTGRES_IMAGE": image, "DATA_VOLUME": volume, "NO_COLOR": "1"}
+
+        def compose(*args: str) -> subprocess.CompletedProcess:
+            proc = subprocess.run(["docker", "compose", "-p", project_name, *files, *args], cwd=tmp_path, env=env,
+                                  capture_output=True, text=True, timeout=180)
+            assert proc.returncode == 0, proc.stderr
+            return proc
+
+        def cli(*args: str) -> subprocess.CompletedProcess:
+            return run_cli("-p", project_name, *files, *args, cwd=tmp_path, env=env, timeout=240)
+
+        return compose, cli, env
+
+    compose, cli, env = step(IMAGE_POSTGRES_15, "data15")
+    assert run_cli("-p", project_name, "backup", "generate", cwd=tmp_path, env=env).returncode == 0
+    compose("up", "-d", "db", "db-backup")
+    psql = ("exec", "-T", "db", "psql", "-X", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d")
+    for _ in range(120):
+        if subprocess.run(["docker", "compose", "-p", project_name, *files, *psql, "app", "-c", "select 1"],
+                          cwd=tmp_path, env=env, capture_output=True, timeout=60).returncode == 0:
+            break
+        time.sleep(0.5)
+    compose(*psql, "app", "-c", SEED)
+    before = compose(*psql, "app", "-At", "-c", CHECKSUMS).stdout
+    assert "15." in compose(*psql, "app", "-At", "-c", "SHOW server_version").stdout
+    taken = cli("backup", "now", "--json")
+    assert taken.returncode == 0, taken.stderr
+    name = json.loads(taken.stdout)["backups"][-1]["path"].rsplit("/", 1)[-1]
+    compose("stop", "db", "db-backup")
+
+    compose, cli, env = step(IMAGE_POSTGRES, "data17")  # the same backup volume
+    compose("up", "-d", "--force-recreate", "db", "db-backup")
+    for _ in range(120):
+        if subprocess.run(["docker", "compose", "-p", project_name, *files, *psql, "app", "-c", "select 1"],
+                          cwd=tmp_path, env=env, capture_output=True, timeout=60).returncode == 0:
+            break
+        time.sleep(0.5)
+    assert "17." in compose(*psql, "app", "-At", "-c", "SHOW server_version").stdout
+    restored = cli("backup", "restore", name, "--target-db", "from15")
+    assert restored.returncode == 0, restored.stderr
+    assert compose(*psql, "from15", "-At", "-c", CHECKSUMS).stdout == before
+    verified = cli("backup", "verify", name)  # PostgreSQL 17's tools verify the 15 dump too
+    assert verified.returncode == 0, verified.stderr

@@ -100,3 +100,20 @@ def test_plugins_can_declare_keys():
         assert 'unknown key "chanel"' in problems({"notify": {"chanel": "#ops"}})[0]
     finally:
         pm.unregister(name="undo-test-plugin")
+
+
+def test_routes_that_match_the_same_host_and_path_are_rejected():
+    from compose_atomic.config import route_conflicts
+
+    assert route_conflicts({"web": {"port": 80}, "api": {"port": 8000, "host": "api.example.com"},
+                            "docs": {"port": 80, "path": "/docs"}, "www": {"port": 80, "host": ["a.example", "b.example"]},
+                            "blog": {"port": 80, "host": "blog.example.com", "path": "/blog/"}}) == []
+    (problem,) = route_conflicts({"auth": {"port": 9999}, "kong": {"port": 8000}})
+    assert (problem.service, problem.key_path) == ("kong", ("route",))
+    assert 'same requests as service "auth": every host (neither route has route.host), every path' in str(problem)
+    (problem,) = route_conflicts({"a": {"port": 1, "host": ["x.example", "Shop.Example."]},
+                                  "b": {"port": 2, "host": "shop.example", "path": "/"}})
+    assert 'service "b"' in str(problem) and 'host "shop.example", every path' in str(problem)
+    (problem,) = route_conflicts({"a": {"port": 1, "path": "/api/"}, "b": {"port": 2, "path": "/api"}})
+    assert "path /api" in str(problem)
+    assert len(route_conflicts({"a": {"port": 1}, "b": {"port": 2}, "c": {"port": 3}})) == 2

@@ -15,3 +15,11 @@ def test_solo_saas_example_is_valid(tmp_path: Path, docker_engine):
     result = run_cli("check", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert '"app"' in result.stdout and '"db"' in result.stdout
+
+
+def test_django_example_is_valid(tmp_path: Path, docker_engine):
+    shutil.copytree(ROOT / "examples" / "django-notes", tmp_path, dirs_exist_ok=True)
+    (tmp_path / "secrets" / "db_password").write_text("x\n")
+    result = run_cli("check", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert '"web"' in result.stdout and '"db"' in result.stdout

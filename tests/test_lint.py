@@ -111,6 +111,27 @@ def test_sarif_and_github_formats(tmp_path):
     assert ids[result["ruleIndex"]] == result["ruleId"] and result["level"] == "error"
     assert result["locations"][0]["physicalLocation"]["region"] == \
         {"startLine": 1, "startColumn": 1, "endLine": 1, "endColumn": 32}
+    # GitHub code scanning: a uri relative to the repository root (SRCROOT), percent-encoded;
+    # partialFingerprints; helpUri at the rule's section of docs/lint.md
+    assert result["locations"][0]["physicalLocation"]["artifactLocation"] == {"uri": "m.sql", "uriBaseId": "SRCROOT"}
+    assert run["originalUriBaseIds"]["SRCROOT"]["uri"] == tmp_path.as_uri() + "/"
+    assert len(result["partialFingerprints"]["compose-atomic/v1"]) == 32
+    rule = run["tool"]["driver"]["rules"][result["ruleIndex"]]
+    assert rule["helpUri"].endswith("docs/lint.md#require-concurrent-index-creation")
+    assert "### require-concurrent-index-creation\n" in (Path(__file__).parents[1] / "docs" / "lint.md").read_text()
+    (tmp_path / ".git").mkdir()
+    odd = write(tmp_path, "db/migrations 2024/001 é%.sql", "CREATE INDEX i ON users (email);\n")
+    nested = json.loads(run_cli("lint", "--format", "sarif", "001 é%.sql", cwd=odd.parent).stdout)["runs"][0]
+    location = nested["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]
+    assert location == {"uri": "db/migrations%202024/001%20%C3%A9%25.sql", "uriBaseId": "SRCROOT"}
+    assert nested["originalUriBaseIds"]["SRCROOT"]["uri"] == tmp_path.as_uri() + "/"
+    # the fingerprint follows the statement, not its line
+    moved = write(tmp_path, "m.sql", "\n\n-- moved down\nCREATE INDEX i ON users (email);\n")
+    again = json.loads(run_cli("lint", "--format", "sarif", str(moved), cwd=tmp_path).stdout)["runs"][0]
+    again_result = next(r for r in again["results"] if r["ruleId"] == "require-concurrent-index-creation")
+    assert again_result["partialFingerprints"] == result["partialFingerprints"]
+    assert again_result["locations"][0]["physicalLocation"]["region"]["startLine"] == 4
+    path = write(tmp_path, "m.sql", "CREATE INDEX i ON users (email);\n")
     gh = run_cli("lint", "--format", "github", str(path), cwd=tmp_path).stdout.splitlines()
     assert any(line.startswith(f"::error file={path},line=1,col=1,endLine=1,endColumn=32,"
                                "title=require-concurrent-index-creation::") for line in gh)

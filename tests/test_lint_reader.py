@@ -132,3 +132,39 @@ def test_what_a_do_block_computes_at_run_time_is_an_info_finding():
 def test_a_do_block_lock_counts_for_the_transaction_around_it():
     sql = ("BEGIN;\nDO $$ BEGIN ALTER TABLE t ADD COLUMN c int; END $$;\nUPDATE t SET c = 1;\nCOMMIT;\n")
     assert (3, "work-after-access-exclusive") in found(sql)
+
+
+def test_the_lint_package_has_no_import_cycle_and_does_not_import_migrate():
+    """Every import, top-level or inside a function (architecture issue #12)."""
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "compose_atomic" / "lint"
+    graph: dict[str, set[str]] = {}
+    for path in package.glob("*.py"):
+        name = path.stem
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                if node.level == 1:
+                    targets |= {module} if module else {a.name for a in node.names}
+                elif node.level == 0 and module.startswith("compose_atomic.lint."):
+                    targets.add(module.rsplit(".", 1)[1])
+                assert not (node.level == 0 and module.startswith("compose_atomic.migrate")), path.name
+                assert not (node.level == 2 and module.startswith("migrate")), path.name
+        graph[name] = {t.split(".")[0] for t in targets} & {p.stem for p in package.glob("*.py")}
+    graph["__init__"] = set()  # the package itself: imported by name only, lazily
+
+    def cycle_from(start: str, node: str, seen: tuple[str, ...]) -> tuple[str, ...] | None:
+        for nxt in sorted(graph.get(node, ())):
+            if nxt == start:
+                return seen + (nxt,)
+            if nxt not in seen:
+                found = cycle_from(start, nxt, seen + (nxt,))
+                if found:
+                    return found
+        return None
+
+    cycles = [c for c in (cycle_from(m, m, (m,)) for m in graph) if c]
+    assert not cycles, cycles

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -102,8 +103,16 @@ def test_trace_from_the_latest_snapshot_sees_the_real_schema(tmp_path, project_n
     assert missing.returncode == 2 and "no snapshot of service 'db'" in missing.stderr
 
     assert run_cli("-p", project_name, "up", "-d", "--wait", cwd=tmp_path).returncode == 0
-    docker("exec", f"{project_name}-db-1", "psql", "-U", "postgres", "-d", "app", "-c",
-           "CREATE TABLE accounts (id int PRIMARY KEY); INSERT INTO accounts SELECT generate_series(1, 100);")
+    # the image's first start runs its init scripts on a temporary server that pg_isready also
+    # answers for: wait until the real one takes connections
+    for _ in range(60):
+        made = docker("exec", f"{project_name}-db-1", "psql", "-U", "postgres", "-d", "app", "-v", "ON_ERROR_STOP=1",
+                      "-c", "CREATE TABLE accounts (id int PRIMARY KEY); "
+                      "INSERT INTO accounts SELECT generate_series(1, 100);", check=False)
+        if made.returncode == 0:
+            break
+        time.sleep(0.5)
+    assert made.returncode == 0, made.stderr
     snap = run_cli("-p", project_name, "db", "snapshot", "--service", "db", cwd=tmp_path)
     assert snap.returncode == 0, snap.stderr
 

@@ -281,7 +281,7 @@ def test_failure_inside_one_transaction_is_detected_and_not_restored(stack):
     proc = stack.cli("db", "migrate", "api")
     assert proc.returncode == EXIT_FAILED, proc.stderr
     assert "division by zero" in proc.stderr
-    assert "nothing was restored" in proc.stderr
+    assert "The migration changed nothing; the database is left as it is" in proc.stderr
     assert "Restored" not in proc.stderr
     assert checksums(stack) == before
 
@@ -386,7 +386,7 @@ def test_migration_waiting_on_a_lock_is_cancelled_on_the_server(stack):
         assert watcher.scans > 5 and watcher.found == []  # no password on any command line
         message = str(caught.value)
         assert "timeout" in message and "cancelled 1 backend(s) on the server" in message
-        assert "nothing was restored" in message
+        assert "The migration changed nothing; the database is left as it is" in message
         assert migration_sessions(stack) == []
         with stack.connect("postgres") as conn:
             held = conn.execute("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
@@ -436,7 +436,8 @@ def test_new_app_failing_health_after_migration_brings_the_database_back(stack):
     before = checksums(stack)
     (stack.dir / "migrations" / "current.sql").write_text(
         "ALTER TABLE items ADD COLUMN price numeric DEFAULT 1;\n"
-        "UPDATE orders SET note = 'migrated';\nCREATE TABLE audit (id int);\n")
+        "UPDATE orders SET note = 'migrated';\nCREATE TABLE audit (id int);\n"
+        "ALTER TABLE orders DROP COLUMN note;\n")  # a drop: only a restore undoes it
     project = _deploy_start(stack)
     after_migration = checksums(stack)
     assert after_migration != before and "public.audit" in after_migration
@@ -454,7 +455,7 @@ def test_writes_after_the_snapshot_make_the_restore_refuse_without_force(stack):
 
     reset_data(stack)
     before = checksums(stack)
-    (stack.dir / "migrations" / "current.sql").write_text("ALTER TABLE items ADD COLUMN price numeric;\n")
+    (stack.dir / "migrations" / "current.sql").write_text("ALTER TABLE items ALTER COLUMN qty TYPE bigint;\n")
     project = _deploy_start(stack)
     with stack.connect() as conn:  # the old app keeps writing during the window
         conn.execute("INSERT INTO orders (item_id, note) VALUES (1, 'late'), (2, 'late'), (3, 'late')")
@@ -469,6 +470,8 @@ def test_writes_after_the_snapshot_make_the_restore_refuse_without_force(stack):
     assert "4 rows written since the snapshot" in str(caught.value)
     assert "public.orders (3)" in str(caught.value) and "public.items (1)" in str(caught.value)
     assert checksums(stack) == migrated_with_writes  # nothing discarded
+    message = str(caught.value) + (caught.value.hint or "")
+    assert "column public.items.qty was changed" in message and "Nothing was changed" not in message
 
     proc = stack.cli("db", "restore", "--latest")
     assert proc.returncode == EXIT_FAILED
@@ -481,6 +484,34 @@ def test_writes_after_the_snapshot_make_the_restore_refuse_without_force(stack):
     # restoring again right away loses nothing: the restore itself is the new baseline
     proc = stack.cli("db", "restore", "--latest")
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_command_migration_that_only_added_is_undone_in_place_keeping_the_writes(stack):
+    from compose_atomic.migrate import plugin
+
+    reset_data(stack)
+    before = checksums(stack)
+    (stack.dir / "migrations" / "current.sql").write_text(
+        "ALTER TABLE items ADD COLUMN price numeric DEFAULT 1;\nCREATE TABLE audit (id serial, note text);\n"
+        "INSERT INTO audit (note) VALUES ('mine');\nCREATE INDEX items_price ON items (price);\n")
+    project = _deploy_start(stack)
+    with stack.connect() as conn:  # the old app keeps writing
+        conn.execute("INSERT INTO orders (item_id, note) VALUES (1, 'late'), (2, 'late')")
+    message = plugin_rollback_message(project)
+    assert "only added objects" in message and "every row written since the snapshot was kept" in message
+    assert "public.audit (1 row)" in message  # the migration's own data goes with what it added
+    assert "compose-atomic cannot see whether it also changed rows" in message
+    after = checksums(stack)
+    assert {k: v for k, v in after.items() if k != "public.orders"} == \
+        {k: v for k, v in before.items() if k != "public.orders"}
+    with stack.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM orders WHERE note = 'late'").fetchone()[0] == 2
+
+
+def plugin_rollback_message(project) -> str:
+    from compose_atomic.migrate.guard import rollback
+
+    return rollback(project, "web", "health check failed")
 
 
 def test_sigint_during_restore_leaves_the_live_database_as_it_was(stack):
@@ -566,6 +597,8 @@ def test_sigint_during_a_migration_restores_before_exiting(stack):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == EXIT_INTERRUPTED, err
-    assert "interrupted" in err and "restored from snapshot" in err and "Traceback" not in err
+    # the index it committed is all it did: dropped in place, nothing restored
+    assert "interrupted" in err and "only added objects (index public.items_qty)" in err
+    assert "Traceback" not in err
     assert migration_sessions(stack) == []
     assert checksums(stack) == before

@@ -108,3 +108,84 @@ def test_help_does_not_import_psycopg():
     code = ("import sys; from compose_atomic import cli; "
             "assert 'psycopg' not in sys.modules and 'sqlparse' not in sys.modules, 'heavy import'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---- the three cases -------------------------------------------------------------------
+
+
+def test_classify_says_which_case_a_release_is_in():
+    from compose_atomic.migrate.cases import RESTORE, UNDOABLE, UNKNOWN, classify
+
+    adds = [("a.sql:1", "ALTER TABLE items ADD COLUMN price numeric"),
+            ("a.sql:2", "CREATE TABLE audit (id int)"),
+            ("a.sql:3", "INSERT INTO audit VALUES (1)"),
+            ("a.sql:4", "CREATE INDEX CONCURRENTLY i ON items (price)"),
+            ("a.sql:5", "ALTER TABLE items ADD CONSTRAINT c CHECK (price > 0) NOT VALID"),
+            ("a.sql:6", "CREATE VIEW v AS SELECT 1"), ("a.sql:7", "CREATE TYPE m AS ENUM ('a')"),
+            ("a.sql:8", "VACUUM items"), ("a.sql:9", "SET lock_timeout = '1s'")]
+    verdict = classify(adds)
+    assert verdict.case == UNDOABLE and str(verdict) == "undoable in place (9 statements)"
+    assert str(classify([])) == "undoable in place (nothing pending)"
+    for sql, reason in [("UPDATE items SET qty = 0", "UPDATE items changes rows of an existing table"),
+                        ("ALTER TABLE items DROP COLUMN qty", "ALTER TABLE items DropColumn"),
+                        ("ALTER TABLE items ALTER COLUMN qty TYPE bigint", "ALTER TABLE items AlterColumnType"),
+                        ("DROP TABLE items", "DROP TABLE"), ("ALTER TABLE items RENAME TO goods", "RENAME TABLE"),
+                        ("CREATE OR REPLACE VIEW v AS SELECT 2", "CREATE OR REPLACE"),
+                        ("TRUNCATE items", "TRUNCATE")]:
+        verdict = classify(adds + [("b.sql:1", sql)])
+        assert verdict.case == RESTORE and reason in verdict.reasons[0], (sql, verdict.reasons)
+    assert classify([("c.sql:1", "DO $$ BEGIN PERFORM 1; END $$")]).case == UNKNOWN
+    assert classify([("c.sql:1", "INSERT INTO compose_atomic_migrations VALUES ('x')")]).case == UNDOABLE
+
+
+def test_undo_plan_drops_dependents_first_and_leaves_what_goes_with_its_table():
+    from compose_atomic.migrate import schemadiff
+
+    def obj(kind, **kw):
+        return {"kind": kind, "schema": "public", **kw}
+
+    added = {
+        "relation public.audit": obj("relation", name="audit", relkind="r", def_=None),
+        "column public.audit.id": obj("column", table="audit", name="id", def_="int"),
+        "constraint public.audit.audit_fk": obj("constraint", table="audit", name="audit_fk", contype="f"),
+        "column public.items.price": obj("column", table="items", name="price", def_="numeric"),
+        "index public.items_price": obj("index", table="items", name="items_price", valid=False, constraint=False),
+        "constraint public.items.items_price_key": obj("constraint", table="items", name="items_price_key", contype="u"),
+        "index public.items_price_key": obj("index", table="items", name="items_price_key", valid=True, constraint=True),
+        "relation public.v": obj("relation", name="v", relkind="v"),
+        "relation public.audit_id_seq": obj("relation", name="audit_id_seq", relkind="S"),
+        "function public.f(a integer)": obj("function", name="f", args="a integer", prokind="f"),
+        "type public.mood": obj("type", name="mood", typtype="e"),
+    }
+    steps = schemadiff.undo_plan(added)
+    assert [s.what for s in steps] == [
+        "view public.v", "constraint public.items.items_price_key", "INVALID index public.items_price",
+        "column public.items.price", "table public.audit", "sequence public.audit_id_seq",
+        "function public.f(a integer)", "type public.mood"]
+    assert [s.concurrently for s in steps].count(True) == 1
+
+
+def test_diff_tells_additions_from_changes_and_bookkeeping():
+    from compose_atomic.migrate.schemadiff import diff
+
+    before = {"column public.items.qty": {"kind": "column", "def": "integer"}}
+    found = diff(before, {**before, "relation public.t": {"kind": "relation"}})
+    assert found.only_additions and not found.empty
+    found = diff(before, {"column public.items.qty": {"kind": "column", "def": "bigint"}})
+    assert found.changed == ["column public.items.qty"] and not found.only_additions
+    assert diff(before, {}).removed == ["column public.items.qty"]
+    found = diff(before, before, {"public.django_migrations": ["a"]}, {"public.django_migrations": ["a", "b"]})
+    assert found.bookkeeping == ["public.django_migrations"] and found.only_additions and not found.empty
+    assert diff(before, before, {"public.django_migrations": ["a"]}, {"public.django_migrations": ["a"]}).empty
+
+
+def test_docker_builders_for_the_migration_command_and_database_tools():
+    from compose_atomic import docker
+
+    cmd = docker.compose_oneoff("p", "/srv/p", "web", ["python3", "manage.py", "migrate"], name="p-web-migrate-1",
+                                env=["PGAPPNAME=x"], timeout=60)
+    assert cmd.argv == ("docker", "compose", "-f", "-", "-p", "p", "--project-directory", "/srv/p", "run", "--rm",
+                        "--no-deps", "-T", "--name", "p-web-migrate-1", "-e", "PGAPPNAME=x", "web", "python3",
+                        "manage.py", "migrate")
+    assert cmd.changes and cmd.timeout == 60
+    assert not docker.exec_in(["docker", "exec", "c", "pg_dump"]).changes

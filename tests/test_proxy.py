@@ -8,7 +8,8 @@ from compose_atomic.proxy.caddy import (RETRY_METHODS, SWITCH_SOCKET, Route, bui
 
 def test_one_catch_all_route_on_plain_http_with_retries_that_never_replay_posts():
     config = build_config([Route("web", 3000, upstreams=["p-web-1:3000"])])
-    assert config["admin"]["listen"] == "0.0.0.0:2019"
+    # The admin API is a unix socket beside the switch's, reached by no network.
+    assert config["admin"]["listen"] == "unix//run/compose-atomic/admin-a.sock"
     server = config["apps"]["http"]["servers"]["atomic"]
     # The switch listens on a unix socket that only the edge reaches.
     assert server["listen"] == ["unix//run/compose-atomic/switch-a.sock"]
@@ -18,8 +19,12 @@ def test_one_catch_all_route_on_plain_http_with_retries_that_never_replay_posts(
     handler = route["handle"][0]
     assert handler["@id"] == "ca_web" and handler["upstreams"] == [{"dial": "p-web-1:3000"}]
     lb = handler["load_balancing"]
-    assert lb["try_duration"] == "5s"
+    assert lb["try_duration"] == "200ms"  # one container: a short look, then 503 (see test_engine_restart)
+    assert handler["transport"]["dial_timeout"] == "1s"
     assert lb["retry_match"] == [{"method": RETRY_METHODS}] and "POST" not in RETRY_METHODS
+    # Two containers (a switch): requests are held while one fails and the other answers.
+    pair = Route("web", 3000, upstreams=["10.0.0.2:3000", "p-web-2:3000", "10.0.0.3:3000", "p-web-1:3000"])
+    assert pair.handler()["load_balancing"]["try_duration"] == "5s"
 
 
 def test_host_and_path_routes_come_before_the_catch_all_and_the_edge_enables_https():
@@ -45,7 +50,7 @@ def test_the_edge_never_keeps_an_idle_connection_to_the_switch():
     assert forward["transport"]["keep_alive"] == {"enabled": False}
     assert "retry_match" not in forward["load_balancing"]  # only dial errors: nothing was sent yet
     # The switch keeps the client's address and scheme as the edge saw them.
-    handler = Route("web", 80).to_caddy()["handle"][0]
+    handler = Route("web", 80, upstreams=["p-web-1:80"]).to_caddy()["handle"][0]
     assert handler["headers"]["request"]["set"]["X-Forwarded-For"] == ["{http.request.header.X-Forwarded-For}"]
 
 
@@ -67,7 +72,7 @@ def test_passive_health_only_while_there_is_a_fallback():
     single = Route("web", 3000, upstreams=["new:3000"]).to_caddy()["handle"][0]
     assert "health_checks" not in single
     pair = Route("web", 3000, upstreams=["new:3000", "old:3000"]).to_caddy()["handle"][0]
-    assert pair["health_checks"] == {"passive": {"fail_duration": "1s", "max_fails": 1}}
+    assert pair["health_checks"] == {"passive": {"fail_duration": "10s", "max_fails": 1}}
     assert pair["load_balancing"]["selection_policy"] == {"policy": "first"}
 
 
@@ -122,3 +127,206 @@ def test_replicas_take_turns_and_a_failed_one_is_skipped():
     handler = Route("web", 80, upstreams=["10.0.0.2:80", "10.0.0.3:80"], balance=True).to_caddy()["handle"][0]
     assert handler["load_balancing"]["selection_policy"] == {"policy": "round_robin"}
     assert handler["health_checks"]["passive"]["max_fails"] == 1
+
+
+# ---- nothing on a container network can read or change the proxy's configuration ----------
+
+
+def listening_tcp(pid: int) -> set[tuple[str, int]]:
+    """The TCP addresses a process listens on, from /proc (its own sockets only, any namespace)."""
+    import ipaddress
+    import os
+
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = set()
+    for table, width in (("tcp", 4), ("tcp6", 16)):
+        try:
+            lines = open(f"/proc/{pid}/net/{table}").read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state != "0A" or inode not in inodes:  # 0A: LISTEN
+                continue
+            hexaddr, hexport = local.split(":")
+            raw = bytes.fromhex(hexaddr)
+            # /proc prints each 32-bit word in host (little-endian) order.
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            found.add((str(ipaddress.ip_address(raw)), int(hexport, 16)))
+    return found
+
+
+def probe(container: str, ip: str, port: int) -> list[str]:
+    """What an app container gets from ip:port when it asks for the config and tries to replace it."""
+    import subprocess
+
+    host = f"[{ip}]" if ":" in ip else ip
+    body = '{"apps":{}}'
+    requests = [
+        f"GET /config/ HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n",
+        f"GET /config/ HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n",
+        f"GET /reverse_proxy/upstreams HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n",
+        (f"POST /load HTTP/1.1\r\nHost: localhost:{port}\r\nContent-Type: application/json\r\n"
+         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}"),
+        (f"POST /load HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}"),
+    ]
+    answers = []
+    for req in requests:
+        # stdin stays open until the answer is in: a half-closed request is one Caddy cancels.
+        proc = subprocess.run(["docker", "exec", "-e", f"REQ={req}", container, "sh", "-c",
+                               f'{{ printf "%s" "$REQ"; sleep 1; }} | nc -w 3 {ip} {port}'],
+                              capture_output=True, text=True, timeout=30)
+        answers.append(proc.stdout)
+    return answers
+
+
+def scan_targets(listening: set[tuple[str, int]], reachable_ips: list[str]) -> set[tuple[str, int]]:
+    """Where an app container can try each listening socket: wildcards on every reachable address."""
+    targets = set()
+    for address, port in listening:
+        if address in ("0.0.0.0", "::"):
+            targets |= {(ip, port) for ip in reachable_ips}
+        elif address in reachable_ips:
+            targets.add((address, port))
+        # else: loopback or another interface of the host, not on a container network
+    return targets
+
+
+def assert_no_admin_answers(container: str, targets: set[tuple[str, int]]) -> None:
+    leaks = []
+    for ip, port in sorted(targets):
+        for answer in probe(container, ip, port):
+            status = answer.split("\r\n", 1)[0]
+            if '"apps"' in answer or '"admin"' in answer or '"address"' in answer or status.startswith("HTTP/1.1 200"):
+                leaks.append(f"{ip}:{port}: {status} {answer[-200:]!r}")
+    assert leaks == [], leaks
+
+
+def test_no_container_on_the_projects_networks_can_reach_the_proxys_admin_api(project_name, tmp_path):
+    """An app container (a compromised app, an SSRF bug) scans every address and port of the
+    edge and the switch: nothing reads or changes the routes, and the site keeps serving."""
+    import json
+
+    import httpx
+
+    from conftest import IMAGE_CADDY, docker, run_cli
+    from test_deploy_support import app_service, free_port, get_version, wait_for_version, write_project
+
+    port, port2 = free_port(), free_port()
+    write_project(tmp_path, {"web": app_service("v1")}, proxy_port=port)
+    assert run_cli("-p", project_name, "up", cwd=tmp_path).returncode == 0
+    wait_for_version(port, "v1")
+    network = f"{project_name}_default"
+    gateway = json.loads(docker("network", "inspect", network).stdout)[0]["IPAM"]["Config"][0]["Gateway"]
+    # The edge also listens on the host's address on that network, the one address of the host an
+    # app container reaches: the scan covers the edge's public sockets as well as the switch.
+    x_atomic = {"proxy": {"image": IMAGE_CADDY, "ports": [f"127.0.0.1:{port}:80", f"{gateway}:{port2}:80"]}}
+    write_project(tmp_path, {"web": app_service("v1")}, x_atomic=x_atomic)
+    proc = run_cli("-p", project_name, "up", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    app = docker("ps", "-q", "--filter", f"label=com.docker.compose.project={project_name}",
+                 "--filter", "label=com.docker.compose.service=web").stdout.split()[0]
+    targets = set()
+    for name in (f"{project_name}-atomic-proxy", f"{project_name}-atomic-proxy-switch"):
+        info = json.loads(docker("inspect", name).stdout)[0]
+        ips = [n["IPAddress"] for n in info["NetworkSettings"]["Networks"].values() if n.get("IPAddress")]
+        reachable = ips if ips else [gateway]  # the edge is in the host's namespace
+        listening = listening_tcp(info["State"]["Pid"])
+        targets |= scan_targets(listening, reachable) | {(ip, 2019) for ip in reachable}
+    assert (gateway, port2) in targets  # the edge's public socket is among them (it answers the app, not Caddy)
+    assert_no_admin_answers(app, targets)
+    assert get_version(port) == "v1"
+    assert httpx.get(f"http://{gateway}:{port2}/cgi-bin/v", timeout=5).text.strip() == "v1"
+    # The switch's admin API is a unix socket only root on the host reaches; no host TCP port either.
+    switch = json.loads(docker("inspect", f"{project_name}-atomic-proxy-switch").stdout)[0]
+    assert not any(switch["NetworkSettings"]["Ports"].values())
+    run_dir = tmp_path / ".compose-atomic" / "proxy" / "run"
+    assert oct(run_dir.stat().st_mode & 0o777) == "0o700"
+    # And compose-atomic still drives it: a new version deploys through that socket.
+    write_project(tmp_path, {"web": app_service("v2")}, x_atomic=x_atomic)
+    proc = run_cli("-p", project_name, "up", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    wait_for_version(port, "v2")
+
+
+
+def test_a_route_with_nothing_to_send_to_answers_503_at_once_with_retry_after():
+    from compose_atomic.proxy.caddy import containers_behind, error_routes
+
+    handler = Route("web", 80).handler()
+    assert handler["handler"] == "static_response" and handler["status_code"] == 503
+    assert handler["@id"] == "ca_web"  # a deploy PATCHes it into a reverse_proxy
+    assert handler["headers"]["Retry-After"] == ["5"]
+    # A failed dial or no upstream available becomes a 503 with Retry-After on both Caddys;
+    # any other error keeps its status.
+    first, rest = error_routes()["routes"]
+    assert first["handle"][0]["status_code"] == 503
+    assert rest["handle"][0]["status_code"] == "{http.error.status_code}"
+    assert build_config([Route("web", 80)])["apps"]["http"]["servers"]["atomic"]["errors"] == error_routes()
+    assert build_edge_config([Route("web", 80)])["apps"]["http"]["servers"]["edge"]["errors"] == error_routes()
+    assert containers_behind(["10.0.0.2:80", "p-web-1:80"]) == 1
+    assert containers_behind(["10.0.0.2:80", "p-web-2:80", "10.0.0.3:80", "p-web-1:80"]) == 2
+    assert containers_behind(["10.0.0.2:80", "10.0.0.3:80", "10.0.0.4:80"]) == 3
+    assert containers_behind([]) == 0
+
+
+def test_routed_services_that_nothing_restarts_are_listed_for_up_and_init():
+    from compose_atomic.proxy.checks import restart_policy, restart_warning, routed_without_restart
+
+    route = {"x-atomic": {"route": {"port": 80}}}
+    services = {
+        "web": {**route},
+        "api": {**route, "restart": "unless-stopped"},
+        "admin": {**route, "restart": "on-failure"},  # not restarted if it exits 0 on the engine's SIGTERM
+        "swarmish": {**route, "deploy": {"restart_policy": {"condition": "any"}}},
+        "off": {**route, "restart": "no"},
+        "worker": {},  # not routed: not the proxy's business
+    }
+    assert routed_without_restart(services) == ["admin", "off", "web"]
+    assert restart_policy(services["swarmish"]) == "always" and restart_policy(services["off"]) is None
+    message = restart_warning("web", services)
+    assert message.startswith("no restart policy") and "restart: unless-stopped" in message
+    assert restart_warning("admin", services).startswith("restart: on-failure")
+
+
+def test_maintenance_mode_answers_503_with_a_page_while_the_app_stays_healthy(project_name, tmp_path):
+    import httpx
+
+    from conftest import docker, run_cli
+    from test_deploy_support import app_service, free_port, wait_for_version, write_project
+
+    port = free_port()
+    write_project(tmp_path, {"web": app_service("v1")}, proxy_port=port)
+    assert run_cli("-p", project_name, "up", cwd=tmp_path).returncode == 0
+    wait_for_version(port, "v1")
+    bad = run_cli("-p", project_name, "maintenance", "on", "nosuch", cwd=tmp_path)
+    assert bad.returncode == 2 and "nosuch is not a service" in bad.stderr and "Traceback" not in bad.stderr
+
+    proc = run_cli("-p", project_name, "maintenance", "on", "web", "--message", "Back at {noon} <b>", "--retry-after",
+                   "30", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    answer = httpx.get(f"http://127.0.0.1:{port}/cgi-bin/v", timeout=5)
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "30"
+    assert "Back at &#123;noon&#125; &lt;b&gt;" in answer.text  # escaped: no HTML, no Caddy placeholder
+    assert answer.headers["content-type"].startswith("text/html")
+    health = docker("inspect", "--format", "{{.State.Health.Status}}", f"{project_name}-web-1").stdout.strip()
+    assert health == "healthy"  # the app is untouched; only its route answers the page
+
+    # A deploy meanwhile keeps the page up (the new version is gated and routed behind it).
+    write_project(tmp_path, {"web": app_service("v2")}, proxy_port=port)
+    proc = run_cli("-p", project_name, "up", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert httpx.get(f"http://127.0.0.1:{port}/cgi-bin/v", timeout=5).status_code == 503
+
+    proc = run_cli("-p", project_name, "maintenance", "off", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    wait_for_version(port, "v2", timeout=10)

@@ -297,3 +297,76 @@ def test_new_service_that_never_becomes_ready_fails_with_exit_1(stack):
     proc = deploy(name, project_dir, timeout="6s", HEALTH_PATH="/missing")
     assert proc.returncode == 1, proc.stderr
     assert "web" in proc.stderr and "Traceback" not in proc.stderr
+
+
+HEALTHZ_IMAGE = "compose-atomic-testbed/healthz-app:{tag}"
+# An image whose own HEALTHCHECK tests /healthz; with BROKEN=1, / still answers 200 but /healthz is 404.
+HEALTHZ_DOCKERFILE = """\
+FROM {busybox}
+HEALTHCHECK --interval=1s --timeout=2s --retries=2 --start-period=3s CMD wget -q -O /dev/null http://127.0.0.1:8080/healthz
+CMD ["sh", "-c", "mkdir -p /www && echo $VERSION > /www/index.html && if [ \\"$BROKEN\\" != 1 ]; then echo ok > /www/healthz; fi; exec httpd -f -p 8080 -h /www"]
+"""
+HEALTHZ_COMPOSE = """\
+services:
+  web:
+    image: {image}
+    environment:
+      VERSION: ${{VERSION:-v1}}
+      BROKEN: ${{BROKEN:-0}}
+    x-atomic:
+      route: {{port: 8080}}
+      monitor: 5s
+      drain: 1s
+x-atomic:
+  proxy:
+    image: {caddy}
+    ports: ["{port}:80"]
+"""
+
+
+@pytest.fixture
+def healthz_image(docker_engine, request):
+    tag = HEALTHZ_IMAGE.format(tag=uuid.uuid4().hex[:8])
+    proc = subprocess.run(["docker", "build", "-q", "-t", tag, "-"], input=HEALTHZ_DOCKERFILE.format(busybox=IMAGE_BUSYBOX),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    request.addfinalizer(lambda: docker("rmi", "-f", tag, check=False))
+    return tag
+
+
+def test_the_images_own_healthcheck_gates_the_rollout_and_no_task_reaches_the_proxys_config(stack, healthz_image):
+    """A route without x-atomic.health keeps the image's HEALTHCHECK: a release whose /healthz
+    fails (while / answers 200) is rolled back (exit 3), as on one host."""
+    from test_proxy import assert_no_admin_answers, listening_tcp
+
+    name, project_dir, port = stack
+    (project_dir / "compose.yaml").write_text(HEALTHZ_COMPOSE.format(image=healthz_image, caddy=IMAGE_CADDY, port=port))
+    render = run_cli("stack", "render", "--stack-name", name, "-o", "stack.yml", cwd=project_dir)
+    assert render.returncode == 0, render.stderr
+    text = (project_dir / "stack.yml").read_text()
+    assert "x-atomic-gate: 'the image''s HEALTHCHECK: CMD-SHELL wget -q -O /dev/null http://127.0.0.1:8080/healthz'" in text
+    import yaml
+
+    assert "healthcheck" not in yaml.safe_load(text)["services"]["web"]  # no probe of / over the image's own
+
+    first = deploy(name, project_dir, VERSION="v1")
+    assert first.returncode == 0, first.stderr
+    wait_for(port, "v1")
+
+    # Nothing on the stack's network reaches the proxy's configuration (its admin API is off).
+    def task(service: str) -> dict:
+        ids = docker("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={name}_{service}").stdout.split()
+        return json.loads(docker("inspect", ids[0]).stdout)[0]
+
+    app, proxy = task("web"), task("atomic-proxy")
+    ips = [n["IPAddress"] for n in proxy["NetworkSettings"]["Networks"].values() if n.get("IPAddress")]
+    listening = listening_tcp(proxy["State"]["Pid"])
+    targets = {(ip, p) for ip in ips for _, p in listening} | {(ip, 2019) for ip in ips}
+    assert_no_admin_answers(app["Id"], targets)
+    assert get(port) == "v1"
+
+    second = deploy(name, project_dir, VERSION="v2", BROKEN="1")
+    assert second.returncode == 3, second.stderr
+    web = next(s for s in json.loads(second.stdout)["services"] if s["service"] == "web")
+    assert web["outcome"] == "rolled back", web
+    assert get(port) == "v1"

@@ -65,7 +65,14 @@ def test_defaults_and_user_settings():
     minimal = render_stack(project({"web": {"image": "w", "x-atomic": {"route": {"port": 80}}}}))
     web = minimal.stack["services"]["web"]
     assert web["deploy"]["update_config"]["monitor"] == "10s"
-    assert web["healthcheck"]["start_period"] == "60s" and web["healthcheck"]["interval"] == "1s"
+    # A route without x-atomic.health.path keeps the image's own HEALTHCHECK (no probe of / over it).
+    assert "healthcheck" not in web
+    assert web["x-atomic-gate"].startswith("the image's HEALTHCHECK, if it has one")
+    probed = render_stack(project({"web": {"image": "w", "x-atomic": {"route": {"port": 80},
+                                                                      "health": {"path": "/up"}}}}))
+    hc = probed.stack["services"]["web"]["healthcheck"]
+    assert hc["start_period"] == "60s" and hc["interval"] == "1s" and hc["test"][-1] == "http://127.0.0.1:80/up"
+    assert probed.stack["services"]["web"]["x-atomic-gate"] == "x-atomic.health: wget http://127.0.0.1:80/up inside the task"
     # The user's own healthcheck and update settings win; a changed setting is reported.
     own = dict(WEB, healthcheck={"test": ["CMD", "true"]},
                deploy={"update_config": {"parallelism": 2}})
@@ -94,6 +101,7 @@ def test_caddy_service_in_front_of_routed_services():
     assert config_ref["file"] == "caddy.json"
     assert config_ref["name"] == f"prod_caddy_{caddy.config_digest(rendered.caddy_text)}"
 
+    assert rendered.caddy_config["admin"] == {"disabled": True}  # nothing to reach, not even on loopback
     server = rendered.caddy_config["apps"]["http"]["servers"]["http"]
     assert server["listen"] == [":80"]
     assert server["automatic_https"] == {"disable": True}  # no 443: hosts are matched on plain HTTP
@@ -242,8 +250,8 @@ def test_render_command_writes_what_docker_stack_deploy_and_caddy_accept(docker_
     assert loaded["services"]["web"]["environment"]["VERSION"] == "v$1"
     assert loaded["services"]["web"]["deploy"]["update_config"]["order"] == "start-first"
     # Caddy itself accepts the proxy's config (dynamic upstreams, retries, passive health).
-    valid = docker("run", "--rm", "-v", f"{caddy_file}:/etc/caddy/c.json:ro", IMAGE_CADDY,
-                   "validate", "--config", "/etc/caddy/c.json", check=False)
+    valid = docker("run", "--rm", "-v", f"{caddy_file}:/etc/caddy/c.json:ro", "--entrypoint", "caddy",
+                   IMAGE_CADDY, "validate", "--config", "/etc/caddy/c.json", check=False)
     assert valid.returncode == 0, valid.stderr
 
     as_json = run_cli("stack", "render", "--json", cwd=tmp_path)
@@ -317,3 +325,20 @@ def test_exit_codes_match_up():
     assert code("updated", "rolled back") == 3
     assert code("rolled back", "rollback paused") == 4
     assert code("updated", "failed") == 1 and code("timeout") == 1 and code("paused") == 1
+
+
+def test_the_rendered_file_says_which_check_gates_the_rollout():
+    route_only = {"web": {"image": "app:2", "x-atomic": {"route": {"port": 8080}}}}
+    images = {"app:2": {"Test": ["CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1:8080/healthz"]}}
+    rendered = render_stack(project(route_only), image_healthcheck=images.get)
+    web = rendered.stack["services"]["web"]
+    assert "healthcheck" not in web  # the image's own check is not overridden
+    assert web["x-atomic-gate"] == "the image's HEALTHCHECK: CMD-SHELL wget -q -O /dev/null http://127.0.0.1:8080/healthz"
+    assert "gated by the image's own HEALTHCHECK" in stack_yaml(rendered)
+    # An image without one: said, as a warning.
+    bare = render_stack(project(route_only), image_healthcheck=lambda image: {})
+    assert bare.stack["services"]["web"]["x-atomic-gate"].startswith("none")
+    assert any(f.severity == "warning" for f in findings_for(bare, "healthcheck"))
+    # The service's own healthcheck wins, and is named.
+    own = {"web": dict(route_only["web"], healthcheck={"test": ["CMD", "true"]})}
+    assert render_stack(project(own)).stack["services"]["web"]["x-atomic-gate"] == "the service's healthcheck: CMD true"

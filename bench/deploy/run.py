@@ -50,7 +50,7 @@ SCENARIOS = {
     "upgrade": {"MODE": "ok"},
     "slow": {"MODE": "slow", "SLOW_FOR": "6"},
     "broken": {"MODE": "broken"},
-    "crashy": {"MODE": "crashy", "CRASH_AFTER": "4"},
+    "crashy": {"MODE": "crashy", "CRASH_AFTER": os.environ.get("CRASH_AFTER", "4")},
 }
 TOOLS = ["compose-atomic", "compose", "docker-rollout"]
 CADDYFILE = ":80 {\n\treverse_proxy web:8080 {\n\t\tlb_try_duration 5s\n\t}\n}\n"
@@ -288,11 +288,26 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def distribution(results: list[dict]) -> str:
+    """Per tool and scenario over the repeated runs: failed GETs, failed POSTs, 503s, exit codes."""
+    lines = ["", "| tool | scenario | runs | failed GET per run | failed POST per run | 503s per run | exits |",
+             "|---|---|---|---|---|---|---|"]
+    keys = sorted({(r["tool"], r["scenario"]) for r in results})
+    for tool, scenario in keys:
+        runs = [r for r in results if (r["tool"], r["scenario"]) == (tool, scenario)]
+        s503 = [sum(kind.get("codes", {}).get("503", 0) for kind in (r.get("failures") or {}).values())
+                for r in runs]
+        lines.append(f"| {tool} | {scenario} | {len(runs)} | {[r['failed_get'] for r in runs]} | "
+                     f"{[r['failed_post'] for r in runs]} | {s503} | {[r['exit_code'] for r in runs]} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tools", default=",".join(TOOLS))
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
+    parser.add_argument("--repeat", type=int, default=1, help="Run each tool and scenario this many times.")
     args = parser.parse_args()
     tools = [t for t in args.tools.split(",") if t]
     if "docker-rollout" in tools and not Path(ROLLOUT).is_file():
@@ -301,13 +316,16 @@ def main() -> None:
     results = []
     for scenario in args.scenarios.split(","):
         for tool in tools:
-            print(f"-- {tool} / {scenario}", file=sys.stderr, flush=True)
-            result = run_one(tool, scenario)
-            print(json.dumps(result), file=sys.stderr, flush=True)
-            results.append(result)
+            for _ in range(args.repeat):
+                print(f"-- {tool} / {scenario}", file=sys.stderr, flush=True)
+                result = run_one(tool, scenario)
+                print(json.dumps(result), file=sys.stderr, flush=True)
+                results.append(result)
     Path(args.out).write_text(json.dumps({"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                           "results": results}, indent=2))
     print(table(results))
+    if args.repeat > 1:
+        print(distribution(results))
 
 
 if __name__ == "__main__":

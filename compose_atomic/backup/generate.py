@@ -9,8 +9,10 @@ with ``x-atomic.backup``, adds:
   reading the same volume read-only.
 
 The output is deterministic (same project, same bytes) and holds no secret: the
-password reaches the sidecar as a Docker secret, and values the user wrote as
-``${VAR}`` stay ``${VAR}`` for Compose to interpolate at ``up`` time.
+password reaches the sidecar as a Docker secret (the database's own
+``POSTGRES_PASSWORD_FILE`` one, or a ``0600`` file in the state directory holding the
+``POSTGRES_PASSWORD`` Compose resolved), and other values the user wrote as ``${VAR}``
+stay ``${VAR}`` for Compose to interpolate at ``up`` time.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ SCRIPT_LABEL = "com.compose-atomic.backup.script"
 DEFAULT_RCLONE_IMAGE = "rclone/rclone:1.68"
 DEFAULT_KEEP = {"last": 3, "daily": 7, "weekly": 4, "monthly": 6}
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-ENV_REF = re.compile(r"^\$\{?([A-Za-z_][A-Za-z0-9_]*)(?::?-[^}]*)?\}?$")
+PASSWORD_DIR = "backup"  # under the project's state directory: <service>.password, 0600
 
 
 @dataclass
@@ -111,8 +113,28 @@ def _keep_raw(project: Project, service: str, value: Any, *path: str) -> Any:
     return value
 
 
-def _password(project: Project, service: str, env: dict[str, Any]) -> tuple[dict, dict, dict]:
-    """(sidecar environment, sidecar secrets list entry, top-level secrets) for the password."""
+def password_file(project: Project, service: str) -> Path:
+    """Where ``backup generate`` keeps the password of a service that sets POSTGRES_PASSWORD."""
+    return project.state_dir / PASSWORD_DIR / f"{service}.password"
+
+
+def _secret_path(project: Project, path: Path) -> str:
+    """The path as the override file spells it: relative to the project directory when inside it."""
+    try:
+        return "./" + path.relative_to(project.working_dir).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _password(project: Project, service: str, env: dict[str, Any],
+              files: dict[Path, str] | None = None) -> tuple[dict, dict, dict]:
+    """(sidecar environment, sidecar secrets list entry, top-level secrets) for the password.
+
+    POSTGRES_PASSWORD however it was written (literally, ``${VAR}`` from the shell or ``.env``,
+    a pass-through ``- POSTGRES_PASSWORD``, an ``env_file``) is the value Compose resolved: it
+    goes into ``files`` (path -> password) for the caller to write with mode 0600, and the
+    sidecar reads it as a file secret, never from argv or its environment.
+    """
     svc = project.services[service]
     if env.get("POSTGRES_PASSWORD_FILE"):
         path = str(env["POSTGRES_PASSWORD_FILE"])
@@ -129,17 +151,19 @@ def _password(project: Project, service: str, env: dict[str, Any]) -> tuple[dict
     if str(env.get("POSTGRES_HOST_AUTH_METHOD", "")).lower() == "trust":
         return {}, {}, {}
     if "POSTGRES_PASSWORD" in env:
-        raw = raw_value(project, "services", service, "environment", "POSTGRES_PASSWORD")
-        match = ENV_REF.match(raw) if isinstance(raw, str) else None
-        if match:
-            name = f"{service}_backup_password"
-            return ({"BACKUP_PASSWORD_FILE": f"/run/secrets/{name}"}, {"source": name, "target": name},
-                    {name: {"environment": match.group(1)}})
-        raise ConfigError(
-            f'service "{service}": POSTGRES_PASSWORD is written in the compose file; the backup sidecar '
-            "takes the password only from a Docker secret, never from argv or a logged environment.",
-            hint="Use POSTGRES_PASSWORD_FILE with a secret (secrets: {db_password: {file: ./db_password.txt}}), "
-                 "or POSTGRES_PASSWORD: ${DB_PASSWORD} so the sidecar can read it as a secret from the environment.")
+        password = env.get("POSTGRES_PASSWORD")
+        if password is None or str(password) == "":
+            raise ConfigError(
+                f'service "{service}": POSTGRES_PASSWORD has no value here (a pass-through or ${{VAR}} whose '
+                "variable is not set); the backup sidecar needs the password to log in.",
+                hint="Set the variable (shell or .env) and run backup generate again, or use "
+                     "POSTGRES_PASSWORD_FILE with a Docker secret.")
+        path = password_file(project, service)
+        if files is not None:
+            files[path] = str(password)
+        name = f"{service}_backup_password"
+        return ({"BACKUP_PASSWORD_FILE": f"/run/secrets/{name}"}, {"source": name, "target": name},
+                {name: {"file": _secret_path(project, path)}})
     raise ConfigError(
         f'service "{service}": no POSTGRES_PASSWORD_FILE or POSTGRES_PASSWORD; the backup sidecar cannot log in.',
         hint="Set POSTGRES_PASSWORD_FILE to a Docker secret (recommended).")
@@ -169,8 +193,13 @@ def sidecar_environment(project: Project, service: str, backup: dict[str, Any]) 
     return env
 
 
-def build(project: Project, offsite_builders: dict[str, OffsiteBuilder] | None = None) -> dict[str, Any]:
-    """The override file as a mapping (services, volumes, configs, secrets)."""
+def build(project: Project, offsite_builders: dict[str, OffsiteBuilder] | None = None,
+          password_files: dict[Path, str] | None = None) -> dict[str, Any]:
+    """The override file as a mapping (services, volumes, configs, secrets).
+
+    ``password_files`` (when given) receives the secret files the override refers to, path ->
+    content, for ``write_password_files``; the mapping itself never holds a password.
+    """
     offsite_builders = offsite_builders or {}
     services: dict[str, Any] = {}
     volumes: dict[str, Any] = {}
@@ -200,7 +229,7 @@ def build(project: Project, offsite_builders: dict[str, OffsiteBuilder] | None =
         if not image:
             raise ConfigError(f'service "{service}": x-atomic.backup needs an image: the sidecar runs the '
                               "database's own image so pg_dump matches the server.")
-        pw_env, pw_secret, top_secrets = _password(project, service, env)
+        pw_env, pw_secret, top_secrets = _password(project, service, env, password_files)
         secrets.update(top_secrets)
         shared = sidecar_environment(project, service, backup)
         volume = f"{service}-backups"
@@ -256,6 +285,28 @@ def build(project: Project, offsite_builders: dict[str, OffsiteBuilder] | None =
     for extend in EXTENSIONS:  # e.g. x-atomic.backup.pitr (compose_atomic.pitr registers itself)
         extend(project, document)
     return document
+
+
+def write_password_files(files: dict[Path, str]) -> None:
+    """Write each password file with mode 0600 (atomically, never readable by others), in a
+    0700 directory that git ignores."""
+    import os
+
+    for path, password in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+        ignore = path.parent / ".gitignore"
+        if not ignore.exists():
+            ignore.write_text("# passwords for the backup sidecars (compose-atomic backup generate)\n*\n")
+        tmp = path.with_name(f".{path.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, password.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.replace(path)
 
 
 def rclone_builder(context: OffsiteContext) -> dict[str, dict[str, Any]]:

@@ -2,7 +2,10 @@
 
 Host commands use the very script and image the scheduled runs use, so a backup
 taken with ``backup now`` and a restore tested with ``backup verify`` go through
-the same code path as the nightly job.
+the same code path as the nightly job. ``--no-deps``: a backup never starts a service
+the user stopped (Compose's ``depends_on`` would start the database); the commands
+that need the server check first that it runs (:func:`require_running`).
+Every call goes through the Docker gateway (compose_atomic/docker.py).
 """
 
 from __future__ import annotations
@@ -12,12 +15,15 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import OperationFailed, UsageError
+from .. import docker
+from ..errors import BackupFailed, DockerTimeout, UsageError
 from ..project import Project, load_project
 from .generate import LABEL, ROLE_LABEL
 
 DEFAULT_OUTPUT = "compose.backup.yml"
 FIELDS = ("name", "database", "epoch", "size", "sha256", "verified", "seconds")
+#: A dump, verification or restore of a large database takes long; a hung one still ends.
+RUN_TIMEOUT = 6 * 3600.0
 
 
 @dataclass
@@ -68,15 +74,32 @@ def pick(project: Project, service: str | None) -> Sidecar:
                      + ", ".join(s.service for s in found))
 
 
-def run_sidecar(project: Project, sidecar: Sidecar, *args: str, timeout: float | None = None
+def require_running(project: Project, sidecar: Sidecar, action: str) -> None:
+    """Stop with a clear error when the database service has no running container."""
+    if not docker.service_containers(project.name, sidecar.service, running_only=True):
+        raise BackupFailed(
+            f'the database service "{sidecar.service}" is not running; {action} does not start it',
+            hint=f"Start it first (compose-atomic up -d {sidecar.service}), then run the command again.")
+
+
+def sidecar_command(project: Project, sidecar: Sidecar, *args: str, timeout: float = RUN_TIMEOUT
+                    ) -> docker.Command:
+    """``docker compose run --rm --no-deps -T <sidecar> ARGS`` as a gateway command."""
+    return project.compose("run", "--rm", "--no-deps", "-T", sidecar.name, *args, timeout=timeout)
+
+
+def run_sidecar(project: Project, sidecar: Sidecar, *args: str, timeout: float = RUN_TIMEOUT
                 ) -> subprocess.CompletedProcess:
-    """``docker compose run --rm -T <sidecar> ARGS``: stdout captured (data), stderr shown live."""
-    cmd = project.compose("run", "--rm", "-T", sidecar.name, *args)
+    """Run the sidecar's command: stdout captured (data), stderr shown live (progress)."""
+    command = sidecar_command(project, sidecar, *args, timeout=timeout)
+    proc = docker.popen(command, stdout=subprocess.PIPE, stderr=None, stdin=subprocess.DEVNULL, text=True)
     try:
-        return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True, timeout=timeout,
-                              check=False)
-    except FileNotFoundError:
-        raise OperationFailed("the docker CLI was not found on PATH") from None
+        stdout, _ = proc.communicate(timeout=command.timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise DockerTimeout(f"`{command}` did not finish within {command.timeout:g}s") from None
+    return subprocess.CompletedProcess(list(command.argv), proc.returncode, stdout or "", None)
 
 
 def result_lines(stdout: str, tag: str) -> list[list[str]]:

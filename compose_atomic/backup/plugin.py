@@ -97,11 +97,17 @@ def register_commands(cli):
         from pathlib import Path
 
         from ..config import load_valid_project
-        from .generate import build, render
+        from .generate import build, render, write_password_files
 
         project = load_valid_project(ctx.obj)
-        document = build(project, offsite_targets())
+        password_files: dict = {}
+        document = build(project, offsite_targets(), password_files)
         text = render(project, document, output if output != "-" else "compose.backup.yml")
+        write_password_files(password_files)
+        for path in password_files:
+            click.echo(f"note: the sidecar reads the POSTGRES_PASSWORD Compose resolved from {path} (0600, "
+                       "rewritten by every generate); a Docker secret with POSTGRES_PASSWORD_FILE is "
+                       "recommended (docs/backups.md)", err=True)
         if output == "-":
             click.echo(text, nl=False)
             return
@@ -126,10 +132,11 @@ def register_commands(cli):
         """Take a backup now, with the sidecar's checks and verification."""
         from ..errors import BackupFailed
         from ..plugins import call_hook
-        from .host import failure, pick, result_lines, run_sidecar
+        from .host import failure, pick, require_running, result_lines, run_sidecar
 
         project = _project(ctx)
         sidecar = pick(project, service)
+        require_running(project, sidecar, "backup now")
         _before_backup(project, sidecar.service)
         proc = run_sidecar(project, sidecar, "now")
         if proc.returncode != 0:
@@ -159,7 +166,7 @@ def register_commands(cli):
 
         project = _project(ctx)
         sidecar = pick(project, service)
-        proc = run_sidecar(project, sidecar, "list")
+        proc = run_sidecar(project, sidecar, "list", timeout=300)
         if proc.returncode != 0:
             raise BackupFailed(f"cannot read the backups of {sidecar.service} (exit {proc.returncode})")
         backups, status = parse_manifest(proc.stdout)
@@ -210,10 +217,11 @@ def register_commands(cli):
         """Restore a backup into a new database on the database server."""
         from ..errors import BackupFailed, UsageError
         from ..plugins import call_hook
-        from .host import failure, parse_manifest, pick, run_sidecar
+        from .host import failure, parse_manifest, pick, require_running, run_sidecar
 
         project = _project(ctx)
         sidecar = pick(project, service)
+        require_running(project, sidecar, "backup restore")
         chosen = _target(latest, file)
         if not target_db:
             listing = run_sidecar(project, sidecar, "list")

@@ -55,6 +55,10 @@ SESS_PID=""
 PARTIAL=""
 # A dead psql session must turn a write into an error we report, not a silent SIGPIPE death.
 trap '' PIPE
+# Row counts are compared byte for byte: every psql that prints table names speaks UTF8
+# (PostgreSQL converts from LATIN1 and the others; SQL_ASCII passes its bytes through), and
+# sorting is by bytes. The dumps keep the database's own encoding.
+COUNT_ENCODING=UTF8
 
 log() { printf '%s %s: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$BACKUP_LABEL" "$*" >&2; }
 
@@ -228,7 +232,7 @@ start_snapshot() {
     # A psql session holds a REPEATABLE READ transaction: pg_dump uses its exported
     # snapshot and the same session counts every table's rows, so both see one state.
     mkfifo "$W/ctl"
-    psql -X -q -At -v ON_ERROR_STOP=1 -d "$1" <"$W/ctl" >"$W/session.out" 2>"$W/session.err" &
+    PGCLIENTENCODING=$COUNT_ENCODING psql -X -q -At -v ON_ERROR_STOP=1 -d "$1" <"$W/ctl" >"$W/session.out" 2>"$W/session.err" &
     SESS_PID=$!
     exec 3>"$W/ctl"
     printf '%s\n' "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;" "SET LOCAL lock_timeout = '$BACKUP_LOCK_TIMEOUT';" \
@@ -250,14 +254,14 @@ finish_snapshot() {
     SESS_PID=""
     [ "$rc" -eq 0 ] || fail "counting rows on $1 failed: $(head -n 3 "$W/session.err")"
     tail -n 1 "$W/counts.raw" | grep -qx 'END-OF-COUNTS' || fail "row counts on $1 are incomplete"
-    grep -vx 'END-OF-COUNTS' "$W/counts.raw" | sort >"$W/counts.src"
+    sed '/^END-OF-COUNTS$/d' "$W/counts.raw" | LC_ALL=C sort >"$W/counts.src"
 }
 
 count_rows() {
     # count_rows HOST DB OUT
-    psql -X -q -At -v ON_ERROR_STOP=1 -h "$1" -U postgres -d "$2" -c "$COUNT_SQL" -o "$W/count.sql" &&
-        psql -X -q -At -v ON_ERROR_STOP=1 -h "$1" -U postgres -d "$2" -f "$W/count.sql" -o "$3.raw" &&
-        sort "$3.raw" >"$3"
+    PGCLIENTENCODING=$COUNT_ENCODING psql -X -q -At -v ON_ERROR_STOP=1 -h "$1" -U postgres -d "$2" -c "$COUNT_SQL" -o "$W/count.sql" &&
+        PGCLIENTENCODING=$COUNT_ENCODING psql -X -q -At -v ON_ERROR_STOP=1 -h "$1" -U postgres -d "$2" -f "$W/count.sql" -o "$3.raw" &&
+        LC_ALL=C sort "$3.raw" >"$3"
 }
 
 # ---- restore into a throwaway server -------------------------------------------
@@ -280,16 +284,30 @@ start_throwaway() {
     done
 }
 
+dump_encoding() {
+    # The database encoding a pg_dump archive was taken in (SQL_ASCII, LATIN1, UTF8, ...).
+    pg_restore --list "$1" 2>/dev/null | sed -n 's/^;[[:space:]]*Encoding:[[:space:]]*//p' | head -n 1
+}
+
+create_verify_db() {
+    # The throwaway database has the dump's encoding (locale C goes with every encoding), so
+    # a SQL_ASCII or LATIN1 database restores byte for byte, as it would on its own server.
+    enc=$(dump_encoding "$1")
+    createdb -h "$W" -U postgres -T template0 ${enc:+-E "$enc"} -l C verify 2>"$W/createdb.err" ||
+        fail "createdb in the verification server failed: $(head -n 2 "$W/createdb.err")"
+}
+
 verify_restore() {
     # verify_restore ARCHIVE EXPECTED_COUNTS: restore into a throwaway server and compare.
     start_throwaway
-    createdb -h "$W" -U postgres verify 2>"$W/createdb.err" || fail "createdb in the verification server failed"
+    create_verify_db "$1"
     pg_restore -h "$W" -U postgres -d verify --exit-on-error --no-owner --no-privileges \
         -j "$BACKUP_VERIFY_JOBS" "$1" 2>"$W/restore.err" ||
         fail "restore-verification of $(basename "$1") failed: $(head -n 3 "$W/restore.err")"
     count_rows "$W" verify "$W/counts.restored" || fail "counting restored rows failed"
-    if ! cmp -s "$2" "$W/counts.restored"; then
-        fail "restored row counts differ from the source at dump time: $(diff "$2" "$W/counts.restored" | grep '^[<>]' | head -n 4 | tr '\n' ' ')"
+    LC_ALL=C sort "$2" >"$W/counts.expected"  # files written before byte order was the rule
+    if ! cmp -s "$W/counts.expected" "$W/counts.restored"; then
+        fail "restored row counts differ from the source at dump time: $(diff "$W/counts.expected" "$W/counts.restored" | grep '^[<>]' | head -n 4 | tr '\n' ' ')"
     fi
     kill -QUIT "$VPID" 2>/dev/null; wait "$VPID" 2>/dev/null; VPID=""
     rm -rf "$W/pg"
@@ -559,7 +577,7 @@ verify_cmd() {
         verify_restore "$FILE" "$FILE.counts"
     else
         start_throwaway
-        createdb -h "$W" -U postgres verify
+        create_verify_db "$FILE"
         pg_restore -h "$W" -U postgres -d verify --exit-on-error --no-owner --no-privileges "$FILE" 2>"$W/restore.err" ||
             fail "restore-verification of $(basename "$FILE") failed: $(head -n 3 "$W/restore.err")"
     fi
@@ -579,16 +597,20 @@ restore_cmd() {
         fail "cannot connect to the server: $(head -n 2 "$W/psql.err")"
     [ -z "$exists" ] || fail "database $into already exists; restore goes into a new database only (choose another --target-db, or drop it first)"
     log "restoring $(basename "$FILE") into the new database $into: pg_restore -d $into --exit-on-error -j $BACKUP_VERIFY_JOBS $(basename "$FILE")"
-    createdb --maintenance-db=postgres "$into" 2>"$W/createdb.err" || fail "createdb $into failed: $(head -n 2 "$W/createdb.err")"
+    # In the dump's encoding when the server's locale allows it (SQL_ASCII always does), else
+    # in the server's default: PostgreSQL converts, the row counts below still compare.
+    enc=$(dump_encoding "$FILE")
+    { [ -n "$enc" ] && createdb --maintenance-db=postgres -T template0 -E "$enc" "$into" 2>"$W/createdb.err"; } ||
+        createdb --maintenance-db=postgres "$into" 2>"$W/createdb.err" || fail "createdb $into failed: $(head -n 2 "$W/createdb.err")"
     if ! pg_restore -d "$into" --exit-on-error -j "$BACKUP_VERIFY_JOBS" "$FILE" 2>"$W/restore.err"; then
         dropdb --maintenance-db=postgres "$into" 2>/dev/null
         fail "restore of $(basename "$FILE") into $into failed (the new database was dropped): $(head -n 3 "$W/restore.err")"
     fi
     if [ -f "$FILE.counts" ]; then
-        psql -X -q -At -v ON_ERROR_STOP=1 -d "$into" -c "$COUNT_SQL" -o "$W/count.sql" &&
-            psql -X -q -At -v ON_ERROR_STOP=1 -d "$into" -f "$W/count.sql" | sort >"$W/counts.restored" ||
+        PGCLIENTENCODING=$COUNT_ENCODING psql -X -q -At -v ON_ERROR_STOP=1 -d "$into" -c "$COUNT_SQL" -o "$W/count.sql" &&
+            PGCLIENTENCODING=$COUNT_ENCODING psql -X -q -At -v ON_ERROR_STOP=1 -d "$into" -f "$W/count.sql" | LC_ALL=C sort >"$W/counts.restored" ||
             fail "counting rows in $into failed"
-        cmp -s "$FILE.counts" "$W/counts.restored" || fail "row counts in $into differ from the source at dump time"
+        LC_ALL=C sort "$FILE.counts" | cmp -s - "$W/counts.restored" || fail "row counts in $into differ from the source at dump time"
     fi
     printf 'RESTORED\t%s\t%s\n' "$FILE" "$into"
     cleanup

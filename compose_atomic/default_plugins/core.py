@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from compose_atomic import hookimpl
-from compose_atomic.config import ConfigProblem, did_you_mean
+from compose_atomic.config import ConfigProblem, did_you_mean, route_conflicts
 
 
 @hookimpl
@@ -28,6 +28,9 @@ def validate_config(project):
                 "compose network. Remove network_mode or remove route.",
                 name,
             ))
+    problems += route_conflicts({name: project.service_x_atomic(name)["route"]
+                                 for name in project.atomic_services
+                                 if "route" in project.service_x_atomic(name)})
     if project.x_atomic.get("proxy") is not None and not any(
         "route" in project.service_x_atomic(s) for s in project.atomic_services
     ):

@@ -18,6 +18,7 @@ from ..errors import OperationFailed, UsageError
 from ..plugins import call_hook
 from ..progress import Progress
 from ..project import Project
+from ..proxy.checks import restart_warning, routed_without_restart
 from .plan import ServicePlan, plan_services, with_dependencies
 from .rollout import Context, Replacement, notify
 from .routing import make_proxy, proxy_networks, sync_proxy
@@ -66,6 +67,11 @@ def print_plan(progress: Progress, plans: list[ServicePlan], rest: list[str], pr
     progress.step("Plan")
     for plan in plans:
         progress.event(plan.service, "Would " + plan.describe(), state="info")
+        if plan.action in ("replace", "create", "restart-dead"):
+            for lines in call_hook("explain_plan", warn=lambda m: progress.warn(plan.service, m), project=project,
+                                   service=plan.service) or []:
+                for line in ([lines] if isinstance(lines, str) else lines or []):
+                    progress.event(plan.service, line, state="info")
     if rest:
         progress.event("compose", "Would run", "docker compose " + " ".join(compose_args + rest), state="info")
     if project.x_atomic.get("proxy") is not None:
@@ -87,6 +93,8 @@ def up(project: Project, *, services: list[str], flags: dict, raw_args: list[str
     atomic = [s for s in closure if s in deployable_services(project)]
     compose_args = compose_up_args(flags)
     force = bool(flags.get("force_recreate"))
+    for service in routed_without_restart({s: project.services[s] for s in atomic}):
+        progress.warn(service, restart_warning(service, project.services))
 
     if project.options.dry_run:
         plans = plan_services(project, atomic, force=force)
@@ -116,6 +124,7 @@ def _locked_up(project: Project, progress: Progress, services: list[str], closur
 
     reconcile(ctx)
     plans = plan_services(project, atomic, force=force)
+    call_hook("before_changes", project=project, plans=plans)  # e.g. the disk pre-flight
     replace = [p for p in plans if p.action == "replace"]
     revive = [p for p in plans if p.action == "restart-dead"]  # gated before routed, see Replacement.revive
     names = {p.service for p in replace + revive}

@@ -49,6 +49,10 @@ from .routing import dials, set_aliases, upstreams_for
 from .state import History, Journal, Phase
 
 
+#: Seconds a switch back waits for the requests still dialing a dead new container (see switch_back).
+SWITCH_BACK_WAIT = 2.0
+
+
 @dataclass
 class Context:
     """What every step of a service replacement needs."""
@@ -312,10 +316,19 @@ class Replacement:
         if not alive:
             docker.run(docker.start(*[c["Id"] for c in self.old]))
         if self.proxied:
-            self.route_to([c["Id"] for c in self.old])
+            if alive and not self.plan_is_replicas():
+                # The proxy already fails over to the old container by itself (it is the fallback,
+                # and a failed dial marks the new one down). Changing its configuration now would
+                # end the retries of requests still dialing the dead container (Caddy cancels
+                # those of a replaced configuration): wait until none is open to the new one.
+                self.wait_until_drained(self.dials_of(self.new_ids), SWITCH_BACK_WAIT)
+            self.route_to([c["Id"] for c in self.old], self.new_ids)
         else:
             for info in docker.inspect(*[c["Id"] for c in self.old]):
                 set_aliases(self.project, self.service, info, with_service=True)
+
+    def plan_is_replicas(self) -> bool:
+        return len(self.old) > 1
 
     def restore_old(self) -> None:
         """Stop-first undo: start the stopped old containers again, route to them, check them.
@@ -378,9 +391,12 @@ class Replacement:
 
     def drain(self, leaving: list[str]) -> None:
         """Wait until no request is open to ``leaving`` (unknown counts as open), at most ``drain``."""
-        deadline = time.monotonic() + self.settings.drain
+        self.wait_until_drained(leaving, self.settings.drain)
+
+    def wait_until_drained(self, leaving: list[str], bound: float) -> None:
+        deadline = time.monotonic() + bound
         while leaving and not self.drained(leaving) and time.monotonic() < deadline:
-            time.sleep(0.1)
+            time.sleep(0.05)
 
     def undo(self, reason: str) -> str:
         """Bring the old version back and remove the new one; return the outcome."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..project import ComposeOptions, discover_files
-from .detect import InitError, Plan, plan_project, read_env, read_file
+from .detect import ImageFacts, InitError, Plan, image_facts, merge_services, plan_project, read_env, read_file
 from .edit import apply_plan, unified_diff
 
 
@@ -28,7 +28,8 @@ def run_init(options: ComposeOptions | None, *, dry_run: bool, yes: bool, intera
             hint="Run init in the directory of your compose.yaml, or name the files with -f.")
     files = [read_file(p) for p in paths]
     base = Path(options.project_directory) if options.project_directory else paths[0].parent
-    plan = plan_project(files, read_env(base))
+    env = read_env(base)
+    plan = plan_project(files, env, local_images(files, env))
     _check_plan(plan)
 
     shown = ", ".join(_relative(p) for p in paths)
@@ -43,6 +44,7 @@ def run_init(options: ComposeOptions | None, *, dry_run: bool, yes: bool, intera
         click.echo(f"add by hand in {snippet}", err=True)
     report = {"files": [_relative(p) for p in paths],
               "annotations": {"project": plan.project, "services": plan.services},
+              "routes": plan.routes, "backups": plan.backups,
               "notes": plan.notes, "warnings": plan.warnings, "manual": edits.manual,
               "diff": "", "written": []}
     if not edits.texts:
@@ -90,15 +92,54 @@ def _emit(report: dict, as_json: bool) -> None:
 
 def _check_plan(plan: Plan) -> None:
     """Never write an annotation that `compose-atomic check` would reject."""
-    from ..config import full_schema, schema_problems
+    from ..config import full_schema, route_conflicts, schema_problems
 
     config = {"services": {n: {"x-atomic": a} for n, a in plan.services.items()}}
     if plan.project:
         config["x-atomic"] = plan.project
     problems = list(schema_problems(config, full_schema()))
+    problems += route_conflicts({n: a["route"] for n, a in plan.services.items() if "route" in a})
     if problems:  # a bug in init, not in the user's files
         raise InitError("init proposed annotations that do not validate:\n"
                         + "\n".join(f"  - {p}" for p in problems))
+
+
+def inspect_image_command(image: str):
+    """``docker image inspect`` of one image's config, read-only, a short timeout."""
+    from .. import docker
+
+    return docker.docker("image", "inspect", "--format", "{{json .Config}}", image, timeout=15)
+
+
+def local_images(files: list, env: dict[str, str]) -> dict[str, ImageFacts | None]:
+    """What the images on this machine define (healthcheck, ports); None for an image not here.
+
+    Read-only and local: nothing is pulled. Without a docker CLI every image is unknown.
+    """
+    import json
+
+    from .. import docker
+    from ..errors import ComposeAtomicError
+    from .detect import Service
+
+    found: dict[str, ImageFacts | None] = {}
+    for name, config in merge_services(files).items():
+        image = Service(name, config, env).image
+        if not image or image in found or "$" in image:
+            continue
+        try:
+            result = docker.run(inspect_image_command(image))
+        except ComposeAtomicError:  # no docker CLI, no engine, no answer: every image unknown
+            return {}
+        if result.returncode != 0:
+            if "no such image" in (result.stderr or "").lower():
+                found[image] = None  # not on this machine
+            continue  # the engine could not be asked: unknown, not "absent"
+        try:
+            found[image] = image_facts(json.loads(result.stdout))
+        except ValueError:
+            continue
+    return found
 
 
 def _relative(path: Path) -> str:

@@ -67,6 +67,29 @@ def last_line(node: yaml.Node, floor: int, lines: list[str]) -> int:
     return last_line(item, item.start_mark.line, lines)
 
 
+def after_own_comments(at: int, column: int, lines: list[str]) -> int:
+    """Move an insertion point past the comments that still belong to the block above.
+
+    A comment indented deeper than the block's key (``column``) is part of that block:
+    commented-out environment lines, say. A new key inserted before them would adopt
+    them, and uncommenting one later would put it under the new key. Blank lines and
+    comments at the key's own column or less introduce what follows; they stay below.
+    """
+    index = at
+    while index < len(lines):
+        text = lines[index]
+        stripped = text.lstrip()
+        if not stripped:
+            index += 1
+            continue
+        if stripped.startswith("#") and len(text) - len(stripped) > column:
+            index += 1
+            at = index
+            continue
+        break
+    return at
+
+
 @dataclass(frozen=True)
 class Style:
     """How the file indents: the mapping step and where a sequence's dash sits."""
@@ -153,8 +176,14 @@ def apply_plan(files: list[ComposeFile], plan: Plan) -> Edits:
                                 + "\n".join(render(snippet, 4, Style())))
             continue
         lines = home.text.splitlines()
+        anchor = re.search(r"&([^\s,\]}]+)", lines[key.start_mark.line][key.end_mark.column:])
+        if anchor and re.search(r"<<\s*:\s*\*" + re.escape(anchor.group(1)) + r"\b", home.text):
+            edits.manual.append(f"{_shown(home.path)} services.{name} (its anchor &{anchor.group(1)} is merged "
+                                "into other services, which would inherit the annotation):\n"
+                                + "\n".join(render(snippet, 4, Style())))
+            continue
         column = node.value[0][0].start_mark.column
-        at = last_line(node, key.start_mark.line, lines) + 1
+        at = after_own_comments(last_line(node, key.start_mark.line, lines) + 1, key.start_mark.column, lines)
         inserts.setdefault(home.path, []).append((at, render(snippet, column, detect_style(home.root))))
 
     if plan.project:

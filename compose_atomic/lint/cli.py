@@ -50,7 +50,7 @@ def list_rules_text(rules, config: LintConfig) -> str:
 
 
 def run_lint(options, *, paths, fmt, pg_version, excludes, severities, assume_in_transaction, list_rules,
-             plan, lock_timeout, trace, service, setups, expand, from_snapshot=None) -> int:
+             plan, lock_timeout, trace, service, setups, expand, from_snapshot=None, database_url=None) -> int:
     rules = get_rules()
     config = build_config(options, pg_version, excludes, severities, assume_in_transaction, rules)
     if list_rules:
@@ -61,9 +61,16 @@ def run_lint(options, *, paths, fmt, pg_version, excludes, severities, assume_in
                              hint="e.g. compose-atomic lint migrations/")
     if fmt in ("alembic", "django") and not plan:
         raise LintUsageError(f"--format {fmt} writes a migration: use it with --plan")
-    if trace and not service:
-        raise LintUsageError("--trace needs --service NAME: the database service whose image runs the trace")
-    if from_snapshot and not trace:
+    use_env = trace and not service and database_url is None and _pg_environment()
+    if database_url is not None and not trace:
+        raise LintUsageError("--database-url goes with --trace")
+    if trace and service and database_url is not None:
+        raise LintUsageError("--trace: give --service NAME (a throwaway container of its image) or --database-url "
+                             "URL (a database you point at), not both")
+    if trace and not service and database_url is None and not use_env:
+        raise LintUsageError("--trace needs a database: --service NAME (a throwaway container of the service's "
+                             "image), --database-url URL, or the PG* variables (PGHOST, PGDATABASE...)")
+    if from_snapshot and not (trace and service):
         raise LintUsageError("--from-snapshot goes with --trace --service NAME")
     files = expand(paths)
     texts: dict[str, str] = {}
@@ -87,7 +94,11 @@ def run_lint(options, *, paths, fmt, pg_version, excludes, severities, assume_in
     findings = []
     for path in files:
         findings.extend(linter.lint_text(path, texts[path]))
-    if trace:
+    if trace and not service:
+        from .trace import trace_database
+
+        findings = trace_database(database_url, files, texts, findings, setups, fmt, config)
+    elif trace:
         from .trace import trace_files
 
         findings = trace_files(options, service, files, texts, findings, setups, fmt, config,
@@ -107,6 +118,13 @@ def run_lint(options, *, paths, fmt, pg_version, excludes, severities, assume_in
         else:
             click.echo(f"{len(files)} file(s): no findings", err=True)
     return 1 if any(f.severity == "error" for f in findings) else 0
+
+
+def _pg_environment() -> bool:
+    """libpq's variables name a server (PGHOST / PGHOSTADDR / PGDATABASE / PGSERVICE)."""
+    import os
+
+    return any(os.environ.get(name) for name in ("PGHOST", "PGHOSTADDR", "PGDATABASE", "PGSERVICE"))
 
 
 def _no_color() -> bool:

@@ -37,14 +37,57 @@ def _sarif_level(severity: str) -> str:
     return {"error": "error", "info": "note"}.get(severity, "warning")
 
 
-def format_sarif(findings: list[Finding], rules: dict[str, Rule], version: str) -> str:
-    """SARIF 2.1.0 for GitHub code scanning (``github/codeql-action/upload-sarif``)."""
+def repository_root(start: str | None = None) -> str:
+    """The enclosing git work tree (a ``.git`` directory or file), else the working directory:
+    SARIF locations are relative to it, as GitHub code scanning expects."""
+    here = os.path.abspath(start or os.getcwd())
+    probe = here
+    while True:
+        if os.path.exists(os.path.join(probe, ".git")):
+            return probe
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            return here
+        probe = parent
+
+
+def _artifact(path: str, root: str) -> dict:
+    """A SARIF artifactLocation: percent-encoded, relative to SRCROOT when under it."""
+    from pathlib import Path
+    from urllib.parse import quote
+
+    full = os.path.abspath(path)
+    rel = os.path.relpath(full, root)
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep) or os.path.isabs(rel):
+        return {"uri": Path(full).as_uri()}  # outside the repository: an absolute file URI
+    return {"uri": quote(rel.replace(os.sep, "/"), safe="/"), "uriBaseId": "SRCROOT"}
+
+
+def _fingerprint(f: Finding, uri: str, seen: dict) -> str:
+    """Stable across edits elsewhere in the file: the rule, the file and the statement's text
+    (whitespace-normalised), not its line; a repeat of the same statement gets its ordinal."""
+    import hashlib
+
+    text = " ".join(f.statement.split())
+    key = (f.rule, uri, text)
+    seen[key] = seen.get(key, 0) + 1
+    digest = hashlib.sha256("\0".join((f.rule, uri, text, str(seen[key]))).encode()).hexdigest()
+    return digest[:32]
+
+
+def format_sarif(findings: list[Finding], rules: dict[str, Rule], version: str, root: str | None = None) -> str:
+    """SARIF 2.1.0 for GitHub code scanning (``github/codeql-action/upload-sarif``): locations
+    relative to the ``SRCROOT`` base (the repository root), percent-encoded; a partial
+    fingerprint per result; each rule's ``helpUri`` is its section of docs/lint.md."""
+    from pathlib import Path
+
+    root = root or repository_root()
     used = sorted({f.rule for f in findings} | set(rules))
     index = {rule_id: i for i, rule_id in enumerate(used)}
     descriptors = []
     for rule_id in used:
         rule = rules.get(rule_id)
-        descriptors.append({
+        descriptor = {
             "id": rule_id,
             "name": rule_id,
             "shortDescription": {"text": rule.summary if rule else rule_id},
@@ -52,19 +95,25 @@ def format_sarif(findings: list[Finding], rules: dict[str, Rule], version: str) 
             "help": {"text": rule.recipe if rule and rule.recipe else rule_id},
             "helpUri": f"{DOCS_URL}#{rule_id}",
             "defaultConfiguration": {"level": _sarif_level(rule.severity if rule else "error")},
-        })
+        }
+        if rule and rule.postgres:
+            descriptor["properties"] = {"postgresql": rule.postgres}
+        descriptors.append(descriptor)
     results = []
+    seen: dict = {}
     for f in findings:
+        artifact = _artifact(f.file, root)
         result = {
             "ruleId": f.rule,
             "ruleIndex": index[f.rule],
             "level": _sarif_level(f.severity),
             "message": {"text": f.message + (f" {f.help}" if f.help else "")},
             "locations": [{"physicalLocation": {
-                "artifactLocation": {"uri": f.file.replace(os.sep, "/")},
+                "artifactLocation": artifact,
                 "region": {"startLine": f.line, "startColumn": f.column, "endLine": f.end_line,
                            "endColumn": f.end_column},
             }}],
+            "partialFingerprints": {"compose-atomic/v1": _fingerprint(f, artifact["uri"], seen)},
         }
         if f.lock:
             result["properties"] = {"lock": f.lock}
@@ -75,6 +124,7 @@ def format_sarif(findings: list[Finding], rules: dict[str, Rule], version: str) 
         "runs": [{
             "tool": {"driver": {"name": "compose-atomic-lint", "version": version,
                                 "informationUri": DOCS_URL, "rules": descriptors}},
+            "originalUriBaseIds": {"SRCROOT": {"uri": Path(root).as_uri().rstrip("/") + "/"}},
             "columnKind": "unicodeCodePoints",
             "results": results,
         }],

@@ -232,29 +232,50 @@ class _Planner:
                         "SET NOT NULL skips the scan: the valid CHECK proves there is no NULL")
 
     def add_column(self, tree, table: str, cmd, raw) -> None:
-        from pglast import enums
+        """ADD COLUMN, so that every step runs on a table with rows and the end schema is the original's.
+
+        A default PostgreSQL must compute row by row (volatile; any default before 11) is split
+        off: the column is added bare and nullable, SET DEFAULT covers new rows, a batched
+        backfill (its own step, committing every batch) fills the old ones, and only then is a
+        NOT NULL added, through the CHECK recipe (the Lemmy instance-actor case: keeping NOT NULL
+        on the bare column fails with 23502). A foreign key stays inline when the column is
+        added without values (PostgreSQL does not scan a column of NULLs), a CHECK does not (it
+        is checked on every row either way), UNIQUE / PRIMARY KEY become an index built
+        CONCURRENTLY, after the backfill.
+        """
+        from pglast import ast, enums
 
         coldef = cmd.def_
         column = coldef.colname
+        raw_defaults = [c.get("Constraint", {}).get("raw_expr") for c in
+                        raw.get("def", {}).get("ColumnDef", {}).get("constraints") or []
+                        if c.get("Constraint", {}).get("contype") == "CONSTR_DEFAULT"]
+        computed = bool(volatile_calls(raw_defaults)) or not self.ctx.version_at_least(11)
         keep, default, deferred = [], None, []
+        has_default = any(c.contype == enums.ConstrType.CONSTR_DEFAULT and not _is_null(c.raw_expr)
+                          for c in coldef.constraints or ())
         for con in coldef.constraints or ():
-            if con.contype == enums.ConstrType.CONSTR_DEFAULT and con.raw_expr is not None \
-                    and volatile_calls(raw.get("def", {}).get("ColumnDef", {})) and self.ctx.version_at_least(11):
-                default = con.raw_expr
-            elif con.contype == enums.ConstrType.CONSTR_DEFAULT and not self.ctx.version_at_least(11):
+            if con.contype == enums.ConstrType.CONSTR_DEFAULT and computed and not _is_null(con.raw_expr):
                 default = con.raw_expr
             elif con.contype == enums.ConstrType.CONSTR_FOREIGN and not con.skip_validation:
-                from pglast import ast
-
-                con.fk_attrs = (ast.String(sval=column),)
-                deferred.append(con)
+                if has_default and not computed:  # existing rows get a value: validating scan, split it
+                    con.fk_attrs = (ast.String(sval=column),)
+                    deferred.append(con)
+                else:
+                    keep.append(con)  # a column of NULLs is not scanned; the backfill is checked row by row
+            elif con.contype == enums.ConstrType.CONSTR_CHECK and not con.skip_validation:
+                deferred.append(con)  # checked on every row even for a new column
             elif con.contype in (enums.ConstrType.CONSTR_UNIQUE, enums.ConstrType.CONSTR_PRIMARY):
-                from pglast import ast
-
                 con.keys = (ast.String(sval=column),)
                 deferred.append(con)
             else:
                 keep.append(con)
+        not_null = False
+        if default is not None:
+            # NOT NULL on the bare column fails on every existing row (23502): it comes after the backfill
+            not_null = bool(coldef.is_not_null) or any(c.contype == enums.ConstrType.CONSTR_NOTNULL for c in keep)
+            keep = [c for c in keep if c.contype != enums.ConstrType.CONSTR_NOTNULL]
+            coldef.is_not_null = False
         type_name = coldef.typeName.names[-1].sval if coldef.typeName else ""
         if default is None and not deferred:
             if type_name in SERIAL_TYPES:
@@ -266,10 +287,30 @@ class _Planner:
         self.tx(_deparse(_alter(tree, cmd)))
         if default is not None:
             self.tx(_deparse(_alter(tree, _cmd("AT_ColumnDefault", name=column, def_=default))))
-            self.notes.append(f"{table}.{column}: backfill existing rows in batches, e.g. UPDATE {table} SET "
-                              f"{column} = {_deparse(default)} WHERE {column} IS NULL AND <key range>")
+            self.alone(self._backfill(tree, column, _deparse(default)),
+                       "backfill the existing rows in batches of 10000, committing each (new rows get the default)")
+            if not_null:
+                if self.ctx.version_at_least(12):
+                    self.set_not_null(tree, table, column)
+                else:
+                    self.afterwards([_deparse(_alter(tree, _cmd("AT_SetNotNull", name=column)))],
+                                    "SET NOT NULL scans the table (no CHECK shortcut before PostgreSQL 12)")
         for con in deferred:
+            if con.contype == enums.ConstrType.CONSTR_CHECK and not con.conname:
+                con.conname = self.name(table, f"{column}_check")
             self.add_constraint(tree, table, _cmd("AT_AddConstraint", def_=con), con)
+
+    def _backfill(self, tree, column: str, expr: str) -> str:
+        """A DO block that fills ``column`` in batches, committing after each (PostgreSQL 11+
+        allows COMMIT in a DO block run outside a transaction)."""
+        table = _deparse(tree.relation)
+        return (f"DO $backfill$ DECLARE n bigint; BEGIN LOOP UPDATE {table} SET {column} = {expr} "
+                f"WHERE ctid = ANY (ARRAY(SELECT ctid FROM {table} WHERE {column} IS NULL LIMIT 10000)); "
+                "GET DIAGNOSTICS n = ROW_COUNT; EXIT WHEN n = 0; COMMIT; END LOOP; END $backfill$")
+
+
+def _is_null(expr) -> bool:
+    return getattr(expr, "isnull", False) is True
 
 
 def plan_source(path: str, text: str, config: LintConfig, lock_timeout: float = 2.0) -> Plan:

@@ -46,6 +46,9 @@ def register_commands(cli):
     @click.option("--trace", is_flag=True, help="Run the migration on a throwaway container of the project's "
                   "database image, record locks and rewrites, roll back.")
     @click.option("--service", metavar="NAME", help="With --trace: the PostgreSQL service whose image to use.")
+    @click.option("--database-url", metavar="URL", help="With --trace: trace on this PostgreSQL instead (a scratch "
+                  "copy: the locks are real). libpq URL or key=value; PG* variables fill in the rest, and alone "
+                  "(no --service) name the server. Keep the password in PGPASSWORD or ~/.pgpass.")
     @click.option("--setup", "setups", multiple=True, metavar="FILE",
                   help="With --trace: SQL applied and committed first (the schema the migration expects).")
     @click.option("--from-snapshot", "from_snapshot", metavar="NAME|latest",
@@ -53,7 +56,7 @@ def register_commands(cli):
                        "and data) instead of an empty database.")
     @click.pass_context
     def lint(ctx, paths, fmt, pg_version, excludes, severities, assume_in_transaction, list_rules, plan,
-             lock_timeout, trace, service, setups, from_snapshot):
+             lock_timeout, trace, service, database_url, setups, from_snapshot):
         """Check SQL migrations for locks, rewrites and transaction mistakes.
 
         PATHS are files, directories (every *.sql below) or globs. Exit 0 when
@@ -67,6 +70,6 @@ def register_commands(cli):
                         severities=_split(severities), assume_in_transaction=assume_in_transaction,
                         list_rules=list_rules, plan=plan, lock_timeout=lock_timeout, trace=trace,
                         service=service, setups=list(setups), expand=expand_paths,
-                        from_snapshot=from_snapshot)
+                        from_snapshot=from_snapshot, database_url=database_url)
         sys.stdout.flush()
         ctx.exit(code)

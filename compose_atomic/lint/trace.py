@@ -24,7 +24,6 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from compose_atomic.errors import DockerUnavailable
 
 from ..errors import LintUsageError, TraceFailed
 from .engine import LOCK_ORDER
@@ -32,6 +31,15 @@ from .model import Finding
 from .parser import parse_file
 
 REWRITE_RULES = {"changing-column-type", "adding-field-with-default"}
+# Rules whose claim is a scan of the table (validation of a constraint, NOT NULL): rechecked with the
+# backend's own scan counters (pg_stat_get_xact_numscans, table and its indexes) around the statement.
+SCAN_RULES = {"constraint-missing-not-valid", "adding-foreign-key-constraint", "adding-not-nullable-field",
+              "adding-serial-primary-key-field"}
+SCANS = """
+SELECT t.oid, pg_stat_get_xact_numscans(t.oid)
+       + coalesce((SELECT sum(pg_stat_get_xact_numscans(i.indexrelid)) FROM pg_index i WHERE i.indrelid = t.oid), 0)
+FROM pg_class t WHERE t.oid = ANY(%s)
+"""
 RELATIONS = """
 SELECT c.oid, c.relname, c.relkind, c.relfilenode
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -53,6 +61,7 @@ class TracedStatement:
     duration_ms: float = 0.0
     locks: list[str] = field(default_factory=list)
     rewritten: list[str] = field(default_factory=list)
+    scanned: list[str] = field(default_factory=list)
     indexes_rebuilt: list[str] = field(default_factory=list)
     sqlstate: str | None = None
     error: str | None = None
@@ -60,15 +69,39 @@ class TracedStatement:
 
     def as_json(self) -> dict:
         return {"duration_ms": round(self.duration_ms, 2), "locks": self.locks, "rewritten": self.rewritten,
-                "indexes_rebuilt": self.indexes_rebuilt, "sqlstate": self.sqlstate, "error": self.error,
+                "scanned": self.scanned, "indexes_rebuilt": self.indexes_rebuilt, "sqlstate": self.sqlstate, "error": self.error,
                 "skipped": self.skipped}
 
 
-def _docker(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, env=env)
-    except FileNotFoundError:
-        raise DockerUnavailable("--trace needs the docker CLI, which is not on PATH") from None
+# ---- docker commands: built here as data, run by compose_atomic.docker's gateway ----------------
+
+
+def run_container(name: str, image: str):
+    """A PostgreSQL container on a random 127.0.0.1 port; the password comes from the CLI's environment."""
+    from compose_atomic import docker
+
+    return docker.docker("run", "-d", "--rm", "--name", name, "--label", "compose-atomic.lint-trace=1",
+                         "-e", "POSTGRES_PASSWORD", "-e", "POSTGRES_USER=postgres", "-e", "POSTGRES_DB=trace",
+                         "-p", "127.0.0.1::5432", image, changes=True, timeout=docker.LONG_TIMEOUT)
+
+
+def container_port(name: str):
+    from compose_atomic import docker
+
+    return docker.docker("port", name, "5432/tcp")
+
+
+def container_running(name: str):
+    from compose_atomic import docker
+
+    return docker.docker("inspect", "-f", "{{.State.Running}}", name)
+
+
+def restore_dump(name: str):
+    from compose_atomic import docker
+
+    return docker.docker("exec", "-i", name, "pg_restore", "--no-owner", "--no-privileges", "--exit-on-error",
+                         "-U", "postgres", "-d", "trace", changes=True, timeout=1800)
 
 
 class ThrowawayPostgres:
@@ -82,13 +115,15 @@ class ThrowawayPostgres:
         self.port: int | None = None
 
     def __enter__(self) -> "ThrowawayPostgres":
+        from compose_atomic import docker
+
+        if docker.gateway().dry_run:
+            raise LintUsageError("--trace starts a throwaway database container: not with --dry-run")
         # The password travels in the environment of the docker CLI, never in argv.
         env = {**os.environ, "POSTGRES_PASSWORD": self.password}
-        proc = _docker("run", "-d", "--rm", "--name", self.name, "--label", "compose-atomic.lint-trace=1",
-                       "-e", "POSTGRES_PASSWORD", "-e", "POSTGRES_USER=postgres", "-e", "POSTGRES_DB=trace",
-                       "-p", "127.0.0.1::5432", self.image, env=env)
-        if proc.returncode != 0:
-            raise TraceFailed(f"--trace could not start a container of {self.image}: {proc.stderr.strip()}")
+        result = docker.run(run_container(self.name, self.image), env=env)
+        if not result.ok:
+            raise TraceFailed(f"--trace could not start a container of {self.image}: {result.last_line()}")
         try:
             self._wait()
         except BaseException:
@@ -99,11 +134,13 @@ class ThrowawayPostgres:
     def _wait(self) -> None:
         import psycopg
 
+        from compose_atomic import docker
+
         deadline = time.monotonic() + self.start_timeout
         last = ""
         while time.monotonic() < deadline:
             if self.port is None:
-                out = _docker("port", self.name, "5432/tcp").stdout.strip().splitlines()
+                out = docker.run(container_port(self.name)).stdout.strip().splitlines()
                 if out:
                     self.port = int(out[0].rsplit(":", 1)[1])
             if self.port is not None:
@@ -113,7 +150,7 @@ class ThrowawayPostgres:
                     return
                 except psycopg.OperationalError as exc:
                     last = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            state = _docker("inspect", "-f", "{{.State.Running}}", self.name).stdout.strip()
+            state = docker.run(container_running(self.name)).stdout.strip()
             if state != "true":
                 raise TraceFailed(f"the trace container of {self.image} stopped while starting")
             time.sleep(0.5)
@@ -121,21 +158,30 @@ class ThrowawayPostgres:
 
     def restore(self, dump: Path) -> None:
         """Load a ``pg_dump -Fc`` file (a snapshot) into the trace database, streamed over stdin."""
+        from compose_atomic import docker
+
+        command = restore_dump(self.name)
         with open(dump, "rb") as fh:
-            proc = subprocess.run(["docker", "exec", "-i", self.name, "pg_restore", "--no-owner",
-                                   "--no-privileges", "--exit-on-error", "-U", "postgres", "-d", "trace"],
-                                  stdin=fh, capture_output=True, text=False, timeout=1800, check=False)
+            proc = docker.popen(command, stdin=fh, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            try:
+                _, err = proc.communicate(timeout=command.timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+                raise TraceFailed(f"--from-snapshot: restoring {dump.name} took more than {command.timeout:g}s")
         if proc.returncode != 0:
-            detail = proc.stderr.decode(errors="replace").strip().splitlines()
+            detail = (err or b"").decode(errors="replace").strip().splitlines()
             raise TraceFailed(f"--from-snapshot: restoring {dump.name} into the trace database failed: "
                               f"{detail[-1] if detail else 'exit ' + str(proc.returncode)}")
 
     def conninfo(self) -> dict:
         return {"host": "127.0.0.1", "port": self.port, "user": "postgres", "password": self.password,
-                "dbname": "trace"}
+                "dbname": "trace", "client_encoding": "UTF8"}  # text as str on any server encoding
 
     def __exit__(self, *exc) -> None:
-        _docker("rm", "-f", "-v", self.name, timeout=60)
+        from compose_atomic import docker
+
+        docker.run(docker.remove(self.name, volumes=True))
 
 
 def _find_snapshot(project, service: str, name: str) -> Path:
@@ -180,6 +226,7 @@ def trace_source(conn, source, config=None) -> list[TracedStatement]:
         before = _relations(cur)
         current = dict(before)
         held: set[tuple[int, str]] = set()
+        tables = [oid for oid, (_, kind, _) in before.items() if kind in ("r", "p", "m")]
         for n, stmt in enumerate(source.statements):
             in_transaction = ctx.in_transaction
             ctx.after(stmt)
@@ -192,6 +239,8 @@ def trace_source(conn, source, config=None) -> list[TracedStatement]:
                 record.skipped = f"not traced: {reason} runs outside a transaction"
                 continue
             cur.execute(f"SAVEPOINT lint_trace_{n}")
+            cur.execute(SCANS, (tables,))
+            scans_before = dict(cur.fetchall())
             started = time.perf_counter()
             try:
                 cur.execute(stmt.text)
@@ -202,6 +251,10 @@ def trace_source(conn, source, config=None) -> list[TracedStatement]:
                 cur.execute(f"ROLLBACK TO SAVEPOINT lint_trace_{n}")
                 continue
             record.duration_ms = (time.perf_counter() - started) * 1000
+            cur.execute(SCANS, (tables,))
+            for oid, count in cur.fetchall():
+                if oid in current and count > scans_before.get(oid, count):
+                    record.scanned.append(current[oid][0])
             cur.execute(LOCKS)
             locks = {(oid, mode) for oid, _, mode in cur.fetchall() if oid in before}
             strongest: dict[int, str] = {}
@@ -265,6 +318,10 @@ def merge(findings: list[Finding], records: list[TracedStatement], texts: dict[s
                 if not record.rewritten:
                     continue  # the database proved there is no rewrite: a static false positive
                 f.message += f" Trace: rewrote {', '.join(record.rewritten)} ({record.duration_ms:.1f} ms here)."
+            elif f.rule in SCAN_RULES and record.sqlstate is None and record.skipped is None:
+                if not record.scanned:
+                    continue  # no scan of any existing table: e.g. a valid CHECK proved NOT NULL
+                f.message += f" Trace: scanned {', '.join(record.scanned)} ({record.duration_ms:.1f} ms here)."
             if record.locks:
                 f.lock = "; ".join(record.locks) + " (traced)"
         out.append(f)
@@ -295,17 +352,89 @@ def _finding(r: TracedStatement, rule: str, message: str, help_: str, lock: str 
                    r.start, r.start + len(r.statement), r.line)
 
 
-def format_trace(records: list[TracedStatement], image: str) -> str:
-    out = [f"trace on {image} (one transaction, rolled back):"]
+def format_trace(records: list[TracedStatement], where: str) -> str:
+    out = [f"trace on {where} (one transaction, rolled back):"]
     for r in records:
         first = r.statement.splitlines()[0][:60] if r.statement else ""
         what = r.skipped if r.skipped else f"FAILED {r.sqlstate}: {r.error}" if r.sqlstate else \
             "; ".join(filter(None, ["; ".join(r.locks) or "no new lock on existing relations",
                                     f"REWRITE {', '.join(r.rewritten)}" if r.rewritten else "",
+                                    f"scanned {', '.join(r.scanned)}" if r.scanned else "",
                                     f"indexes rebuilt: {', '.join(r.indexes_rebuilt)}" if r.indexes_rebuilt else ""]))
         out.append(f"  {r.file}:{r.line}  {r.duration_ms:7.1f} ms  {first}")
         out.append(f"      {what}")
     return "\n".join(out)
+
+
+def _read_setups(setups: list[str]) -> dict[str, str]:
+    setup_texts = {}
+    for path in setups:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                setup_texts[path] = fh.read()
+        except OSError as exc:
+            raise LintUsageError(f"--setup {path}: cannot read: {exc.strerror}") from None
+    return setup_texts
+
+
+def _trace_on(conn, files, texts, setup_texts, config) -> list[TracedStatement]:
+    records: list[TracedStatement] = []
+    for path, text in setup_texts.items():
+        apply_setup(conn, path, text)
+    for path in files:
+        records.extend(trace_source(conn, parse_file(path, texts[path]), config))
+    return records
+
+
+def _report(records, where: str, fmt: str, findings, texts) -> list[Finding]:
+    if fmt == "text":
+        print(format_trace(records, where), file=sys.stdout)
+        print(file=sys.stdout)
+    merged = merge(findings, records, texts)
+    if fmt == "json":
+        by_stmt = {(r.file, r.start): r for r in records}
+        for f in merged:
+            for (file, start), r in by_stmt.items():
+                if file == f.file and start <= f.start <= start + len(r.statement):
+                    f.trace = r.as_json()  # type: ignore[attr-defined]
+    return merged
+
+
+def describe_server(database_url: str | None) -> str:
+    """Where a --database-url / PG* trace connects, without any password."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        info = conninfo_to_dict(database_url or "")
+    except Exception as exc:  # noqa: BLE001 - psycopg's ProgrammingError: a malformed URL
+        raise LintUsageError(f"--database-url: not a PostgreSQL connection string ({exc})") from None
+    host = info.get("host") or os.environ.get("PGHOST") or "localhost"
+    port = info.get("port") or os.environ.get("PGPORT") or "5432"
+    dbname = info.get("dbname") or os.environ.get("PGDATABASE") or info.get("user") or os.environ.get("PGUSER") or "?"
+    return f"{host}:{port}/{dbname}"
+
+
+def trace_database(database_url: str | None, files: list[str], texts: dict[str, str], findings: list[Finding],
+                   setups: list[str], fmt: str, config) -> list[Finding]:
+    """Trace on a PostgreSQL the user points at: ``database_url`` (libpq URL or key=value string),
+    with libpq's PG* variables filling in what it leaves out (all of it when it is None).
+
+    Everything runs in one transaction that is rolled back (--setup files excepted: they are
+    committed), but the locks are real while it runs: point it at a scratch copy."""
+    import psycopg
+
+    setup_texts = _read_setups(setups)
+    where = describe_server(database_url)
+    print(f"lint --trace on {where}: one transaction, rolled back; its locks are real while it runs "
+          "(use a scratch copy)", file=sys.stderr)
+    try:
+        conn = psycopg.connect(database_url or "", autocommit=True, connect_timeout=10, client_encoding="UTF8")
+    except psycopg.Error as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TraceFailed(f"--trace could not connect to {where}: {detail}") from None
+    with conn:
+        records = _trace_on(conn, files, texts, setup_texts, config)
+    return _report(records, where, fmt, findings, texts)
 
 
 def trace_files(options, service: str, files: list[str], texts: dict[str, str], findings: list[Finding],
@@ -324,31 +453,11 @@ def trace_files(options, service: str, files: list[str], texts: dict[str, str], 
     if not image:
         raise LintUsageError(f"--service {service!r} has no image: --trace runs the database service's image "
                              "(build it first and set image:)")
-    setup_texts = {}
-    for path in setups:
-        try:
-            with open(path, encoding="utf-8") as fh:
-                setup_texts[path] = fh.read()
-        except OSError as exc:
-            raise LintUsageError(f"--setup {path}: cannot read: {exc.strerror}") from None
+    setup_texts = _read_setups(setups)
     snapshot = _find_snapshot(project, service, from_snapshot) if from_snapshot else None
-    records: list[TracedStatement] = []
     with ThrowawayPostgres(image, project.name or "compose-atomic") as pg:
         if snapshot is not None:
             pg.restore(snapshot)
         with psycopg.connect(**pg.conninfo(), autocommit=True) as conn:
-            for path, text in setup_texts.items():
-                apply_setup(conn, path, text)
-            for path in files:
-                records.extend(trace_source(conn, parse_file(path, texts[path]), config))
-    if fmt == "text":
-        print(format_trace(records, image), file=sys.stdout)
-        print(file=sys.stdout)
-    merged = merge(findings, records, texts)
-    if fmt == "json":
-        by_stmt = {(r.file, r.start): r for r in records}
-        for f in merged:
-            for (file, start), r in by_stmt.items():
-                if file == f.file and start <= f.start <= start + len(r.statement):
-                    f.trace = r.as_json()  # type: ignore[attr-defined]
-    return merged
+            records = _trace_on(conn, files, texts, setup_texts, config)
+    return _report(records, image, fmt, findings, texts)

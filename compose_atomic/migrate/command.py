@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from .. import docker
 from ..project import Project
 from . import introspect
 from .database import Database, container_ips
@@ -56,20 +57,19 @@ def run_migration_command(project: Project, db: Database, service: str, image: s
     tag = uuid.uuid4().hex[:8]
     name = f"{project.name}-{service}-migrate-{tag}"
     app_name = f"compose-atomic-migrate-{tag}"
-    env_args = ["-e", f"PGAPPNAME={app_name}"]
+    env = [f"PGAPPNAME={app_name}"]
     service_env = project.services[service].get("environment") or {}
     if "PGOPTIONS" not in service_env:
-        env_args += ["-e", f"PGOPTIONS=-c lock_timeout={int(lock_timeout * 1000)}"]
-    argv = ["docker", "compose", "-f", "-", "-p", project.name, "--project-directory",
-            str(project.working_dir), "run", "--rm", "--no-deps", "-T", "--name", name,
-            *env_args, service, *command]
+        env.append(f"PGOPTIONS=-c lock_timeout={int(lock_timeout * 1000)}")
+    run = docker.compose_oneoff(project.name, str(project.working_dir), service, command, name=name,
+                                env=env, timeout=timeout)
     config_yaml = yaml.safe_dump(compose_config_for(project, service, image), sort_keys=False)
     result = CommandResult()
     tail: deque[str] = deque(maxlen=30)
     echo = echo or (lambda line: print(f"migrate | {line}", file=sys.stderr, flush=True))
 
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, errors="replace")
+    proc = docker.popen(run, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT, text=True, errors="replace")
 
     def pump() -> None:
         for line in proc.stdout:
@@ -87,7 +87,7 @@ def run_migration_command(project: Project, db: Database, service: str, image: s
         code = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         result.ended_backends, left = _cancel_on_server(db, name, app_name)
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+        docker.run(docker.remove(name))
         proc.kill()
         proc.wait()
         reader.join(timeout=5)
@@ -102,7 +102,7 @@ def run_migration_command(project: Project, db: Database, service: str, image: s
         return result
     except KeyboardInterrupt:
         result.ended_backends, _ = _cancel_on_server(db, name, app_name)
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+        docker.run(docker.remove(name))
         proc.kill()
         proc.wait()
         result.interrupted = True

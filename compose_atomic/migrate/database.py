@@ -28,6 +28,11 @@ from ..project import Project
 from ..errors import DatabaseUnavailable
 
 PG_PORT = 5432
+# Every connection speaks UTF8, whatever the server's encoding. PostgreSQL converts from
+# LATIN1 and the others; a SQL_ASCII server converts nothing, and psycopg would otherwise
+# return its text as bytes (a snapshot id of b'...' broke every guarded migration there).
+# Names in a SQL_ASCII database are then read as the UTF-8 its clients almost always wrote.
+CLIENT_ENCODING = "UTF8"
 
 
 def docker_json(*args: str) -> Any:
@@ -127,7 +132,8 @@ class Database:
         try:
             return psycopg.connect(host=host, port=port, user=self.user, password=self._password,
                                    dbname=dbname or self.dbname, connect_timeout=10,
-                                   autocommit=autocommit, application_name=application_name)
+                                   autocommit=autocommit, application_name=application_name,
+                                   client_encoding=CLIENT_ENCODING)
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(
                 f'cannot connect to PostgreSQL of "{self.service}" at {host}:{port}: '

@@ -157,3 +157,11 @@ def register_commands(cli):
         snap = guarded_migrate(project, service, image, _progress(project))
         clear_state(project, service)
         click.echo(str(snap.path) if snap else "")
+
+
+@hookimpl
+def explain_plan(project, service):
+    """``up --dry-run``: which case the service's migration is in (undoable in place, restore, unknown)."""
+    from .guard import classify_release
+
+    return classify_release(project, service) or None

@@ -21,6 +21,7 @@ import threading
 import time
 from typing import Any
 
+from .. import docker
 from ..errors import Interrupted, RestoreFailed, RestoreRefused
 from ..progress import Progress
 from ..project import Project
@@ -80,11 +81,12 @@ def restore(project: Project, db: Database, snap: Snapshot, *, target_db: str | 
     maint = db.connect(db.maintenance_db)
     try:
         _repair_interrupted_switch(maint, live, progress)
-        if replacing_live and not force:
+        discarded: dict[str, int] = {}
+        if replacing_live:
             with db.connect() as conn:
                 writes = pending_writes(snap, introspect.write_counters(conn))
                 wal = _wal_since(conn, snap) if writes else ""
-            if writes:
+            if writes and not force:
                 raise RestoreRefused(
                     f"restoring {snap.name} would discard {describe_writes(writes)}{wal}",
                     hint=f"Nothing was changed. To restore anyway: compose-atomic db restore "
@@ -108,7 +110,7 @@ def restore(project: Project, db: Database, snap: Snapshot, *, target_db: str | 
             verified = _verify(db, snap, work_db)
             if replacing_live:
                 with _deferred_sigint() as interrupted:
-                    _swap(db, maint, snap, live, work_db, force)
+                    discarded = _swap(db, maint, snap, live, work_db, force)
                 if interrupted():
                     progress.warn(resource, "interrupted during the switch; the switch was completed")
         except BaseException as exc:
@@ -126,11 +128,12 @@ def restore(project: Project, db: Database, snap: Snapshot, *, target_db: str | 
         snap.manifest.setdefault("restored", []).append(dt.datetime.now(dt.timezone.utc).isoformat())
         snap.save_manifest()
     elapsed = time.monotonic() - started
-    progress.event(resource, "Restored", f"{snap.name}, verified {len(verified)} tables", elapsed=elapsed)
+    lost = f"; discarded {describe_writes(discarded)}" if discarded else ""
+    progress.event(resource, "Restored", f"{snap.name}, verified {len(verified)} tables{lost}", elapsed=elapsed)
     call_hook("after_restore", project=project, database=db.service, path=str(snap.path),
               target_db=target_db or live)
     return {"snapshot": snap.name, "database": target_db or live, "tables": verified,
-            "seconds": round(elapsed, 3)}
+            "seconds": round(elapsed, 3), "discarded": discarded}
 
 
 def _wal_since(conn, snap: Snapshot) -> str:
@@ -197,8 +200,8 @@ def _pg_restore(db: Database, maint, snap: Snapshot, work_db: str) -> None:
     argv = db.exec_argv("pg_restore", "--exit-on-error", "--no-password", "-U", db.user,
                         "-d", work_db, stdin=True)
     with open(snap.path, "rb") as handle:
-        proc = subprocess.Popen(argv, stdin=handle, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, env=db.exec_env())
+        proc = docker.popen(docker.exec_in(argv), stdin=handle, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=db.exec_env())
         errors: list[bytes] = []
         drain = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)
         drain.start()
@@ -233,8 +236,9 @@ def _verify(db: Database, snap: Snapshot, work_db: str) -> dict[str, int]:
     return counts
 
 
-def _swap(db: Database, maint, snap: Snapshot, live: str, work_db: str, force: bool) -> None:
-    """Refuse new connections, end the others, re-check writes, rename twice."""
+def _swap(db: Database, maint, snap: Snapshot, live: str, work_db: str, force: bool) -> dict[str, int]:
+    """Refuse new connections, end the others, re-check writes, rename twice; returns the
+    rows written since the snapshot, which the swap discarded (only ever non-empty if forced)."""
     from psycopg import sql
 
     guard = db.connect(live)  # stays usable after ALLOW_CONNECTIONS false
@@ -244,9 +248,9 @@ def _swap(db: Database, maint, snap: Snapshot, live: str, work_db: str, force: b
         left = introspect.terminate(maint, others)
         if left:
             raise RestoreFailed(f"{len(left)} sessions on {live} could not be terminated")
+        time.sleep(0.2)  # terminated backends flush their statistics on exit
+        writes = pending_writes(snap, introspect.write_counters(guard))
         if not force:
-            time.sleep(0.2)  # terminated backends flush their statistics on exit
-            writes = pending_writes(snap, introspect.write_counters(guard))
             if writes:
                 raise RestoreRefused(f"restoring {snap.name} would discard {describe_writes(writes)}",
                                      hint="Nothing was changed. Add --force to restore anyway.")
@@ -264,6 +268,7 @@ def _swap(db: Database, maint, snap: Snapshot, live: str, work_db: str, force: b
         maint.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(_qi(live)))
         raise
     maint.execute(sql.SQL("DROP DATABASE {}").format(_qi(old)))
+    return writes
 
 
 class _deferred_sigint:

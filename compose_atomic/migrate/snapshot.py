@@ -20,11 +20,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from .. import docker
 from ..errors import NotEnoughSpace, SnapshotFailed
 from ..progress import Progress
 from ..project import Project
 from ..statedir import Snapshot, fsync_dir, list_snapshots  # noqa: F401 - Snapshot, list_snapshots: re-exported
-from . import introspect
+from . import introspect, schemadiff
 from .database import Database
 
 CHUNK = 1 << 20
@@ -139,6 +140,8 @@ def take_snapshot(project: Project, db: Database, directory: Path, *, reason: st
             try:
                 facts["tables"] = introspect.row_counts(conn)
                 facts["schema_sha256"] = introspect.schema_fingerprint(conn)
+                facts["schema_objects"] = schemadiff.describe(conn)
+                facts["bookkeeping"] = schemadiff.bookkeeping(conn)
             except Exception as exc:  # noqa: BLE001 - reported below
                 facts["error"] = exc
 
@@ -165,6 +168,7 @@ def take_snapshot(project: Project, db: Database, directory: Path, *, reason: st
         "database_service": db.service, "dbname": db.dbname, "server_version": version,
         "size": size, "sha256": digest, "toc_entries": toc, "wal_lsn": lsn,
         "tables": facts["tables"], "schema_sha256": facts["schema_sha256"],
+        "schema_objects": facts["schema_objects"], "bookkeeping": facts["bookkeeping"],
         "counters": counters, **(extra or {}),
     }
     snap = Snapshot(final, manifest)
@@ -183,7 +187,7 @@ def _dump(db: Database, snapshot_id: str, tmp: Path, lock_wait: float) -> tuple[
     digest = hashlib.sha256()
     size = 0
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=db.exec_env())
+    proc = docker.popen(docker.exec_in(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=db.exec_env())
     errors: list[bytes] = []
     drain = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)
     drain.start()
@@ -219,13 +223,20 @@ def _dump(db: Database, snapshot_id: str, tmp: Path, lock_wait: float) -> tuple[
 
 def _check_archive(db: Database, path: Path) -> int:
     """``pg_restore --list`` must read the archive; returns its number of TOC entries."""
+    command = docker.exec_in(db.exec_argv("pg_restore", "--list", stdin=True))
     with open(path, "rb") as handle:
-        proc = subprocess.run(db.exec_argv("pg_restore", "--list", stdin=True), stdin=handle,
-                              capture_output=True, env=db.exec_env(), check=False)
+        proc = docker.popen(command, stdin=handle, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=db.exec_env())
+        try:
+            out, err = proc.communicate(timeout=command.timeout)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
     if proc.returncode != 0:
         raise SnapshotFailed("the dump is not a readable archive (pg_restore --list: "
-                             f"{proc.stderr.decode(errors='replace').strip()})")
-    return sum(1 for line in proc.stdout.decode(errors="replace").splitlines()
+                             f"{err.decode(errors='replace').strip()})")
+    return sum(1 for line in out.decode(errors="replace").splitlines()
                if line and not line.startswith(";"))
 
 

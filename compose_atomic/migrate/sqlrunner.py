@@ -66,6 +66,8 @@ class RunResult:
     committed: bool = False
     error: MigrationFailed | None = None
     interrupted: bool = False
+    #: ``(file:line, sql)`` of every statement that committed, in order
+    executed: list[tuple[str, str]] = field(default_factory=list)
 
 
 def split_statements(text: str) -> list[Statement]:
@@ -150,9 +152,7 @@ def run_sql_files(db: Database, patterns: tuple[str, ...], base: Path, *, lock_t
     watchdog.start()
     try:
         conn.execute(f"SET lock_timeout = {int(lock_timeout * 1000)}")
-        applied = {}
-        if conn.execute("SELECT to_regclass(%s)", (TABLE,)).fetchone()[0] is not None:
-            applied = dict(conn.execute(f"SELECT name, sha256 FROM {TABLE}").fetchall())
+        applied = applied_files(conn)
         for mf in files:
             if mf.name in applied:
                 if applied[mf.name] != mf.sha256:
@@ -169,10 +169,12 @@ def run_sql_files(db: Database, patterns: tuple[str, ...], base: Path, *, lock_t
                         for index, stmt in enumerate(mf.statements):
                             conn.execute(stmt.text)
                         _record(conn, mf, started)
+                    result.executed += [(f"{mf.name}:{s.line}", s.text) for s in mf.statements]
                 else:
                     for index, stmt in enumerate(mf.statements):
                         conn.execute(stmt.text)
                         result.committed = True
+                        result.executed.append((f"{mf.name}:{stmt.line}", stmt.text))
                     _record(conn, mf, started)
             except (psycopg.Error, KeyboardInterrupt) as exc:
                 if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE and not conn.closed:
@@ -204,6 +206,19 @@ def run_sql_files(db: Database, patterns: tuple[str, ...], base: Path, *, lock_t
     finally:
         watchdog.cancel()
         conn.close()
+
+
+def applied_files(conn) -> dict[str, str]:
+    """``name -> sha256`` of the files already applied (none before the first)."""
+    if conn.execute("SELECT to_regclass(%s)", (TABLE,)).fetchone()[0] is None:
+        return {}
+    return dict(conn.execute(f"SELECT name, sha256 FROM {TABLE}").fetchall())
+
+
+def pending_statements(files: list[MigrationFile], applied: dict[str, str] | None) -> list[tuple[str, str]]:
+    """``(file:line, sql)`` of the files not applied yet (all of them when ``applied`` is None)."""
+    return [(f"{mf.name}:{s.line}", s.text) for mf in files
+            if applied is None or mf.name not in applied for s in mf.statements]
 
 
 def _record(conn, mf: MigrationFile, started: float) -> None:

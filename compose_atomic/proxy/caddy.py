@@ -35,17 +35,36 @@ the routes it had.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from .. import docker
 from ..errors import ProxyError
 
-ADMIN_PORT = 2019
+#: Restart policy of the edge and the switch. Not ``unless-stopped``: after dockerd is killed
+#: (SIGKILL, OOM, a power cut), the engine stops the containers it finds on start and does not
+#: restart ``unless-stopped`` ones; ``always`` ones it does (measured on Docker 20.10, see
+#: tests/test_engine_restart.py and docs/deploy.md, "After a reboot or an engine crash").
+RESTART_POLICY = "always"
+#: Seconds a client is told to wait (``Retry-After``) when a route has no live container.
+RETRY_AFTER = 5
+#: How long the switch waits for a connection to a container. On a container network a live
+#: one answers in well under a millisecond; the address of one that is gone answers nothing
+#: (Caddy's default is 3 s, and every request paid it).
+DIAL_TIMEOUT = "1s"
+#: How long a request may look for an upstream when the route has a single container: enough to
+#: try its address, then its name, not enough to make a client wait for one that is down.
+ALONE_TRY_DURATION = "200ms"
+ALONE_TRY_INTERVAL = "50ms"
+#: Bumped when the switch's container layout changes (2: the admin API on a unix socket, no TCP
+#: port), so that an existing switch is handed over to one of the new layout. (The edge's spec
+#: is its whole configuration already.)
+LAYOUT = 2
 CONFIG_DIR_IN_CONTAINER = "/etc/compose-atomic"
 #: The edge and the switch share this directory (``<state_dir>/proxy/run`` on the host).
 SOCKET_DIR_IN_CONTAINER = "/run/compose-atomic"
@@ -60,6 +79,10 @@ READY_LINE = "serving initial configuration"
 #: Methods Caddy may replay on another upstream after the request reached one.
 #: POST and PATCH are never replayed: the first upstream may have acted on them.
 RETRY_METHODS = ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"]
+#: How long the switch waits for a container to accept a connection (see Route.to_caddy).
+DIAL_TIMEOUT = "500ms"
+#: How long an upstream that failed once is skipped while there is another one to use.
+FAIL_DURATION = "10s"
 #: The edge already set these from the client; the switch passes them on unchanged.
 FORWARDED = ["X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"]
 
@@ -90,47 +113,130 @@ class Route:
     #: Containers leaving the route: they get no new request, but Caddy keeps counting the requests
     #: still open to them (an upstream that no handler lists is forgotten, its count with it).
     draining: list[str] = field(default_factory=list)
+    #: In maintenance: ``{"message": ..., "retry_after": seconds}`` (see ``compose-atomic maintenance``).
+    maintenance: dict[str, Any] | None = None
 
     @property
     def handler_id(self) -> str:
         return f"ca_{self.service}"
 
+    @property
+    def route_id(self) -> str:
+        return f"ca_route_{self.service}"
+
     def to_caddy(self) -> dict[str, Any]:
+        handle = [self.handler()]
+        if self.maintenance is not None:
+            # The page answers before the proxy handler, which stays (with its upstreams) for the
+            # deploys that PATCH it meanwhile and for `maintenance off`.
+            handle.insert(0, maintenance_page(self.maintenance.get("message"),
+                                              int(self.maintenance.get("retry_after", RETRY_AFTER))))
+        if self.draining:
+            # Never reached (the proxy handler answers and does not call the next one), but
+            # provisioned: it keeps the leaving upstreams, and their in-flight counts, known.
+            handle.append({"handler": "reverse_proxy", "@id": f"ca_drain_{self.service}",
+                           "upstreams": [{"dial": d} for d in self.draining]})
+        route: dict[str, Any] = {"@id": self.route_id, "handle": handle, "terminal": True}
+        match = route_match(self.hosts, self.path)
+        if match:
+            route["match"] = match
+        return route
+
+    def handler(self) -> dict[str, Any]:
+        """The route's handler (``@id`` ``ca_<service>``, what a deploy PATCHes)."""
+        if not self.upstreams:
+            # Nothing to send to (a service not routed yet, or gated): say so at once.
+            return unavailable(self.handler_id)
+        # Several containers (a switch, replicas): hold a request while one fails, another answers.
+        # A single one: a short look (its address, then its name), then 503 with Retry-After.
+        fallback = self.balance or containers_behind(self.upstreams) > 1
         handler = {
             "handler": "reverse_proxy",
             "@id": self.handler_id,
             "upstreams": [{"dial": d} for d in self.upstreams],
             "headers": {"request": {"set": {h: [f"{{http.request.header.{h}}}"] for h in FORWARDED}}},
+            # A container that died takes its address with it: a dial to it gets no answer at
+            # all (no ARP reply, no RST) and would hang for Caddy's default 3 s before the retry
+            # goes to the next upstream. On a local bridge a live container answers a dial in
+            # well under a millisecond, so a short dial timeout only ever cuts a dead one.
+            # No keep-alive to the containers: a request is only ever sent on a connection the
+            # container has just accepted, so a POST that fails was inside the container when it
+            # died; one written on an idle connection it had already closed would be lost too.
+            "transport": {"protocol": "http", "dial_timeout": DIAL_TIMEOUT, "keep_alive": {"enabled": False}},
             "load_balancing": {
                 # One container: the first upstream that is up takes every request. During a switch
                 # the list is [new, old], so a dial or transport error on the new container sends the
-                # retry (and, for 1 s, everything) to the old one, before compose-atomic even notices.
-                # Replicas: round robin over them, a failed one skipped for 1 s.
+                # retry (and, for FAIL_DURATION, everything) to the old one, before compose-atomic even
+                # notices. Replicas: round robin over them, a failed one skipped for FAIL_DURATION.
                 "selection_policy": {"policy": "round_robin" if self.balance else "first"},
-                "try_duration": self.try_duration,
-                "try_interval": "100ms",
+                "try_duration": self.try_duration if fallback else ALONE_TRY_DURATION,
+                "try_interval": "100ms" if fallback else ALONE_TRY_INTERVAL,
                 "retry_match": [{"method": RETRY_METHODS}],
             },
         }
         if len(self.upstreams) > 1:
             # Only while a fallback exists: with one upstream, marking it down would turn a
             # transient error into 503s for everyone; retrying it (try_duration) is better.
-            handler["health_checks"] = {"passive": {"fail_duration": "1s", "max_fails": 1}}
-        handle = [handler]
-        if self.draining:
-            # Never reached (reverse_proxy answers and does not call the next handler), but
-            # provisioned: it keeps the leaving upstreams, and their in-flight counts, known.
-            handle.append({"handler": "reverse_proxy", "@id": f"ca_drain_{self.service}",
-                           "upstreams": [{"dial": d} for d in self.draining]})
-        route: dict[str, Any] = {"@id": f"ca_route_{self.service}", "handle": handle, "terminal": True}
-        match = route_match(self.hosts, self.path)
-        if match:
-            route["match"] = match
-        return route
+            # A failed upstream stays skipped long enough for compose-atomic to notice and
+            # switch back: its retries then never meet the dead container again.
+            handler["health_checks"] = {"passive": {"fail_duration": FAIL_DURATION, "max_fails": 1}}
+        return handler
 
     def sort_key(self) -> tuple:
         # Specific routes first: with a host before without, longer paths before shorter.
         return (0 if self.hosts else 1, -len(self.path or ""), self.service)
+
+
+def containers_behind(dials: Iterable[str]) -> int:
+    """How many containers a route's dials reach: one container is its address, then its name;
+    replicas are one address each."""
+    dials = list(dials)
+    names = []
+    for dial in dials:
+        host = dial.rsplit(":", 1)[0].strip("[]")
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            names.append(dial)
+    return len(names) if names else len(dials)
+
+
+def unavailable(handler_id: str | None = None, *, retry_after: int = RETRY_AFTER,
+                body: str = "503 Service Unavailable: no container is serving this route right now.\n") -> dict[str, Any]:
+    """A handler that answers 503 with ``Retry-After`` at once."""
+    handler: dict[str, Any] = {
+        "handler": "static_response", "status_code": 503, "body": body,
+        "headers": {"Retry-After": [str(retry_after)], "Content-Type": ["text/plain; charset=utf-8"],
+                    "Cache-Control": ["no-store"]},
+    }
+    if handler_id:
+        handler["@id"] = handler_id
+    return handler
+
+
+def maintenance_page(message: str | None, retry_after: int) -> dict[str, Any]:
+    """A small HTML page with 503 and ``Retry-After``, for a route in maintenance."""
+    import html
+
+    text = html.escape(message or "This service is down for maintenance. Please try again shortly.")
+    # Caddy expands {placeholders} in a static body: a message with braces must stay literal.
+    text = text.replace("{", "&#123;").replace("}", "&#125;")
+    body = ("<!doctype html><html><head><meta charset=\"utf-8\"><title>Maintenance</title></head>"
+            f"<body><h1>Down for maintenance</h1><p>{text}</p></body></html>\n")
+    return unavailable(retry_after=retry_after, body=body) | {
+        "headers": {"Retry-After": [str(retry_after)], "Content-Type": ["text/html; charset=utf-8"],
+                    "Cache-Control": ["no-store"]}}
+
+
+def error_routes() -> dict[str, Any]:
+    """A server's error handling: no upstream to reach (a dial failed, or none is available) is a
+    503 with ``Retry-After``; any other error keeps its status (a request that reached a container
+    and failed there is not one a client may simply send again)."""
+    return {"routes": [
+        {"match": [{"vars_regexp": {"{http.error.message}": {"pattern": "^(dial |no upstreams available)"}}}],
+         "handle": [unavailable()], "terminal": True},
+        {"handle": [{"handler": "static_response", "status_code": "{http.error.status_code}"}]},
+    ]}
 
 
 def build_config(routes: list[Route], slot: str = "a") -> dict[str, Any]:
@@ -139,9 +245,12 @@ def build_config(routes: list[Route], slot: str = "a") -> dict[str, Any]:
         "listen": [f"unix/{SOCKET_DIR_IN_CONTAINER}/switch-{slot}.sock"],
         "automatic_https": {"disable": True},
         "routes": [r.to_caddy() for r in sorted(routes, key=Route.sort_key)],
+        "errors": error_routes(),
     }
     return {
-        "admin": {"listen": f"0.0.0.0:{ADMIN_PORT}"},
+        # A unix socket in the run directory (mode 0700), which only the proxy containers mount:
+        # no container network and no host port reaches the admin API.
+        "admin": {"listen": f"unix/{SOCKET_DIR_IN_CONTAINER}/admin-{slot}.sock"},
         "apps": {"http": {"servers": {"atomic": server}}},
     }
 
@@ -182,7 +291,8 @@ def build_edge_config(routes: list[Route], ports: list[str | int | dict] | None 
         # Only dial errors are retried (whatever the method): nothing was sent yet.
         "load_balancing": {"try_duration": "10s", "try_interval": "50ms"},
     }
-    server: dict[str, Any] = {"listen": [address for address, _ in listeners], "routes": []}
+    server: dict[str, Any] = {"listen": [address for address, _ in listeners], "routes": [],
+                              "errors": error_routes()}  # the switch down for more than 10 s
     app: dict[str, Any] = {"servers": {"edge": server}}
     if hosts:
         # The host matcher is what tells Caddy which certificates to obtain; the ports that
@@ -200,24 +310,21 @@ def build_edge_config(routes: list[Route], ports: list[str | int | dict] | None 
 
 def routes_from_config(config: dict[str, Any]) -> dict[str, list[str]]:
     """Upstreams per service as a saved configuration has them."""
-    found: dict[str, list[str]] = {}
+    return {service: dials for service, (dials, _) in balanced_routes_from_config(config).items()}
+
+
+def balanced_routes_from_config(config: dict[str, Any]) -> dict[str, tuple[list[str], bool]]:
+    """Upstreams per service as a saved configuration has them, and whether they are balanced."""
+    found: dict[str, tuple[list[str], bool]] = {}
     servers = config.get("apps", {}).get("http", {}).get("servers", {})
     for server in servers.values():
         for route in server.get("routes", []):
             for handler in route.get("handle", []):
                 hid = handler.get("@id", "")
-                if hid.startswith("ca_") and not hid.startswith("ca_drain_"):
-                    found[hid[3:]] = [u["dial"] for u in handler.get("upstreams", [])]
+                if hid.startswith("ca_") and not hid.startswith(("ca_route_", "ca_drain_")):
+                    policy = ((handler.get("load_balancing") or {}).get("selection_policy") or {}).get("policy")
+                    found[hid[3:]] = ([u["dial"] for u in handler.get("upstreams", [])], policy == "round_robin")
     return found
-
-
-def _docker(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else "unknown error"
 
 
 def _digest(value: Any) -> str:
@@ -239,10 +346,63 @@ class CaddyProxy:
         self.ports = list(ports)
         self.routes = {r.service: r for r in routes}
         self.data_volume = f"{project_name}-atomic-proxy-data"  # the edge's certificates
-        self.slot = SLOTS[0]  # the socket the serving switch listens on
-        self._admin: str | None = None
+        self.slot = self._serving_slot()  # the sockets the serving switch listens on
+        for service, state in self._maintenance_state().items():
+            if service in self.routes:
+                self.routes[service].maintenance = state
 
     # ---- saved state -------------------------------------------------------
+
+    @property
+    def maintenance_path(self) -> Path:
+        return self.config_dir / "maintenance.json"
+
+    def _maintenance_state(self) -> dict[str, dict[str, Any]]:
+        try:
+            state = json.loads(self.maintenance_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return state if isinstance(state, dict) else {}
+
+    def restore_saved(self) -> None:
+        """Give the routes the upstreams the saved configuration has (for commands other than up)."""
+        for path in (self.config_dir / f"switch-{self.slot}.json", self.config_path):
+            try:
+                saved = balanced_routes_from_config(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                continue
+            for service, (dials, balance) in saved.items():
+                if service in self.routes:
+                    self.routes[service].upstreams, self.routes[service].balance = dials, balance
+            return
+
+    def set_maintenance(self, services: list[str], state: dict[str, Any] | None, networks: list[str]) -> None:
+        """Put ``services``' routes in maintenance (``state``: message, retry_after) or take them out (None)."""
+        current = self._maintenance_state()
+        for service in services:
+            self.routes[service].maintenance = state
+            if state is None:
+                current.pop(service, None)
+            else:
+                current[service] = state
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.maintenance_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(current, indent=2))
+        os.replace(tmp, self.maintenance_path)
+        self._save()
+
+        def patch():
+            for service in services:
+                route = self.routes[service]
+                try:
+                    self._request("PATCH", f"/id/{route.route_id}", route.to_caddy())
+                except ProxyError as exc:
+                    if " 404 " in str(exc) or "unknown object ID" in str(exc):
+                        self.load()
+                        return
+                    raise
+
+        self._with_retry(patch, networks)
 
     def saved_upstreams(self) -> dict[str, list[str]]:
         """What the proxy routes to according to the saved configuration."""
@@ -261,6 +421,7 @@ class CaddyProxy:
 
     def _save(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.run_dir, 0o700)  # holds the switch's admin socket: root (the proxy, us) only
         files = {f"switch-{slot}.json": self.config(slot) for slot in SLOTS}
         files["edge.json"] = self.edge_config()
         for name, content in files.items():
@@ -268,6 +429,14 @@ class CaddyProxy:
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(content, indent=2))
             os.replace(tmp, path)
+
+    def _serving_slot(self) -> str:
+        """The slot ``switch.sock`` points at (the first one before there is a switch)."""
+        try:
+            target = os.readlink(self.run_dir / "switch.sock")
+        except OSError:
+            return SLOTS[0]
+        return next((slot for slot in SLOTS if target == f"switch-{slot}.sock"), SLOTS[0])
 
     def _point_socket(self, slot: str) -> None:
         """Send the edge's next connections to the switch on ``slot`` (one atomic rename)."""
@@ -281,8 +450,7 @@ class CaddyProxy:
 
     @staticmethod
     def _inspect(name: str) -> dict[str, Any] | None:
-        proc = _docker("inspect", "--type", "container", name)
-        return json.loads(proc.stdout)[0] if proc.returncode == 0 else None
+        return docker.inspect_one(name)
 
     def ensure(self, networks: list[str], report: Callable[[str, bool], None] | None = None) -> None:
         """Create, repair or update the proxy, join ``networks`` and push the saved configuration.
@@ -292,39 +460,38 @@ class CaddyProxy:
         self._save()
         self._ensure_switch(networks, report)
         self._ensure_edge(report)
-        self._admin = None
         self.wait_ready()
         self.load()
 
-    def _labels(self, role: str, spec: str, slot: str = "") -> list[str]:
-        labels = {"com.docker.compose.project": self.project_name, LABEL_PROXY: self.project_name,
+    def _labels(self, role: str, spec: str, slot: str = "") -> dict[str, str]:
+        labels = {docker.LABEL_PROJECT: self.project_name, LABEL_PROXY: self.project_name,
                   LABEL_ROLE: role, LABEL_SPEC: spec}
         if slot:
             labels[LABEL_SLOT] = slot
-        return [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
+        return labels
 
-    def _run(self, name: str, labels: list[str], extra: list[str], config_file: str,
+    def _run(self, name: str, labels: dict[str, str], config_file: str, *, network: str | None = None,
+             volumes: tuple[str, ...] = (), env: dict[str, str] | None = None,
              hint: str = "Check x-atomic.proxy.image.") -> None:
         """``docker run`` one Caddy and wait until it serves; on failure nothing is left behind."""
-        args = ["run", "-d", "--name", name, *labels, "--restart", "unless-stopped",
-                "-v", f"{self.config_dir}:{CONFIG_DIR_IN_CONTAINER}:ro",
-                "-v", f"{self.run_dir}:{SOCKET_DIR_IN_CONTAINER}",
-                "--entrypoint", "caddy", *extra, self.image,
-                "run", "--config", f"{CONFIG_DIR_IN_CONTAINER}/{config_file}"]
-        proc = _docker(*args, timeout=300)
+        command = docker.run_detached(
+            name, self.image, labels=labels, restart=RESTART_POLICY, network=network, env=env,
+            volumes=(f"{self.config_dir}:{CONFIG_DIR_IN_CONTAINER}:ro", f"{self.run_dir}:{SOCKET_DIR_IN_CONTAINER}",
+                     *volumes),
+            entrypoint="caddy", command=("run", "--config", f"{CONFIG_DIR_IN_CONTAINER}/{config_file}"))
+        result = docker.run(command)
         try:
-            if proc.returncode != 0:
-                raise ProxyError(f"proxy {name}: could not start {self.image}: {_last_line(proc.stderr)}",
-                                 hint=hint)
+            if not result.ok:
+                raise ProxyError(f"proxy {name}: could not start {self.image}: {result.last_line()}", hint=hint)
             self._wait_serving(name, hint=hint)
         except ProxyError:
-            _docker("rm", "-f", name)
+            docker.run(docker.remove(name))
             raise
 
     # -- the switch --
 
     def _ensure_switch(self, networks: list[str], report: Callable[[str, bool], None] | None) -> None:
-        spec = _digest(self.image)
+        spec = _digest([self.image, LAYOUT])
         info = self._inspect(self.switch_name)
         if info is None:
             self._create_switch(self.switch_name, SLOTS[0], spec, networks)
@@ -334,23 +501,25 @@ class CaddyProxy:
         if (info["Config"].get("Labels") or {}).get(LABEL_SPEC) != spec:
             self._hand_over_switch(slot, spec, networks, report)
             return
+        self._keep_policy(self.switch_name, info)
         if info["State"]["Status"] != "running":
             self._start(self.switch_name)
         self._join(self.switch_name, info, networks)
         self._point_socket(slot)
 
     def _create_switch(self, name: str, slot: str, spec: str, networks: list[str]) -> None:
-        extra = ["-p", f"127.0.0.1::{ADMIN_PORT}"] + (["--network", networks[0]] if networks else [])
-        self._run(name, self._labels("switch", spec, slot), extra, f"switch-{slot}.json")
+        # No published port: its admin API is a unix socket in the run directory (see admin_socket).
+        self._run(name, self._labels("switch", spec, slot), f"switch-{slot}.json",
+                  network=networks[0] if networks else None)
         self._join(name, self._inspect(name) or {}, networks)
 
     def _join(self, name: str, info: dict[str, Any], networks: list[str]) -> None:
         joined = set((info.get("NetworkSettings") or {}).get("Networks") or {})
         for net in networks:
             if net not in joined:
-                proc = _docker("network", "connect", net, name)
-                if proc.returncode != 0 and "already exists" not in proc.stderr:
-                    raise ProxyError(f"proxy {name}: could not join network {net}: {_last_line(proc.stderr)}")
+                result = docker.run(docker.network_connect(net, name))
+                if not result.ok and "already exists" not in result.stderr:
+                    raise ProxyError(f"proxy {name}: could not join network {net}: {result.last_line()}")
 
     def _hand_over_switch(self, slot: str, spec: str, networks: list[str],
                           report: Callable[[str, bool], None] | None) -> None:
@@ -372,15 +541,17 @@ class CaddyProxy:
             self._create_edge(self.container_name, spec)
         elif (info["Config"].get("Labels") or {}).get(LABEL_SPEC) != spec:
             self._hand_over_edge(spec, report)
-        elif info["State"]["Status"] != "running":
-            self._start(self.container_name)
+        else:
+            self._keep_policy(self.container_name, info)
+            if info["State"]["Status"] != "running":
+                self._start(self.container_name)
 
     def _create_edge(self, name: str, spec: str) -> None:
         # Labelled like Compose's volumes, so that `down -v` and label filters find it.
-        _docker("volume", "create", "--label", f"com.docker.compose.project={self.project_name}",
-                "--label", f"{LABEL_PROXY}={self.project_name}", self.data_volume)
-        extra = ["--network", "host", "-e", "XDG_DATA_HOME=/data", "-v", f"{self.data_volume}:/data"]
-        self._run(name, self._labels("edge", spec), extra, "edge.json",
+        docker.run(docker.volume_create(self.data_volume, {docker.LABEL_PROJECT: self.project_name,
+                                                            LABEL_PROXY: self.project_name}))
+        self._run(name, self._labels("edge", spec), "edge.json", network="host", env={"XDG_DATA_HOME": "/data"},
+                  volumes=(f"{self.data_volume}:/data",),
                   hint="Check x-atomic.proxy.image, and that x-atomic.proxy.ports are free on this host.")
 
     def _hand_over_edge(self, spec: str, report: Callable[[str, bool], None] | None) -> None:
@@ -389,11 +560,17 @@ class CaddyProxy:
 
     # -- both --
 
+    @staticmethod
+    def _keep_policy(name: str, info: dict[str, Any]) -> None:
+        """A proxy container made by an earlier version (``unless-stopped``) gets ``always`` in place."""
+        if ((info.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") != RESTART_POLICY:
+            docker.run(docker.update_restart(name, RESTART_POLICY))
+
     def _hand_over(self, name: str, create: Callable[[str], None],
                    report: Callable[[str, bool], None] | None) -> None:
         """Start the new Caddy beside the old one, then let the old one finish its requests and go."""
         fresh, retired = f"{name}-next", f"{name}-old"
-        _docker("rm", "-f", fresh, retired)
+        docker.run(docker.remove(fresh, retired))
         try:
             create(fresh)
         except ProxyError:
@@ -402,7 +579,7 @@ class CaddyProxy:
             if report:
                 report(f"proxy {name}: the new Caddy could not listen beside the old one; "
                        "replacing it, requests fail for about a second", True)
-            _docker("rm", "-f", name)
+            docker.run(docker.remove(name))
             create(name)
             return
         self._retire(name, fresh, retired)
@@ -411,52 +588,49 @@ class CaddyProxy:
                    "which finished its requests and stopped", False)
 
     def _retire(self, name: str, fresh: str, retired: str) -> None:
-        _docker("rename", name, retired)
-        _docker("rename", fresh, name)
-        _docker("stop", "-t", "30", retired, timeout=90)  # Caddy finishes requests in flight on SIGTERM
-        _docker("rm", "-f", retired)
+        docker.run(docker.rename(name, retired))
+        docker.run(docker.rename(fresh, name))
+        docker.run(docker.stop(30, retired))  # Caddy finishes requests in flight on SIGTERM
+        docker.run(docker.remove(retired))
 
     def _start(self, name: str) -> None:
-        proc = _docker("start", name)
-        if proc.returncode != 0 and ((self._inspect(name) or {}).get("State") or {}).get("Status") != "running":
+        result = docker.run(docker.start(name))
+        if not result.ok and ((self._inspect(name) or {}).get("State") or {}).get("Status") != "running":
             # (Docker's restart policy may have started it meanwhile: that is fine too.)
-            raise ProxyError(f"proxy {name}: could not start: {_last_line(proc.stderr)}")
+            raise ProxyError(f"proxy {name}: could not start: {result.last_line()}")
         self._wait_serving(name, since_start=True)
 
     def _wait_serving(self, name: str, timeout: float = 30, hint: str | None = None,
                       since_start: bool = False) -> None:
         """Until Caddy says it serves its configuration (its own log line; no shell, no curl)."""
-        since: list[str] = []
+        since = None
         if since_start:
-            started = ((self._inspect(name) or {}).get("State") or {}).get("StartedAt", "")
-            since = ["--since", started] if started else []
+            since = ((self._inspect(name) or {}).get("State") or {}).get("StartedAt") or None
         deadline = time.monotonic() + timeout
         while True:
-            proc = _docker("logs", *since, name)
-            if READY_LINE in proc.stderr or READY_LINE in proc.stdout:
+            result = docker.run(docker.logs(name, since))
+            if READY_LINE in result.stderr or READY_LINE in result.stdout:
                 return
             info = self._inspect(name)
             if info is None or info["State"]["Status"] in ("exited", "dead") or time.monotonic() > deadline:
-                raise ProxyError(f"proxy {name} did not start: {_last_line(proc.stderr + proc.stdout)}",
+                raise ProxyError(f"proxy {name} did not start: {result.last_line() or 'unknown error'}",
                                  hint=hint)
             time.sleep(0.1)
 
     # ---- the admin API -----------------------------------------------------
 
-    def admin_url(self) -> str:
-        if self._admin is None:
-            proc = _docker("port", self.switch_name, f"{ADMIN_PORT}/tcp")
-            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("127.0.0.1:")), "")
-            if proc.returncode != 0 or not line:
-                raise ProxyError(f"proxy {self.switch_name} is not running")
-            self._admin = f"http://{line.strip()}"
-        return self._admin
+    def admin_socket(self) -> Path:
+        """The serving switch's admin API: a unix socket in the run directory, on no network."""
+        return self.run_dir / f"admin-{self.slot}.sock"
 
     def _request(self, method: str, path: str, body: Any = None, timeout: float = 10) -> Any:
         import httpx
 
-        response = httpx.request(method, self.admin_url() + path, timeout=timeout,
-                                 json=body if body is not None else None)
+        # Caddy accepts an empty Host on a unix socket (2.6 accepts nothing else).
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(self.admin_socket())), timeout=timeout,
+                          headers={"Host": ""}) as client:
+            response = client.request(method, f"http://localhost{path}",
+                                      json=body if body is not None else None)
         if response.status_code >= 400:
             raise ProxyError(f"proxy admin API {method} {path}: {response.status_code} {response.text.strip()}")
         return response.json() if response.content else None
@@ -472,7 +646,6 @@ class CaddyProxy:
                 return
             except (httpx.HTTPError, ProxyError) as exc:
                 last = str(exc)
-                self._admin = None
                 time.sleep(0.2)
         raise ProxyError(f"proxy {self.switch_name}: admin API not ready after {timeout:.0f}s ({last})")
 
@@ -486,7 +659,6 @@ class CaddyProxy:
         try:
             result = action()
         except (httpx.HTTPError, ProxyError):
-            self._admin = None
             self.ensure(networks)  # pushes the full saved configuration
             return action()
         # The switch answered; the edge, which clients talk to, may still be the one that was killed.
@@ -510,7 +682,7 @@ class CaddyProxy:
 
         def patch():
             try:
-                self._request("PATCH", f"/id/ca_route_{service}/handle", route.to_caddy()["handle"])
+                self._request("PATCH", f"/id/{route.route_id}/handle", route.to_caddy()["handle"])
             except ProxyError as exc:
                 if " 404 " in str(exc) or "unknown object ID" in str(exc):
                     self.load()  # the running config predates this route

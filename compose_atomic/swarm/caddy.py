@@ -105,7 +105,9 @@ def caddy_config(routes: list[Route], listen_ports: list[int]) -> dict[str, Any]
         servers["https"] = {"listen": [f":{HTTPS_PORT}"],
                             "routes": _routes([r for r in routes if r.hosts])}
     return {
-        "admin": {"listen": "localhost:2019"},
+        # No admin API: the config comes from a swarm config, and nothing needs to change it live
+        # (a listening admin API, even on the task's loopback, is one more thing to protect).
+        "admin": {"disabled": True},
         "logging": {"logs": {"default": {"level": "WARN"}}},
         "apps": {"http": {"servers": servers}},
     }

@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import docker
 from ..errors import DockerUnavailable, NotASwarmManager, OperationFailed, StackDeployFailed
 from ..progress import Progress
 from ..project import Project
@@ -75,17 +75,10 @@ class StackResult:
         return data
 
 
-def docker(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run the docker CLI with an argument list (never a shell)."""
-    try:
-        return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False)
-    except FileNotFoundError as exc:
-        raise DockerUnavailable("the docker CLI was not found on PATH") from exc
-
-
 def swarm_manager_node() -> str:
     """This node's swarm ID; raise NotASwarmManager with the way out when it is not one."""
-    proc = docker("info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}} {{.Swarm.NodeID}}")
+    proc = docker.run(docker.docker("info", "--format",
+                                    "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}} {{.Swarm.NodeID}}"))
     if proc.returncode != 0:
         raise DockerUnavailable(f"cannot reach the Docker engine: {proc.stderr.strip()}")
     state, control, node = (proc.stdout.split() + ["", "", ""])[:3]
@@ -97,6 +90,19 @@ def swarm_manager_node() -> str:
         raise NotASwarmManager("this node is a swarm worker; stacks are deployed from a manager",
                                hint="Run it on a manager node, or point DOCKER_HOST at one.")
     return node
+
+
+def image_healthcheck(image: str) -> dict[str, Any] | None:
+    """The image's own ``HEALTHCHECK`` (``{}`` for none), or None when it is not on this engine."""
+    from ..errors import DockerTimeout
+
+    try:
+        result = docker.run(docker.inspect_image_healthcheck(image))
+    except (DockerUnavailable, DockerTimeout):
+        return None
+    if not result.ok:
+        return None
+    return result.json(None) or {}
 
 
 def state_directory(project: Project, stack_name: str) -> Path:
@@ -126,10 +132,10 @@ def ensure_node_labels(rendered: RenderedStack, node_id: str, progress: Progress
     """Label this node for every pinned service whose label no node carries yet."""
     labelled = {}
     for label, members in rendered.node_labels.items():
-        found = docker("node", "ls", "-q", "--filter", f"node.label={label}=true")
+        found = docker.run(docker.docker("node", "ls", "-q", "--filter", f"node.label={label}=true"))
         if found.returncode == 0 and found.stdout.strip():
             continue
-        proc = docker("node", "update", "--label-add", f"{label}=true", node_id)
+        proc = docker.run(docker.node_label_add(node_id, f"{label}=true"))
         if proc.returncode != 0:
             raise OperationFailed(f"could not label node {node_id} with {label}=true: {proc.stderr.strip()}")
         labelled[label] = node_id
@@ -139,10 +145,10 @@ def ensure_node_labels(rendered: RenderedStack, node_id: str, progress: Progress
 
 def stack_services(stack_name: str) -> dict[str, dict[str, Any]]:
     """The stack's services as ``docker service inspect`` shows them, by short name."""
-    ids = docker("service", "ls", "-q", "--filter", f"label=com.docker.stack.namespace={stack_name}")
+    ids = docker.run(docker.docker("service", "ls", "-q", "--filter", f"label=com.docker.stack.namespace={stack_name}"))
     if ids.returncode != 0 or not ids.stdout.split():
         return {}
-    proc = docker("service", "inspect", *ids.stdout.split())
+    proc = docker.run(docker.docker("service", "inspect", *ids.stdout.split()))
     if proc.returncode != 0:
         return {}
     prefix = f"{stack_name}_"
@@ -150,8 +156,8 @@ def stack_services(stack_name: str) -> dict[str, dict[str, Any]]:
 
 
 def _replicas(stack_name: str) -> dict[str, tuple[int, int]]:
-    proc = docker("service", "ls", "--filter", f"label=com.docker.stack.namespace={stack_name}",
-                  "--format", "{{.Name}} {{.Replicas}}")
+    proc = docker.run(docker.docker("service", "ls", "--filter", f"label=com.docker.stack.namespace={stack_name}",
+                                    "--format", "{{.Name}} {{.Replicas}}"))
     found = {}
     for line in proc.stdout.splitlines():
         name, _, replicas = line.partition(" ")
@@ -162,7 +168,7 @@ def _replicas(stack_name: str) -> dict[str, tuple[int, int]]:
 
 
 def _task_failures(full_name: str) -> tuple[int, str]:
-    proc = docker("service", "ps", "--no-trunc", "--format", "{{json .}}", full_name)
+    proc = docker.run(docker.docker("service", "ps", "--no-trunc", "--format", "{{json .}}", full_name))
     count, last = 0, ""
     for line in proc.stdout.splitlines():
         try:
@@ -180,7 +186,7 @@ def _rollback_reason(status: dict[str, Any], full_name: str) -> str:
     message = status.get("Message", "")
     match = re.search(r"task ([a-z0-9]{20,})", message)
     if match:
-        proc = docker("inspect", "--format", "{{.Status.Err}}", match.group(1))
+        proc = docker.run(docker.docker("inspect", "--format", "{{.Status.Err}}", match.group(1)))
         if proc.returncode == 0 and proc.stdout.strip():
             return f"{message}: {proc.stdout.strip()}"
     _, error = _task_failures(full_name)
@@ -192,21 +198,18 @@ def resolve_image_mode(rendered: RenderedStack, requested: str) -> str:
     else ``always``, so every node runs the same digest."""
     if requested != "auto":
         return requested
-    if len(docker("node", "ls", "-q").stdout.split()) > 1:
+    if len(docker.run(docker.docker("node", "ls", "-q")).stdout.split()) > 1:
         return "always"
     images = {s.get("image") for s in rendered.stack["services"].values() if s.get("image")}
     for image in images:
-        if docker("image", "inspect", "--format", "{{.Id}}", image).returncode != 0:
+        if docker.image_id(image) is None:
             return "always"
     return "never"
 
 
 def submit(stack_file: Path, stack_name: str, resolve_image: str, prune: bool) -> str:
     """``docker stack deploy``; raise StackDeployFailed with Docker's message when it refuses."""
-    args = ["stack", "deploy", "--detach=true", "--resolve-image", resolve_image, "-c", str(stack_file)]
-    if prune:
-        args.append("--prune")
-    proc = docker(*args, stack_name, timeout=300)
+    proc = docker.run(docker.stack_deploy(str(stack_file), stack_name, resolve_image=resolve_image, prune=prune))
     if proc.returncode != 0:
         raise StackDeployFailed(f"docker stack deploy refused the stack: {proc.stderr.strip() or proc.stdout.strip()}",
                                 hint=f"The rendered file is {stack_file}.")
@@ -291,10 +294,10 @@ def remove_stale_proxy_configs(stack_name: str, current: str | None) -> None:
     if not current:
         return
     prefix = f"{stack_name}_caddy_"
-    proc = docker("config", "ls", "--filter", f"name={prefix}", "--format", "{{.Name}}")
+    proc = docker.run(docker.docker("config", "ls", "--filter", f"name={prefix}", "--format", "{{.Name}}"))
     stale = [n for n in proc.stdout.split() if n.startswith(prefix) and n != current]
-    for name in stale:
-        docker("config", "rm", name)
+    if stale:
+        docker.run(docker.config_remove(*stale))
 
 
 def proxy_answers(rendered: RenderedStack, progress: Progress, timeout: float = 15.0) -> bool | None:

@@ -84,7 +84,9 @@ def render_command(ctx: click.Context, output: str | None, stack_name: str | Non
     project = _load(ctx)
     name = _stack_name(stack_name or project.name)
     caddy_file = f"{Path(output).stem}.caddy.json" if output else f"{name}.caddy.json"
-    rendered = render_stack(project, name, caddy_file=caddy_file)
+    from compose_atomic.swarm.deploy import image_healthcheck
+
+    rendered = render_stack(project, name, caddy_file=caddy_file, image_healthcheck=image_healthcheck)
     progress = Progress(ctx.obj.progress)
     if as_json:
         click.echo(json.dumps({"stack_name": name, "stack": rendered.stack, "caddy_file": rendered.caddy_file,
@@ -141,7 +143,9 @@ def deploy_command(ctx: click.Context, name: str, timeout: str, resolve_image: s
         raise UsageError(f"--timeout: {exc}") from None
     name = _stack_name(name)
     project = _load(ctx)
-    rendered = render_stack(project, name)
+    from compose_atomic.swarm.deploy import image_healthcheck
+
+    rendered = render_stack(project, name, image_healthcheck=image_healthcheck)
     progress = Progress(ctx.obj.progress, dry_run=ctx.obj.dry_run)
     _report(rendered, progress, infos=False)  # `stack render` lists the conversions too
     _refuse_errors(rendered)

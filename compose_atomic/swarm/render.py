@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from ..durations import parse_duration
 from ..project import Project
@@ -109,11 +109,14 @@ class RenderedStack:
 
 
 def render_stack(project: Project, stack_name: str | None = None,
-                 caddy_file: str = "caddy.json") -> RenderedStack:
+                 caddy_file: str = "caddy.json",
+                 image_healthcheck: Callable[[str], dict[str, Any] | None] | None = None) -> RenderedStack:
     """Render ``project`` as a stack named ``stack_name`` (default: the project's name).
 
     ``caddy_file`` is the proxy config's file name relative to the stack file; the
-    caller writes ``RenderedStack.caddy_text`` there.
+    caller writes ``RenderedStack.caddy_text`` there. ``image_healthcheck(image)`` tells
+    the image's own ``HEALTHCHECK`` (``{}`` for none, None when the image is not at hand),
+    so that the stack file can say which check gates each rollout.
     """
     from ..plugins import call_hook, load_plugins
 
@@ -122,7 +125,7 @@ def render_stack(project: Project, stack_name: str | None = None,
                         caddy_file=caddy_file)
     services: dict[str, Any] = out.stack["services"]
     for service, spec in project.services.items():
-        services[service] = _service(project, service, spec, out.findings)
+        services[service] = _service(project, service, spec, out.findings, image_healthcheck)
     _top_level(project, out)
     # Placement and the proxy are the built-in swarm_stack hook (compose_atomic.swarm.plugin).
     load_plugins()
@@ -133,7 +136,8 @@ def render_stack(project: Project, stack_name: str | None = None,
 # ---- services ---------------------------------------------------------------------------
 
 
-def _service(project: Project, name: str, spec: dict[str, Any], findings: list[Finding]) -> dict[str, Any]:
+def _service(project: Project, name: str, spec: dict[str, Any], findings: list[Finding],
+             image_healthcheck: Callable[[str], dict[str, Any] | None] | None = None) -> dict[str, Any]:
     annotation = project.service_x_atomic(name)
     out: dict[str, Any] = {}
     for key, value in spec.items():
@@ -160,6 +164,7 @@ def _service(project: Project, name: str, spec: dict[str, Any], findings: list[F
         deploy["endpoint_mode"] = "dnsrr"
     if annotation:
         _atomic(name, annotation, out, findings)
+        _gate(name, annotation, out, findings, image_healthcheck)
     elif "update_config" not in deploy:
         findings.append(Finding(name, "x-atomic", (
             "not annotated: Swarm's own defaults apply to its updates (stop-first, pause on "
@@ -389,25 +394,71 @@ def _atomic(name: str, annotation: dict[str, Any], out: dict[str, Any], findings
         findings.append(Finding(name, "x-atomic.alert", (
             "not sent by Swarm itself; stack deploy's exit code (3 on rollback) and the "
             "after_stack_deploy hook are where to alert."), severity="info"))
-    if "healthcheck" not in out:
+
+
+#: The service key that says, in the rendered file, which check gates the service's rollout.
+GATE_KEY = "x-atomic-gate"
+
+
+def _gate(name: str, annotation: dict[str, Any], out: dict[str, Any], findings: list[Finding],
+          image_healthcheck: Callable[[str], dict[str, Any] | None] | None) -> None:
+    """Choose the check that gates the rollout, and write down which one it is.
+
+    The service's own ``healthcheck:`` first; else an HTTP probe only when ``x-atomic.health.path``
+    asks for one (as on one host); else the image's own ``HEALTHCHECK``, which a generated probe would override
+    (an image that checks ``/healthz`` must not be gated by ``/`` answering 200).
+    """
+    if "healthcheck" in out:
+        if out["healthcheck"].get("disable"):
+            out[GATE_KEY] = "none: healthcheck disabled"
+            findings.append(Finding(name, "healthcheck", "disabled: Swarm cannot tell a broken version "
+                                                          "from a working one before it takes traffic."))
+        else:
+            out[GATE_KEY] = f"the service's healthcheck: {_test_text(out['healthcheck'].get('test'))}"
+        return
+    if (annotation.get("health") or {}).get("path"):  # as on one host: a path asks for the HTTP probe
         probe = health_probe(annotation)
         if probe is not None:
             out["healthcheck"] = probe
+            out[GATE_KEY] = f"x-atomic.health: wget {probe['test'][-1]} inside the task"
             findings.append(Finding(name, "x-atomic.health", (
                 f"became a healthcheck that runs `wget` inside the task against {probe['test'][-1]}; "
                 "the image needs wget (busybox/alpine have it), or define healthcheck: yourself."),
                 severity="info"))
-            if (annotation.get("health") or {}).get("status"):
+            if annotation["health"].get("status"):
                 findings.append(Finding(name, "x-atomic.health.status", (
                     "the generated healthcheck accepts any 2xx answer; define healthcheck: "
                     "to test one exact status.")))
-        else:
-            findings.append(Finding(name, "healthcheck", (
-                "no healthcheck and no x-atomic.health or route: Swarm counts a task as ready as soon "
-                "as it runs, so a broken version is only caught if it exits within the monitor window.")))
-    elif out["healthcheck"].get("disable"):
-        findings.append(Finding(name, "healthcheck", "disabled: Swarm cannot tell a broken version "
-                                                      "from a working one before it takes traffic."))
+            return
+    image = out.get("image")
+    own = image_healthcheck(image) if (image_healthcheck and image) else None
+    test = (own or {}).get("Test") or []
+    if own is not None and (not test or test[0] == "NONE"):
+        out[GATE_KEY] = "none: no healthcheck in the service or its image"
+        findings.append(Finding(name, "healthcheck", (
+            f"no healthcheck here nor in the image {image}: Swarm counts a task as ready as soon as it "
+            "runs, so a broken version is only caught if it exits within the monitor window. Add "
+            "x-atomic.health (an HTTP probe) or healthcheck:.")))
+    elif own is not None:
+        out[GATE_KEY] = f"the image's HEALTHCHECK: {_test_text(test)}"
+        findings.append(Finding(name, "healthcheck", (
+            f"the rollout is gated by the image's own HEALTHCHECK ({_test_text(test)}); set "
+            "x-atomic.health for an HTTP probe instead."), severity="info"))
+    else:
+        out[GATE_KEY] = "the image's HEALTHCHECK, if it has one (the image was not at hand to check)"
+        findings.append(Finding(name, "healthcheck", (
+            f"no healthcheck here: the image's own HEALTHCHECK gates the rollout; {image or 'the image'} "
+            "was not at hand to check it has one. Without one, Swarm counts a task as ready as soon as it "
+            "runs; add x-atomic.health (an HTTP probe) or healthcheck: to be sure.")))
+
+
+def _test_text(test: Any) -> str:
+    """A healthcheck's test as one line (``CMD-SHELL x`` / ``CMD a b`` / a plain string)."""
+    if isinstance(test, str):
+        return test
+    if isinstance(test, list) and test:
+        return " ".join(str(part) for part in test)
+    return "?"
 
 
 # ---- top level ----------------------------------------------------------------------------

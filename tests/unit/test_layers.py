@@ -22,6 +22,8 @@ CAPABILITY_USES = {
     "deploy": {"proxy"},
     "swarm": {"proxy"},
     "migrate": {"lint"},
+    # the operator's view reads every capability's state (history, proxy routes, snapshots)
+    "ops": {"deploy", "proxy", "migrate"},
     "pitr": {"backup"},
 }
 

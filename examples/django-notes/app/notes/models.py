@@ -1,0 +1,7 @@
+from django.db import models
+
+
+class Note(models.Model):
+    body = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    version = models.CharField(max_length=20, default="")  # the app version that wrote the row

@@ -10,6 +10,13 @@ Measures, in one run on the same stack (see README.md for the results and the ma
 - base backup: `pitr base` (full) against raw `pg_basebackup -X stream -c fast` from the same container.
 
     .venv/bin/python bench/pitr/bench.py --scale 16 --seconds 60 --json bench/pitr/results.json
+
+With ``--pgbackrest`` (PostgreSQL 15: Debian's pgBackRest 2.45 predates 16 and 17) the same
+database also archives WAL with ``archive_command = pgbackrest archive-push``; the run then
+times a pgBackRest full backup against ``pitr base`` and ``pgbackrest restore --type=time`` (to
+the same moment, to the promotion) against ``pitr restore --to-time``:
+
+    .venv/bin/python bench/pitr/bench.py --pgbackrest --image compose-atomic-bench/postgres-pgbackrest:15
 """
 
 from __future__ import annotations
@@ -43,14 +50,49 @@ setpriv --reuid=postgres --regid=postgres --init-groups sh -c '
     "recovery_target_time = '"'"'$2'"'"'" "recovery_target_action = '"'"'promote'"'"'" >> "$1/d/postgresql.auto.conf"
   : > "$1/d/recovery.signal"
   printf "local all all trust\n" > "$1/hba"
-  postgres -D "$1/d" -k "$1" -c listen_addresses= -c hba_file="$1/hba" -c hot_standby=off -c summarize_wal=off \
-    > "$1/log" 2>&1 &
-  until [ "$(psql -X -At -h "$1" -U postgres -d postgres -c "select pg_is_in_recovery()" 2>/dev/null)" = f ]; do sleep 0.2; done
+  postgres -D "$1/d" -k "$1" -c listen_addresses= -c hba_file="$1/hba" -c hot_standby=off > "$1/log" 2>&1 &
+  until [ "$(psql -X -At -h "$1" -U postgres -d postgres -c "select pg_is_in_recovery()" 2>/dev/null)" = f ]; do
+    kill -0 $! 2>/dev/null || { tail -n 5 "$1/log" >&2; exit 1; }
+    sleep 0.2
+  done
   pg_ctl -D "$1/d" -m fast -w stop > /dev/null
 ' "$B" "$W" "$T"
 t1=$(date +%s%N)
 echo "RAW $(( (t1 - t0) / 1000000 ))"
 rm -rf "$W"
+"""
+
+PGBR_CONF = """\
+[global]
+repo1-path=/repo
+repo1-retention-full=2
+start-fast=y
+log-level-console=warn
+log-level-file=off
+[db]
+pg1-path=/var/lib/postgresql/data
+pg1-socket-path=/var/run/postgresql
+"""
+
+PGBR_RESTORE = r"""
+set -e
+T="$1"
+mkdir -p /tmp/r && chown postgres /tmp/r && chmod 700 /tmp/r
+t0=$(date +%s%N)
+setpriv --reuid=postgres --regid=postgres --init-groups sh -c '
+  set -e
+  pgbackrest --stanza=db --pg1-path=/tmp/r --type=time "--target=$0" --target-action=promote restore
+  printf "local all all trust\n" > /tmp/hba
+  postgres -D /tmp/r -k /tmp -c listen_addresses= -c hba_file=/tmp/hba -c hot_standby=off -c archive_mode=off \
+    > /tmp/log 2>&1 &
+  until [ "$(psql -X -At -h /tmp -U postgres -d postgres -c "select pg_is_in_recovery()" 2>/dev/null)" = f ]; do
+    kill -0 $! 2>/dev/null || { tail -n 5 /tmp/log >&2; exit 1; }
+    sleep 0.2
+  done
+' "$T"
+t1=$(date +%s%N)
+n=$(setpriv --reuid=postgres --regid=postgres --init-groups psql -X -At -h /tmp -U postgres -d app -c "select count(*) from pgbench_history")
+echo "PGBR $(( (t1 - t0) / 1000000 )) $n"
 """
 
 RAW_BASE = r"""
@@ -69,16 +111,32 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--image", default=None, help="the database image (default: the PostgreSQL 17 test bed)")
+    parser.add_argument("--pgbackrest", action="store_true", help="also archive with pgBackRest and compare")
     args = parser.parse_args()
     import tempfile
 
     test_pitr.COMPOSE = test_pitr.COMPOSE.replace("full_every: 3", "full_every: 1").replace(
         "max_wal_keep: 96MB", "max_wal_keep: 4GB").replace('"max_wal_size=64MB"', '"max_wal_size=1GB"')
-    results: dict = {"scale": args.scale, "seconds": args.seconds, "clients": args.clients,
+    image = args.image or test_pitr.IMAGE_PG17
+    if args.pgbackrest:
+        test_pitr.COMPOSE = test_pitr.COMPOSE.replace(
+            '"-c", "max_wal_size=1GB"]',
+            '"-c", "max_wal_size=1GB", "-c", "archive_mode=on", "-c", "archive_command=pgbackrest --stanza=db archive-push %p"]'
+        ).replace('    ports: ["127.0.0.1::5432"]\n',
+                  '    ports: ["127.0.0.1::5432"]\n'
+                  '    volumes: ["./pgbackrest.conf:/etc/pgbackrest/pgbackrest.conf:ro", "pgbr-repo:/repo"]\n'
+        ) + "volumes:\n  pgbr-repo: {}\n"
+    results: dict = {"image": image, "scale": args.scale, "seconds": args.seconds, "clients": args.clients,
                      "started": dt.datetime.now(dt.timezone.utc).isoformat()}
     root = Path(tempfile.mkdtemp(prefix="bench-pitr-"))
-    s = test_pitr.make_stack(root, test_pitr.IMAGE_PG17)
+    (root / "pgbackrest.conf").write_text(PGBR_CONF)
+    (root / "pgbr_restore.sh").write_text(PGBR_RESTORE)
+    s = test_pitr.make_stack(root, image)
     try:
+        if args.pgbackrest:
+            s.compose("exec", "-T", "-u", "root", "db", "chown", "postgres", "/repo")
+            s.compose("exec", "-T", "-u", "postgres", "db", "pgbackrest", "--stanza=db", "stanza-create", timeout=300)
         t = time.monotonic()
         s.compose("exec", "-T", "db", "pgbench", "-i", "-q", "-s", str(args.scale), "-U", "postgres", "app", timeout=1800)
         results["init_seconds"] = round(time.monotonic() - t, 2)
@@ -95,6 +153,12 @@ def main() -> None:
         ms, kb = raw.stdout.split("RAWBASE ")[1].split()
         results["raw_basebackup_seconds"] = int(ms) / 1000
         print(f"base: {results['pitr_base_line']}; raw pg_basebackup {int(ms) / 1000:.1f}s", file=sys.stderr)
+        if args.pgbackrest:
+            t = time.monotonic()
+            s.compose("exec", "-T", "-u", "postgres", "db", "pgbackrest", "--stanza=db", "--type=full", "backup",
+                      timeout=1800)
+            results["pgbackrest_backup_seconds"] = round(time.monotonic() - t, 2)
+            print(f"pgbackrest full backup {results['pgbackrest_backup_seconds']}s (wall, docker exec)", file=sys.stderr)
 
         lsn0 = s.psql("SELECT pg_current_wal_lsn()")
         load = subprocess.Popen(["docker", "compose", "-p", s.name, *test_pitr.FILES, "exec", "-T", "db", "pgbench", "-n",
@@ -170,6 +234,23 @@ def main() -> None:
         print(f"restore to {iso}: pitr {results['pitr_restore_seconds']}s (wall {results['pitr_restore_wall_seconds']}s), "
               f"raw {results['raw_restore_seconds']}s (wall {results['raw_restore_wall_seconds']}s): "
               f"{results['ratio_restore']}x ({results['ratio_restore_wall']}x wall)", file=sys.stderr)
+        if args.pgbackrest:
+            # pgBackRest needs the segment holding T archived: switch and wait for the archiver.
+            seg = s.psql("SELECT pg_walfile_name(pg_current_wal_lsn())")
+            s.psql("SELECT pg_switch_wal()")
+            s.wait(lambda: s.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") >= seg, timeout=300)
+            t = time.monotonic()
+            pgbr = s.compose("run", "--rm", "-T", "--no-deps", "-u", "root", "--entrypoint", "sh",
+                             "-v", f"{root}/pgbr_restore.sh:/pgbr_restore.sh:ro", "db", "/pgbr_restore.sh", pg_iso,
+                             timeout=1800)
+            results["pgbackrest_restore_wall_seconds"] = round(time.monotonic() - t, 2)
+            ms, n = pgbr.stdout.split("PGBR ")[1].split()[:2]
+            results["pgbackrest_restore_seconds"] = int(ms) / 1000
+            ours = s.query_volume(at["volume"], "SELECT count(*) FROM pgbench_history")
+            results["pgbackrest_rows_at_T"], results["pitr_rows_at_T"] = int(n), int(ours)
+            results["ratio_restore_vs_pgbackrest"] = round(results["pitr_restore_seconds"] / results["pgbackrest_restore_seconds"], 2)
+            print(f"pgbackrest restore to T: {results['pgbackrest_restore_seconds']}s "
+                  f"(wall {results['pgbackrest_restore_wall_seconds']}s), {n} rows; pitr {ours} rows", file=sys.stderr)
         results["load_average"] = Path("/proc/loadavg").read_text().split()[:3]
     finally:
         test_pitr.teardown(s)

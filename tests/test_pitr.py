@@ -279,6 +279,8 @@ def exact_restore(stack: Stack, table: str, base_between: bool) -> None:
     expected = sorted(r[0] for r in rows if r[1] <= target)
     data = stack.restore("--to-time", target.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%fZ"))
     counted = {t["table"]: t["rows"] for t in data["tables"]}
+    assert set(data["phases"]) == {"verify_base", "copy", "replay"}
+    assert sum(data["phases"].values()) <= data["seconds"] + 0.01
     assert counted[f"public.{table}"] == len(expected)
     assert counted["public.quiet"] == 2000
     got = stack.query_volume(data["volume"], f"SELECT string_agg(id::text, ',' ORDER BY id) FROM {table}")

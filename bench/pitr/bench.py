@@ -240,9 +240,11 @@ def main() -> None:
             s.psql("SELECT pg_switch_wal()")
             s.wait(lambda: s.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") >= seg, timeout=300)
             t = time.monotonic()
+            # A one-off of db-pitr (same image; db itself has a pinned address), with the repository.
             pgbr = s.compose("run", "--rm", "-T", "--no-deps", "-u", "root", "--entrypoint", "sh",
-                             "-v", f"{root}/pgbr_restore.sh:/pgbr_restore.sh:ro", "db", "/pgbr_restore.sh", pg_iso,
-                             timeout=1800)
+                             "-v", f"{root}/pgbr_restore.sh:/pgbr_restore.sh:ro",
+                             "-v", f"{root}/pgbackrest.conf:/etc/pgbackrest/pgbackrest.conf:ro",
+                             "-v", f"{s.name}_pgbr-repo:/repo", "db-pitr", "/pgbr_restore.sh", pg_iso, timeout=1800)
             results["pgbackrest_restore_wall_seconds"] = round(time.monotonic() - t, 2)
             ms, n = pgbr.stdout.split("PGBR ")[1].split()[:2]
             results["pgbackrest_restore_seconds"] = int(ms) / 1000

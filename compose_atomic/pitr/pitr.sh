@@ -407,6 +407,7 @@ restore_to() {
                 fail "$MODE" "base backup $c is damaged: $(head -n 2 "$W/verifybackup.err" | tr '\n' ' ')"
         fi
     done
+    T_VERIFY=$(($(now_ms) - t0))
     mkdir -p "$dest" && chmod 700 "$dest"
     if [ "$(printf '%s\n' "$chain" | wc -w)" -eq 1 ]; then
         cp -R -p "$BASE/$b/." "$dest/" || fail "$MODE" "copying base backup $b failed"
@@ -427,6 +428,7 @@ restore_to() {
         echo "# compose-atomic pitr restore: end"
     } >>"$dest/postgresql.auto.conf"
     : >"$dest/recovery.signal"
+    T_COPY=$(($(now_ms) - t0 - T_VERIFY))
     printf 'local all all trust\n' >"$W/hba.conf"
     major=$(postgres -V | sed 's/^[^0-9]*\([0-9]*\).*/\1/')
     nosum=""; [ "${major:-0}" -ge 17 ] && nosum="-c summarize_wal=off"
@@ -449,6 +451,7 @@ restore_to() {
         sleep 0.2
     done
     RTO_MS=$(($(now_ms) - t0))
+    T_REPLAY=$((RTO_MS - T_VERIFY - T_COPY))
     REACHED=$(grep -E 'recovery stopping|redo done|last completed transaction' "$W/postgres.log" | tail -n 1 | sed 's/^.*LOG: *//')
     for db in $BACKUP_DATABASES; do
         counts "$db" "$W/restored.$db" -h "$W" -U "$PGUSER" 2>"$W/count.err" ||
@@ -470,7 +473,7 @@ restore_cmd() {
     for db in $BACKUP_DATABASES; do
         while IFS=$(printf '\t') read -r table n; do printf 'ROWS\t%s\t%s\t%s\n' "$db" "$table" "$n"; done <"$W/restored.$db"
     done
-    printf 'RESTORED\t%s\t%s\t%s\n' "$BASE_USED" "$RTO_MS" "$REACHED"
+    printf 'RESTORED\t%s\t%s\t%s\t%s\t%s\t%s\n' "$BASE_USED" "$RTO_MS" "$REACHED" "$T_VERIFY" "$T_COPY" "$T_REPLAY"
     cleanup
 }
 

@@ -167,11 +167,13 @@ def register_commands(cli):
                     "Production was not touched; the new volume was removed.")
         rows = [{"database": db, "table": table, "rows": int(n)} for db, table, n in lines(result.stdout, "ROWS")]
         done = lines(result.stdout, "RESTORED")[-1]
-        base_name, ms, reached = (done + ["", "", ""])[:3]
+        base_name, ms, reached, *phases = (done + [""] * 6)[:6]
+        phase_seconds = {name: int(value) / 1000 for name, value in zip(("verify_base", "copy", "replay"), phases)
+                         if value.isdigit()}
         if as_json:
             click.echo(json.dumps({"service": sidecar.service, "volume": volume, "base": base_name,
                                    "target": when.isoformat() if when else "latest", "seconds": int(ms) / 1000,
-                                   "recovery": reached, "tables": rows}, indent=2))
+                                   "phases": phase_seconds, "recovery": reached, "tables": rows}, indent=2))
         else:
             click.echo(volume)
             for row in rows:

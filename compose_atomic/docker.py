@@ -428,3 +428,14 @@ def engine_info(template: str = "{{json .}}") -> Command:
 def remove_images(*references: str) -> Command:
     """``docker image rm`` without ``--force``: the engine refuses an image a container uses."""
     return docker("image", "rm", *references, changes=True)
+
+
+# ---- volumes a PITR restore creates (compose_atomic/pitr) -----------------------------------
+
+
+def volume_inspect(name: str) -> Command:
+    return docker("volume", "inspect", name)
+
+
+def volume_remove(name: str) -> Command:
+    return docker("volume", "rm", name, changes=True)

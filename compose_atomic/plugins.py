@@ -25,6 +25,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "compose_atomic.migrate.plugin",
     "compose_atomic.backup.plugin",
     "compose_atomic.ops.plugin",
+    "compose_atomic.pitr.plugin",
 )
 ENTRY_POINT_GROUP = "compose_atomic"
 

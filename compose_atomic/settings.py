@@ -37,6 +37,12 @@ DEFAULTS: dict[str, Any] = {
     "retain.after_deploy": False,
     "backup.schedule": "0 3 * * *",
     "backup.verify": "restore",
+    "backup.pitr.keep": "7d",
+    "backup.pitr.max_wal_keep": "4GB",
+    "backup.pitr.max_lag": "2m",
+    "backup.pitr.verify": "30 4 * * *",
+    "backup.pitr.full_every": 7,
+    "backup.pitr.incremental": True,
 }
 
 

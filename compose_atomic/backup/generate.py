@@ -58,6 +58,9 @@ class OffsiteContext:
 
 
 OffsiteBuilder = Callable[[OffsiteContext], dict[str, dict[str, Any]]]
+#: Functions (project, document) that add to the override once it is built; a capability built
+#: on backups (compose_atomic.pitr) appends its own, so backup never imports it.
+EXTENSIONS: list[Callable[[Project, dict[str, Any]], None]] = []
 
 
 def script_text() -> str:
@@ -279,6 +282,8 @@ def build(project: Project, offsite_builders: dict[str, OffsiteBuilder] | None =
                                 "configs": {SCRIPT_CONFIG: {"content": script_text().replace("$", "$$")}}}
     if secrets:
         document["secrets"] = secrets
+    for extend in EXTENSIONS:  # e.g. x-atomic.backup.pitr (compose_atomic.pitr registers itself)
+        extend(project, document)
     return document
 
 

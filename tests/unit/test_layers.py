@@ -24,6 +24,7 @@ CAPABILITY_USES = {
     "migrate": {"lint"},
     # the operator's view reads every capability's state (history, proxy routes, snapshots)
     "ops": {"deploy", "proxy", "migrate"},
+    "pitr": {"backup"},
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from compose_atomic.proxy.caddy import (RETRY_METHODS, SWITCH_SOCKET, Route, build_config, build_edge_config,
+from compose_atomic.proxy.caddy import (DIAL_TIMEOUT, RETRY_METHODS, SWITCH_SOCKET, Route, build_config, build_edge_config,
                                         edge_listeners, routes_from_config)
 
 
@@ -22,7 +22,7 @@ def test_one_catch_all_route_on_plain_http_with_retries_that_never_replay_posts(
     assert handler["@id"] == "ca_web" and handler["upstreams"] == [{"dial": "p-web-1:3000"}]
     lb = handler["load_balancing"]
     assert lb["try_duration"] == "200ms"  # one container: a short look, then 503 (see test_engine_restart)
-    assert handler["transport"]["dial_timeout"] == "1s"
+    assert handler["transport"]["dial_timeout"] == DIAL_TIMEOUT == "500ms"
     assert lb["retry_match"] == [{"method": RETRY_METHODS}] and "POST" not in RETRY_METHODS
     # Two containers (a switch): requests are held while one fails and the other answers.
     pair = Route("web", 3000, upstreams=["10.0.0.2:3000", "p-web-2:3000", "10.0.0.3:3000", "p-web-1:3000"])

@@ -232,7 +232,12 @@ def settle(project: Project, db: Database, snap: Snapshot, settings: MigrateSett
     if found is not None and found.empty and (command or (executed and executed.case == cases.UNDOABLE)):
         progress.event(resource, "Unchanged", "the migration changed nothing; the database is left as it is")
         return f"{UNCHANGED} (no restore, no session ended; snapshot {snap.name} kept)."
-    if found is not None and found.only_additions and (command or (executed and executed.case == cases.UNDOABLE)):
+    rewritten = rows_changed_in_place(migration) if command else []
+    if rewritten:
+        progress.event(resource, "Rows changed", "during the migration, in existing tables "
+                       f"({', '.join(rewritten)}): dropping what it added would not undo that", state="warning")
+    if found is not None and found.only_additions and not rewritten and (
+            command or (executed and executed.case == cases.UNDOABLE)):
         report = undo_additions(db, snap, found, lock_timeout=settings.lock_timeout if settings else 2.0,
                                 progress=progress)
         progress.event(resource, "Undone", f"dropped {len(report.dropped)} added object(s)"
@@ -251,6 +256,27 @@ def settle(project: Project, db: Database, snap: Snapshot, settings: MigrateSett
                      "that too, discarding the writes made since.)")
         return text
     return restore_or_refuse(project, db, snap, settings, found, progress)
+
+
+def rows_changed_in_place(migration: dict[str, Any]) -> list[str]:
+    """Tables that existed before a migration command and saw rows updated or deleted while it ran.
+
+    A command's statements are not known, so a data migration (an UPDATE, a RunPython) shows only
+    here; the app's own updates in that window look the same, and count too: when in doubt, the
+    rows are not taken for untouched (the restore rules decide, and they never discard a write
+    silently). The tools' own bookkeeping tables are left out.
+    """
+    before, after = migration.get("counters_before"), migration.get("counters_after")
+    if not before or not after:
+        return []
+    found = []
+    for table, now in after.items():
+        then = before.get(table)
+        if then is None or table.rsplit(".", 1)[-1] in schemadiff.BOOKKEEPING_TABLES:
+            continue
+        if now[1] != then[1] or now[2] != then[2]:
+            found.append(table)
+    return sorted(found)
 
 
 def restore_or_refuse(project: Project, db: Database, snap: Snapshot, settings: MigrateSettings | None,

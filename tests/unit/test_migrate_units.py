@@ -189,3 +189,15 @@ def test_docker_builders_for_the_migration_command_and_database_tools():
                         "manage.py", "migrate")
     assert cmd.changes and cmd.timeout == 60
     assert not docker.exec_in(["docker", "exec", "c", "pg_dump"]).changes
+
+
+def test_a_command_that_updated_rows_of_an_existing_table_is_not_undone_in_place():
+    from compose_atomic.migrate.guard import rows_changed_in_place
+
+    before = {"public.notes_note": [20, 0, 0], "public.django_migrations": [10, 0, 0]}
+    after = {"public.notes_note": [20, 20, 0], "public.django_migrations": [11, 0, 1],
+             "public.notes_tag": [3, 1, 0]}  # a table the migration created: its rows go with it
+    assert rows_changed_in_place({"counters_before": before, "counters_after": after}) == ["public.notes_note"]
+    inserts_only = {"public.notes_note": [25, 0, 0], "public.django_migrations": [11, 0, 0]}
+    assert rows_changed_in_place({"counters_before": before, "counters_after": inserts_only}) == []
+    assert rows_changed_in_place({}) == []

@@ -61,7 +61,9 @@ class FakeContainer:
                                       docker.LABEL_HASH: self.config_hash, docker.LABEL_ONEOFF: "False",
                                       docker.LABEL_NUMBER: str(self.number)},
                            "Healthcheck": healthcheck},
-                "NetworkSettings": {"Networks": self.networks}}
+                # as Docker does: a container that is not running has no address any more
+                "NetworkSettings": {"Networks": self.networks if self.status == "running" else
+                                    {n: {**c, "IPAddress": ""} for n, c in self.networks.items()}}}
 
 
 class FakeDocker(Gateway):

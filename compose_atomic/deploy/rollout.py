@@ -323,7 +323,11 @@ class Replacement:
                 # and a failed dial marks the new one down). Changing its configuration now would
                 # end the retries of requests still dialing the dead container (Caddy cancels
                 # those of a replaced configuration): wait until none is open to the new one.
-                self.wait_until_drained(self.dials_of(self.new_ids), SWITCH_BACK_WAIT)
+                # What the proxy dials now, less the old container: a dead container's inspection
+                # no longer shows its address, so the new one's dials cannot be read again.
+                old_dials = set(self.dials_of([c["Id"] for c in self.old]))
+                routed = self.ctx.proxy.routes[self.service].upstreams
+                self.wait_until_drained([d for d in routed if d not in old_dials], SWITCH_BACK_WAIT)
             self.route_to([c["Id"] for c in self.old], self.new_ids)
         else:
             for info in docker.inspect(*[c["Id"] for c in self.old]):

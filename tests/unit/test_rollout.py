@@ -151,6 +151,11 @@ def test_a_crash_in_the_watch_window_routes_back_to_the_old_before_removing_the_
         rep.run()
 
     new_id = next(argv for argv in fake.calls if argv[1:3] == ("rm", "-f"))[-1]
+    new = fake.calls[index(fake, "proxy", "set_upstreams")][2]  # the new container's address, first
+    # Before routing back, it waited until no request was still dialing the dead address (which
+    # Docker no longer shows once the container exited).
+    assert index(fake, "proxy", "in_flight", new) < max(
+        i for i, argv in enumerate(fake.calls) if argv[:2] == ("proxy", "set_upstreams"))
     assert proxy.changes[-1]["upstreams"] == [dial(old), f"p-web-{old.number}:8080"]
     routed_back = max(i for i, argv in enumerate(fake.calls) if argv[:2] == ("proxy", "set_upstreams"))
     assert routed_back < index(fake, "rm", new_id)

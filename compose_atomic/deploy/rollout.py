@@ -44,6 +44,7 @@ from ..progress import Progress
 from ..project import Project
 from ..settings import deploy_settings
 from .health import HealthFailed, trouble, wait_healthy
+from . import receipt as receipts
 from .plan import STOP_FIRST, ServicePlan
 from .routing import dials, set_aliases, upstreams_for
 from .state import History, Journal, Phase
@@ -133,6 +134,12 @@ class Replacement:
         self.in_place = self.stop_first_mode and bool(self.project.services.get(self.service, {}).get("container_name"))
         self.old_stopped = False
         self.undo_error: ComposeAtomicError | None = None  # what rollback_deploy could not undo
+        # The receipt (see .receipt): where the proxy's log stood at the switch, which dials are
+        # which version, what was open at the stop, and the receipt itself once taken.
+        self.receipt_mark: receipts.Mark | None = None
+        self.receipt_versions: dict[str, dict[str, Any]] = {}
+        self.stop_in_flight: dict[str, int | None] = {}
+        self.receipt: dict[str, Any] | None = None
 
     # -- bookkeeping --
 
@@ -159,8 +166,58 @@ class Replacement:
             "new_container": docker.name_of(new_info) if new_info else None,
             "strategy": self.plan.strategy, "seconds": round(time.monotonic() - self.started, 2),
             **({"notes": self.plan.notes} if self.plan.notes else {}),
+            **({"receipt": self.take_receipt()} if self.receipt_mark else {}),
         })
         self.ctx.journal.clear()
+
+    # -- the receipt --
+
+    def start_receipt(self) -> None:
+        """Just before the switch: mark the proxy's log and note which dials are which version."""
+        if not self.proxied:
+            return
+        port, nets = self.route.port, self.ctx.networks
+        new = docker.inspect(*self.new_ids)
+        self.receipt_versions = {
+            "old": {"dials": [d for c in self.old for d in dials(c, port, nets)],
+                    "containers": [docker.name_of(c) for c in self.old],
+                    "image_id": self.old[0]["Image"] if self.old else None},
+            "new": {"dials": [d for i in new for d in dials(i, port, nets)],
+                    "containers": [docker.name_of(i) for i in new],
+                    "image_id": new[0].get("Image") if new else None},
+        }
+        log = getattr(self.ctx.proxy, "receipt_log", None)  # a stand-in proxy keeps no log
+        try:
+            self.receipt_mark = receipts.mark(log()) if log else None
+        except OSError as exc:  # an observation: never the deploy's outcome
+            self.ctx.progress.warn(self.service, f"no receipt for this deploy: {exc}")
+            self.receipt_mark = None
+
+    def note_in_flight(self) -> None:
+        """What the proxy has open to each version now (the stop of the watch)."""
+        if not self.receipt_mark:
+            return
+        for version, info in self.receipt_versions.items():
+            counts = [self.ctx.proxy.in_flight(d) for d in info["dials"]]
+            known = [c for c in counts if c is not None]
+            self.stop_in_flight[version] = sum(known) if known else None
+
+    def take_receipt(self) -> dict[str, Any] | None:
+        if self.receipt is None and self.receipt_mark is not None:
+            try:
+                self.receipt = receipts.take(self.receipt_mark, self.service, self.receipt_versions,
+                                             in_flight=self.stop_in_flight).to_dict()
+            except Exception as exc:  # noqa: BLE001 - an observation: never the deploy's outcome
+                self.receipt_mark = None
+                self.ctx.progress.warn(self.service, f"no receipt for this deploy: {type(exc).__name__}: {exc}")
+        return self.receipt
+
+    def print_receipt(self) -> None:
+        if not self.receipt:
+            return
+        state = "warning" if receipts.failed_requests(self.receipt) or self.receipt.get("missing") else "done"
+        for line in receipts.summary(self.receipt):
+            self.ctx.progress.event(self.service, "Receipt", line, state=state)
 
     def route_to(self, ids: list[str], leaving: list[str] | None = None, *, fallback: bool = False) -> None:
         """Point the proxy at containers as they are now (a restart may have moved an address).
@@ -225,14 +282,14 @@ class Replacement:
                       new_image=self.plan.image)
         except ComposeAtomicError as exc:
             self.finish("failed", str(exc.message))
-            notify("after_deploy", self.ctx.progress, **self.hook_args(), outcome="failed")
+            notify("after_deploy", self.ctx.progress, **self.hook_args(), outcome="failed", receipt=None)
             raise
 
     def pull(self) -> None:
         proc = compose_run(self.project, "pull", "--quiet", self.service)
         if proc.returncode != 0 or docker.image_id(self.plan.image) is None:
             self.finish("failed", "image not found")
-            notify("after_deploy", self.ctx.progress, **self.hook_args(), outcome="failed")
+            notify("after_deploy", self.ctx.progress, **self.hook_args(), outcome="failed", receipt=None)
             raise OperationFailed(
                 f"{self.service}: image {self.plan.image} could not be pulled: "
                 f"{proc.last_line() or 'not found'}",
@@ -387,6 +444,7 @@ class Replacement:
             try:
                 self.route_to(self.new_ids, old_ids)
                 self.drain(self.dials_of(old_ids))
+                self.note_in_flight()
                 self.route_to(self.new_ids)
             except ComposeAtomicError as exc:  # [new, old] still routes to new first; the next up tidies
                 self.ctx.progress.warn(self.service, f"could not drop the old upstream: {exc.message}")
@@ -414,6 +472,7 @@ class Replacement:
             else:
                 if self.phase == Phase.SWITCHED:
                     self.switch_back()
+                self.note_in_flight()
                 remove(*self.new_ids)  # only once the old one is routed again
             outcome = "rolled-back"
         except Exception as exc:  # noqa: BLE001 - report it, the caller raises RollbackFailed
@@ -428,9 +487,11 @@ class Replacement:
                 self.undo_error = exc
                 outcome = "rollback-failed"
         if outcome == "rolled-back":
-            notify("on_rollback", self.ctx.progress, **args, reason=reason)
+            self.take_receipt()
+            notify("on_rollback", self.ctx.progress, **args, reason=reason, receipt=self.receipt)
         self.finish(outcome, reason)
-        notify("after_deploy", self.ctx.progress, **args, outcome=outcome)
+        self.print_receipt()
+        notify("after_deploy", self.ctx.progress, **args, outcome=outcome, receipt=self.receipt)
         return outcome
 
     def say_failed(self, exc: ComposeAtomicError, report: str = "") -> str:
@@ -467,6 +528,7 @@ class Replacement:
             self.start_new()
             self.gate()
             call_hook("before_switch", **self.hook_args())
+            self.start_receipt()
             self.switch_to_new()
             notify("after_switch", self.ctx.progress, **self.hook_args())
             self.monitor()
@@ -480,9 +542,10 @@ class Replacement:
         with shielded():
             self.retire_old()
         self.finish("deployed")
-        notify("after_deploy", self.ctx.progress, **args, outcome="deployed")
+        notify("after_deploy", self.ctx.progress, **args, outcome="deployed", receipt=self.receipt)
         self.ctx.progress.event(self.service, "Deployed", self.plan.strategy,
                                 elapsed=time.monotonic() - self.started)
+        self.print_receipt()
         return "deployed"
 
     def recreate_in_place(self) -> str:
@@ -506,14 +569,14 @@ class Replacement:
         if self.proxied:
             self.route_to(self.new_ids)
         self.finish("deployed")
-        notify("after_deploy", self.ctx.progress, **self.hook_args(), outcome="deployed")
+        notify("after_deploy", self.ctx.progress, **self.hook_args(), outcome="deployed", receipt=None)
         self.ctx.progress.event(self.service, "Deployed", "stop-first", elapsed=time.monotonic() - self.started)
         return "deployed"
 
     def in_place_failed(self, reason: str) -> str:
         self.old = []
         self.finish("failed", reason)
-        notify("after_deploy", self.ctx.progress, **self.hook_args(), outcome="failed")
+        notify("after_deploy", self.ctx.progress, **self.hook_args(), outcome="failed", receipt=None)
         raise RollbackFailed(
             f"{self.service}: the new version failed ({reason}); it sets container_name, so Compose "
             "recreated it in place and no old version is left to return to",
@@ -555,7 +618,7 @@ class Replacement:
             raise Interrupted(f"{self.service}: interrupted; it was not serving before and is stopped again",
                               hint="Run `compose-atomic up` again to recreate it.") from None
         self.finish("deployed", "recreated: no container was running")
-        notify("after_deploy", self.ctx.progress, **self.hook_args(), outcome="deployed")
+        notify("after_deploy", self.ctx.progress, **self.hook_args(), outcome="deployed", receipt=None)
         self.ctx.progress.event(self.service, "Deployed", "recreated", elapsed=time.monotonic() - self.started)
         return "deployed"
 
@@ -568,7 +631,7 @@ class Replacement:
         with shielded():
             self.park_new()
             self.finish("failed", reason)
-        notify("after_deploy", self.ctx.progress, **self.hook_args(), outcome="failed")
+        notify("after_deploy", self.ctx.progress, **self.hook_args(), outcome="failed", receipt=None)
         raise OperationFailed(
             f"{self.service}: the recreated container did not get healthy ({reason}); nothing was serving "
             "before, so there is nothing to roll back to: it is stopped and not routed",

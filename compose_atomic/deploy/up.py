@@ -152,7 +152,7 @@ def _locked_up(project: Project, progress: Progress, services: list[str], closur
         code = docker.run(project.compose(*argv), capture=False).returncode
         for plan in created:
             notify("after_deploy", progress, project=project, service=plan.service, old_container=None,
-                       new_container=None, outcome="deployed" if code == 0 else "failed")
+                       new_container=None, outcome="deployed" if code == 0 else "failed", receipt=None)
         if code != 0:
             raise OperationFailed(f"docker compose up failed (exit {code}); x-atomic services were not replaced")
 

@@ -89,6 +89,47 @@ FAIL_DURATION = "10s"
 #: The edge already set these from the client; the switch passes them on unchanged.
 FORWARDED = ["X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"]
 
+# ---- the receipt's log (see compose_atomic/deploy/receipt.py) ----
+#: The switch's access log and its reverse proxy's per-attempt log, one JSON object a line, in the
+#: run directory (``<state_dir>/proxy/run/receipt-<slot>.log``), rolled at RECEIPT_ROLL_MB.
+RECEIPT_LOGGER = "ca_receipt"
+RECEIPT_ROLL_MB = 16
+#: Response headers the switch sets for its own log (the edge deletes them: no client sees them).
+#: The route a request matched; the container that answered (or was tried last); milliseconds from
+#: the request's arrival to the answering container's headers and that attempt's own latency (the
+#: difference is what the proxy held it or spent on attempts that failed); a hold's outer pass; the
+#: error the proxy answered with.
+ROUTE_TAG = "X-Compose-Atomic-Route"
+UPSTREAM_TAG = "X-Compose-Atomic-Upstream"
+TIMING_TAG = "X-Compose-Atomic-Timing"
+HOLD_TAG = "X-Compose-Atomic-Hold"
+ERROR_TAG = "X-Compose-Atomic-Error"
+RECEIPT_TAGS = [ROUTE_TAG, UPSTREAM_TAG, TIMING_TAG, HOLD_TAG, ERROR_TAG]
+
+
+def receipt_log_name(slot: str) -> str:
+    return f"receipt-{slot}.log"
+
+
+def receipt_logging(slot: str) -> dict[str, Any]:
+    """The switch's ``logging``: its access log and the reverse proxy's per-attempt debug lines go
+    to one file, without request headers or URIs (no cookie, token or query string is written);
+    everything else stays on the container's stderr as before."""
+    drop = {"filter": "delete"}
+    return {"logs": {
+        "default": {"exclude": [f"http.log.access.{RECEIPT_LOGGER}"]},
+        RECEIPT_LOGGER: {
+            "writer": {"output": "file", "filename": f"{SOCKET_DIR_IN_CONTAINER}/{receipt_log_name(slot)}",
+                       "roll_size_mb": RECEIPT_ROLL_MB, "roll_keep": 2, "roll_gzip": False},
+            "encoder": {"format": "filter",
+                        "wrap": {"format": "json", "time_format": "unix_seconds_float", "duration_format": "seconds"},
+                        "fields": {"request>headers": drop, "request>uri": drop, "request>tls": drop,
+                                   "headers": drop, "resp_headers>Set-Cookie": drop}},
+            "level": "DEBUG",
+            "include": [f"http.log.access.{RECEIPT_LOGGER}", "http.handlers.reverse_proxy"],
+        },
+    }}
+
 
 def route_match(hosts: Iterable[str], path: str | None) -> list[dict[str, Any]]:
     """Caddy's matcher for a route's hosts and path prefix (empty: every request)."""
@@ -131,12 +172,14 @@ class Route:
 
     def to_caddy(self) -> dict[str, Any]:
         handle = [self.handler()]
+        # First, for the receipt: which route answered, whatever answers (see RECEIPT_TAGS).
+        handle.insert(0, {"handler": "headers", "response": {"set": {ROUTE_TAG: [self.service]}}})
         if self.paused is not None:
-            handle.insert(0, paused(self.service, float(self.paused.get("timeout", 30))))
+            handle.insert(1, paused(self.service, float(self.paused.get("timeout", 30))))
         if self.maintenance is not None:
             # The page answers before the proxy handler, which stays (with its upstreams) for the
             # deploys that PATCH it meanwhile and for `maintenance off`.
-            handle.insert(0, maintenance_page(self.maintenance.get("message"),
+            handle.insert(1, maintenance_page(self.maintenance.get("message"),
                                               int(self.maintenance.get("retry_after", RETRY_AFTER))))
         if self.draining:
             # Never reached (the proxy handler answers and does not call the next one), but
@@ -161,7 +204,10 @@ class Route:
             "handler": "reverse_proxy",
             "@id": self.handler_id,
             "upstreams": [{"dial": d} for d in self.upstreams],
-            "headers": {"request": {"set": {h: [f"{{http.request.header.{h}}}"] for h in FORWARDED}}},
+            "headers": {"request": {"set": {h: [f"{{http.request.header.{h}}}"] for h in FORWARDED}},
+                        "response": {"set": {
+                            UPSTREAM_TAG: ["{http.reverse_proxy.upstream.hostport}"],
+                            TIMING_TAG: ["{http.request.duration_ms} {http.reverse_proxy.upstream.latency_ms}"]}}},
             # A container that died takes its address with it: a dial to it gets no answer at
             # all (no ARP reply, no RST) and would hang for Caddy's default 3 s before the retry
             # goes to the next upstream. On a local bridge a live container answers a dial in
@@ -243,7 +289,9 @@ def hold(service: str, timeout: float) -> dict[str, Any]:
         "upstreams": [{"dial": f"unix/{SOCKET_DIR_IN_CONTAINER}/{hold_socket(service)}"}],
         # The client's address and scheme as the edge saw them, through the extra hop too.
         "headers": {"request": {"set": {**{h: [f"{{http.request.header.{h}}}"] for h in FORWARDED},
-                                        HELD_HEADER: ["1"]}}},
+                                        HELD_HEADER: ["1"]}},
+                    # The held request's second pass through the switch is the one the receipt counts.
+                    "response": {"set": {HOLD_TAG: ["1"]}}},
         "transport": {"protocol": "http", "keep_alive": {"enabled": False}},
         "load_balancing": {"try_duration": f"{int(timeout * 1000)}ms", "try_interval": "50ms"},
     }
@@ -285,11 +333,14 @@ def maintenance_page(message: str | None, retry_after: int) -> dict[str, Any]:
                     "Cache-Control": ["no-store"]}}
 
 
-def error_routes() -> dict[str, Any]:
+def error_routes(tagged: bool = False) -> dict[str, Any]:
     """A server's error handling: no upstream to reach (a dial failed, or none is available) is a
     503 with ``Retry-After``; any other error keeps its status (a request that reached a container
-    and failed there is not one a client may simply send again)."""
-    return {"routes": [
+    and failed there is not one a client may simply send again). ``tagged`` (the switch): the
+    answer says, for the receipt's log, which container was tried last and what failed."""
+    tag = [{"handle": [{"handler": "headers", "response": {"set": {
+        UPSTREAM_TAG: ["{http.reverse_proxy.upstream.hostport}"], ERROR_TAG: ["{http.error.message}"]}}}]}]
+    return {"routes": (tag if tagged else []) + [
         {"match": [{"vars_regexp": {"{http.error.message}": {"pattern": "^(dial |no upstreams available)"}}}],
          "handle": [unavailable()], "terminal": True},
         {"handle": [{"handler": "static_response", "status_code": "{http.error.status_code}"}]},
@@ -302,12 +353,14 @@ def build_config(routes: list[Route], slot: str = "a") -> dict[str, Any]:
         "listen": [f"unix/{SOCKET_DIR_IN_CONTAINER}/switch-{slot}.sock"],
         "automatic_https": {"disable": True},
         "routes": [r.to_caddy() for r in sorted(routes, key=Route.sort_key)],
-        "errors": error_routes(),
+        "errors": error_routes(tagged=True),
+        "logs": {"default_logger_name": RECEIPT_LOGGER},
     }
     return {
         # A unix socket in the run directory (mode 0700), which only the proxy containers mount:
         # no container network and no host port reaches the admin API.
         "admin": {"listen": f"unix/{SOCKET_DIR_IN_CONTAINER}/admin-{slot}.sock"},
+        "logging": receipt_logging(slot),
         "apps": {"http": {"servers": {"atomic": server}}},
     }
 
@@ -327,7 +380,8 @@ def build_edge_config(routes: list[Route], ports: list[str | int | dict] | None 
         "upstreams": [{"dial": f"unix/{SWITCH_SOCKET}"}],
         # A new connection per request: a reload of the switch then never meets an idle one.
         "transport": {"protocol": "http", "keep_alive": {"enabled": False}},
-        "headers": {"request": {"delete": [HELD_HEADER]}},  # only the switch marks held requests
+        # Only the switch marks held requests; its tags are for its own log, not for clients.
+        "headers": {"request": {"delete": [HELD_HEADER]}, "response": {"delete": RECEIPT_TAGS}},
         # Only dial errors are retried (whatever the method): nothing was sent yet.
         "load_balancing": {"try_duration": "10s", "try_interval": "50ms"},
     }
@@ -743,6 +797,10 @@ class CaddyProxy:
             time.sleep(0.1)
 
     # ---- the admin API -----------------------------------------------------
+
+    def receipt_log(self) -> Path:
+        """The serving switch's log for receipts (rolled files beside it: ``receipt-<slot>-*.log``)."""
+        return self.run_dir / receipt_log_name(self.slot)
 
     def admin_socket(self) -> Path:
         """The serving switch's admin API: a unix socket in the run directory, on no network."""

@@ -172,6 +172,9 @@ def tally(lines: Iterable[str], service: str, dials: dict[str, list[str]], since
     read = 0
     for line in lines:
         read += 1
+        # Most lines are the proxy's other debug lines or attempts that succeeded: skip them unparsed.
+        if '"handled request"' not in line and ('"upstream roundtrip"' not in line or '"error"' not in line):
+            continue
         try:
             entry = json.loads(line)
         except ValueError:

@@ -108,6 +108,8 @@ class Receipt:
     lines: int = 0
     #: Why there are no counts (the log could not be read), or None.
     missing: str | None = None
+    #: Why the counts may be short (the log rolled away during the window), or None.
+    partial: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         def iso(t: float) -> str:
@@ -119,7 +121,8 @@ class Receipt:
                 "seconds": round(self.ended - self.started, 2),
                 "versions": [v.to_dict() for v in self.versions],
                 "unrouted": {k: unrouted[k] for k in ("requests", "5xx", "held_or_retried")},
-                **({"missing": self.missing} if self.missing else {})}
+                **({"missing": self.missing} if self.missing else {}),
+                **({"partial": self.partial} if self.partial else {})}
 
 
 def failed_requests(receipt: dict[str, Any] | None) -> int:
@@ -146,6 +149,8 @@ def summary(receipt: dict[str, Any]) -> list[str]:
     if unrouted.get("requests"):
         lines.append(f"answered by the proxy itself (no container to send to): {unrouted['requests']} requests, "
                      f"{unrouted['5xx']} 5xx")
+    if receipt.get("partial"):
+        lines.append(f"partial: {receipt['partial']}")
     return lines or ["no request reached the proxy"]
 
 
@@ -241,6 +246,9 @@ class Mark:
     log: Path
     time: float
     offsets: dict[int, int]
+    current: int = 0  # the inode of the log itself then (0: none yet)
+    #: The first bytes of each file: an inode the file system reused for a new file is not the same file.
+    heads: dict[int, bytes] = field(default_factory=dict)
 
 
 def _files(log: Path) -> list[Path]:
@@ -259,15 +267,34 @@ def _stat(path: Path) -> tuple[int, float]:
     return (st.st_ino, st.st_mtime)
 
 
+def _head(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(HEAD)
+    except OSError:
+        return b""
+
+
+HEAD = 128
+
+
 def mark(log: Path) -> Mark:
-    offsets = {}
+    offsets, heads = {}, {}
     for path in _files(log):
         try:
             st = os.stat(path)
         except OSError:
             continue
-        offsets[st.st_ino] = st.st_size
-    return Mark(log, time.time(), offsets)
+        offsets[st.st_ino], heads[st.st_ino] = st.st_size, _head(path)
+    return Mark(log, time.time(), offsets, _stat(log)[0] if log.exists() else 0, heads)
+
+
+def _offset(start: Mark, path: Path, inode: int) -> int | None:
+    """Where to read ``path`` from: the marked size if it is the file that was marked, else 0."""
+    if inode not in start.offsets:
+        return None
+    head = start.heads.get(inode, b"")
+    return start.offsets[inode] if _head(path)[:len(head)] == head else None
 
 
 def read_since(start: Mark) -> Iterator[str]:
@@ -277,7 +304,7 @@ def read_since(start: Mark) -> Iterator[str]:
         if mtime and mtime < start.time - 1:
             continue
         with open(path, "rb") as handle:
-            handle.seek(start.offsets.get(inode, 0))
+            handle.seek(_offset(start, path, inode) or 0)
             for raw in handle:
                 yield raw.decode("utf-8", "replace")
 
@@ -299,8 +326,13 @@ def take(start: Mark, service: str, versions: dict[str, dict[str, Any]], *,
     except OSError as exc:
         counts, unrouted, read = {v: Tally(v) for v in dials}, Tally("unrouted"), 0
         missing = f"the proxy's log {start.log} could not be read ({exc.strerror or exc})"
+    partial = None
+    if missing is None and start.current and not any(
+            _stat(p)[0] == start.current and _offset(start, p, start.current) is not None for p in _files(start.log)):
+        # Busy enough to roll the log past what Caddy keeps during the window: counts are low.
+        partial = "the proxy's log rolled over more often than it keeps files during the window: counts are low"
     for version, info in versions.items():
         counts[version].containers = list(info.get("containers") or [])
         counts[version].image_id = info.get("image_id")
         counts[version].in_flight_at_stop = (in_flight or {}).get(version)
-    return Receipt(service, start.time, ended, list(counts.values()), unrouted, read, missing)
+    return Receipt(service, start.time, ended, list(counts.values()), unrouted, read, missing, partial)

@@ -176,22 +176,27 @@ class Replacement:
         """Just before the switch: mark the proxy's log and note which dials are which version."""
         if not self.proxied:
             return
-        port, nets = self.route.port, self.ctx.networks
-        new = docker.inspect(*self.new_ids)
-        self.receipt_versions = {
-            "old": {"dials": [d for c in self.old for d in dials(c, port, nets)],
-                    "containers": [docker.name_of(c) for c in self.old],
-                    "image_id": self.old[0]["Image"] if self.old else None},
-            "new": {"dials": [d for i in new for d in dials(i, port, nets)],
-                    "containers": [docker.name_of(i) for i in new],
-                    "image_id": new[0].get("Image") if new else None},
-        }
+        self.note_versions(docker.inspect(*self.new_ids))
         log = getattr(self.ctx.proxy, "receipt_log", None)  # a stand-in proxy keeps no log
         try:
             self.receipt_mark = receipts.mark(log()) if log else None
         except OSError as exc:  # an observation: never the deploy's outcome
             self.ctx.progress.warn(self.service, f"no receipt for this deploy: {exc}")
             self.receipt_mark = None
+
+    def note_versions(self, new: list[dict[str, Any]]) -> None:
+        """Which dials are which version (the new ones again after the switch moved the aliases:
+        a reconnect may have given a container another address; the earlier ones are kept)."""
+        port, nets = self.route.port, self.ctx.networks
+        before = (self.receipt_versions.get("new") or {}).get("dials") or []
+        self.receipt_versions = {
+            "old": {"dials": [d for c in self.old for d in dials(c, port, nets)],
+                    "containers": [docker.name_of(c) for c in self.old],
+                    "image_id": self.old[0]["Image"] if self.old else None},
+            "new": {"dials": list(dict.fromkeys(before + [d for i in new for d in dials(i, port, nets)])),
+                    "containers": [docker.name_of(i) for i in new],
+                    "image_id": new[0].get("Image") if new else None},
+        }
 
     def note_in_flight(self) -> None:
         """What the proxy has open to each version now (the stop of the watch)."""
@@ -215,7 +220,8 @@ class Replacement:
     def print_receipt(self) -> None:
         if not self.receipt:
             return
-        state = "warning" if receipts.failed_requests(self.receipt) or self.receipt.get("missing") else "done"
+        troubled = receipts.failed_requests(self.receipt) or self.receipt.get("missing") or self.receipt.get("partial")
+        state = "warning" if troubled else "done"
         for line in receipts.summary(self.receipt):
             self.ctx.progress.event(self.service, "Receipt", line, state=state)
 
@@ -355,6 +361,8 @@ class Replacement:
         for info in docker.inspect(*self.new_ids):
             set_aliases(self.project, self.service, info, with_service=True)
         new = docker.inspect(*self.new_ids)  # after the reconnect: addresses may have changed
+        if self.receipt_mark:
+            self.note_versions(new)
         if self.proxied:
             # New first, old as the fallback the proxy itself fails over to (policy "first");
             # a stopped old container (stop-first) is no fallback.

@@ -113,8 +113,8 @@ def receipt_log_name(slot: str) -> str:
 
 def receipt_logging(slot: str) -> dict[str, Any]:
     """The switch's ``logging``: its access log and the reverse proxy's per-attempt debug lines go
-    to one file, without request headers or URIs (no cookie, token or query string is written);
-    everything else stays on the container's stderr as before."""
+    to one file, without the request (no header, cookie, token, path or query string is written)
+    nor the upstream's headers; everything else stays on the container's stderr as before."""
     drop = {"filter": "delete"}
     return {"logs": {
         "default": {"exclude": [f"http.log.access.{RECEIPT_LOGGER}"]},
@@ -123,8 +123,7 @@ def receipt_logging(slot: str) -> dict[str, Any]:
                        "roll_size_mb": RECEIPT_ROLL_MB, "roll_keep": 2, "roll_gzip": False},
             "encoder": {"format": "filter",
                         "wrap": {"format": "json", "time_format": "unix_seconds_float", "duration_format": "seconds"},
-                        "fields": {"request>headers": drop, "request>uri": drop, "request>tls": drop,
-                                   "headers": drop, "resp_headers>Set-Cookie": drop}},
+                        "fields": {"request": drop, "headers": drop, "resp_headers>Set-Cookie": drop}},
             "level": "DEBUG",
             "include": [f"http.log.access.{RECEIPT_LOGGER}", "http.handlers.reverse_proxy"],
         },

@@ -113,3 +113,14 @@ def test_summary_lines_and_the_webhook_message():
     assert message.splitlines()[1] == "> " + lines[0]
     assert with_receipt("text", None) == "text"
     assert summary({"missing": "the proxy's log could not be read"}) == ["no receipt: the proxy's log could not be read"]
+
+
+def test_a_log_that_rolled_away_during_the_window_makes_a_partial_receipt(tmp_path):
+    log = tmp_path / "receipt-a.log"
+    log.write_text(access(100.1, 200, OLD[0], timing="1 1") + "\n")
+    start = receipts.mark(log)
+    log.unlink()  # rolled, and the rolled file removed by roll_keep
+    log.write_text(access(start.time, 200, NEW[0], timing="1 1") + "\n")
+    taken = receipts.take(start, "web", {"old": {"dials": OLD}, "new": {"dials": NEW}}, settle=0).to_dict()
+    assert taken["versions"][1]["requests"] == 1 and "rolled over" in taken["partial"]
+    assert summary(taken)[-1].startswith("partial: ")

@@ -43,8 +43,8 @@ from ..plugins import call_hook
 from ..progress import Progress
 from ..project import Project
 from ..settings import deploy_settings
-from .health import HealthFailed, trouble, wait_healthy
 from . import receipt as receipts
+from .health import HealthFailed, trouble, wait_healthy
 from .plan import STOP_FIRST, ServicePlan
 from .routing import dials, set_aliases, upstreams_for
 from .state import History, Journal, Phase

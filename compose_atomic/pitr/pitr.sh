@@ -47,6 +47,7 @@ BACKUP_SCRIPT=${BACKUP_SCRIPT:-/usr/local/bin/compose-atomic-backup}
 BACKUP_DATABASES=${BACKUP_DATABASES:-${PGDATABASE:-postgres}}
 BACKUP_ALERT_WEBHOOK=${BACKUP_ALERT_WEBHOOK:-}
 BACKUP_LABEL=${BACKUP_LABEL:-pitr}
+ALERT_SOURCE="$BACKUP_LABEL pitr"
 PGAPPNAME=$PITR_APP
 export PGAPPNAME
 W=""
@@ -64,30 +65,7 @@ now_ms() {
     case "$t" in *N|'') echo $(( $(date -u +%s) * 1000 )) ;; *) echo $((t / 1000000)) ;; esac
 }
 
-json_escape() {
-    printf '%s' "$1" | tr '\n\r\t' '   ' | tr -d '\000-\010\013\014\016-\037' | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g'
-}
-
-alert() {
-    # alert LEVEL TEXT: the same Slack/Discord compatible webhook body as the dump sidecar.
-    [ -n "$BACKUP_ALERT_WEBHOOK" ] || return 0
-    text="[$1] compose-atomic $BACKUP_LABEL pitr on $(hostname 2>/dev/null || echo sidecar): $2"
-    body=$(printf '{"text":"%s","content":"%s"}' "$(json_escape "$text")" "$(json_escape "$text")")
-    if command -v curl >/dev/null 2>&1; then
-        curl -fsS -m 20 -H 'Content-Type: application/json' --data-binary "$body" "$BACKUP_ALERT_WEBHOOK" \
-            >/dev/null 2>&1 && return 0
-    elif command -v wget >/dev/null 2>&1; then
-        wget -q -T 20 -O /dev/null --header 'Content-Type: application/json' --post-data "$body" \
-            "$BACKUP_ALERT_WEBHOOK" 2>/dev/null && return 0
-    elif command -v perl >/dev/null 2>&1; then
-        ALERT_BODY=$body perl -MHTTP::Tiny -e '
-            my $r = HTTP::Tiny->new(timeout => 20)->post($ARGV[0],
-                {headers => {"Content-Type" => "application/json"}, content => $ENV{ALERT_BODY}});
-            exit($r->{success} ? 0 : 1);' "$BACKUP_ALERT_WEBHOOK" 2>/dev/null && return 0
-    fi
-    log "ALERT NOT DELIVERED: $text"
-    return 1
-}
+# include webhook.sh
 
 set_status() {
     # set_status NAME ok|failed MESSAGE [EXTRA]: one line, replaced atomically.

@@ -69,10 +69,10 @@ def script_text() -> str:
 
 
 def assemble(script: str) -> str:
-    """A sidecar's script with its ``# include webhook.sh`` line replaced by the alert functions
+    """A sidecar's script with its ``# include shared.sh`` line replaced by the functions
     the backup and PITR sidecars share (one file in the container, nothing to source)."""
-    shared = resources.files("compose_atomic.backup").joinpath("webhook.sh").read_text()
-    return script.replace("# include webhook.sh\n", shared, 1)
+    shared = resources.files("compose_atomic.backup").joinpath("shared.sh").read_text()
+    return script.replace("# include shared.sh\n", shared, 1)
 
 
 def script_digest() -> str:

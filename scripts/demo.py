@@ -173,6 +173,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="compose-atomic demo")
     parser.add_argument("--keep", action="store_true", help="leave the demo stack running")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--project", default=PROJECT, help=f"the Compose project name (default {PROJECT})")
     parser.add_argument("--quick", action="store_true",
                         help="the core path only, briefly: release 1, release 2 under load, the row count "
                              "(no broken release, no backup; what the test runs)")
@@ -186,7 +187,7 @@ def main() -> int:
     port = free_port()
     env = {**os.environ, **IMAGES, "HTTP_PORT": f"127.0.0.1:{port}", "NO_COLOR": "1"}
     base = f"http://127.0.0.1:{port}"
-    cli = [sys.executable, "-m", "compose_atomic", "-p", PROJECT]
+    cli = [sys.executable, "-m", "compose_atomic", "-p", args.project]
     report: dict = {"url": f"{base}/notes", "workdir": str(workdir)}
     release = {}  # the environment of the release that serves (the last good one)
     try:

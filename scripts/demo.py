@@ -86,6 +86,8 @@ def build_releases(env: dict, workdir: Path) -> dict[str, str]:
 def acknowledged(path: Path) -> list[tuple[str, int]]:
     """The writes the app confirmed: (key, id) from loadgen's --acked file."""
     acks = []
+    if not path.exists():  # the load generator did not finish: nothing to count (the verdict says so)
+        return acks
     for line in path.read_text().splitlines():
         key, _, ident = line.partition(" ")
         acks.append((key, int(ident) if ident.isdigit() else -1))
@@ -163,7 +165,11 @@ def print_report(report: dict, keep: bool) -> None:
         lines.append(f"  release 3 (broken) rollout: exit {report.get('deploy_v3')} (3 = rolled back, release 2 kept)")
     if "backup" in report:
         lines.append(f"  newest verified backup: {_describe_backup(report.get('newest_backup'))}")
-    lines.append(f"  left running: {'the demo stack (--keep), ' + report['url'] if keep else 'nothing'}")
+    if keep:
+        lines.append(f"  left running: the demo stack (--keep) at {report['url']}, from {report['workdir']} "
+                     f"(remove it there with `compose-atomic -p {report['project']} down -v`, or run the demo again)")
+    else:
+        lines.append("  left running: nothing")
     problems = report["problems"]
     lines.append("DEMO OK" if not problems else "DEMO FAILED: " + "; ".join(problems))
     print("\n".join(lines), flush=True)
@@ -188,7 +194,7 @@ def main() -> int:
     env = {**os.environ, **IMAGES, "HTTP_PORT": f"127.0.0.1:{port}", "NO_COLOR": "1"}
     base = f"http://127.0.0.1:{port}"
     cli = [sys.executable, "-m", "compose_atomic", "-p", args.project]
-    report: dict = {"url": f"{base}/notes", "workdir": str(workdir)}
+    report: dict = {"project": args.project, "url": f"{base}/notes", "workdir": str(workdir)}
     release = {}  # the environment of the release that serves (the last good one)
     try:
         say("Building the example app: release 1, release 2 (a Django migration), a broken release 3")

@@ -187,6 +187,12 @@ def test_a_release_whose_migration_succeeds_under_the_hold_switches_and_fails_no
     assert release.returncode == 0, err
     assert "Holding writes" in err and "Released writes" in err and "Switched" in err, err
     assert err.index("Released writes") < err.index("Switched"), err
+    if load.failed:
+        for name in (f"{project_name}-atomic-proxy-switch", f"{project_name}-atomic-proxy"):
+            logs = docker("logs", "--tail", "300", name, check=False)
+            print("\n".join(line for line in (logs.stdout + logs.stderr).splitlines()
+                            if '"error"' in line or "502" in line)[-4000:])
+        print(err)
     assert load.failed == [], load.failed[:5]
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/version", timeout=10) as response:
         assert response.read().decode().strip() == "version 2"

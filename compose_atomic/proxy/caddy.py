@@ -265,6 +265,8 @@ HELD_METHODS = ["GET", "HEAD", "OPTIONS"]
 ALL_METHODS = ["GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "TRACE"]
 #: How much of a held request's body Caddy keeps in memory (bytes); beyond it the rest streams.
 HOLD_REQUEST_BUFFER = 16 * 1024 * 1024
+#: How long ``resume`` waits, at most, for the requests going through the hold to be answered.
+RELEASE_WAIT = 5.0
 #: The first Caddy release with ``request_buffers``: a write hold needs it.
 WRITE_HOLD_MIN_CADDY = (2, 7)
 
@@ -521,6 +523,12 @@ class CaddyProxy:
             os.symlink(f"switch-{self.slot}.sock", tmp)
             os.replace(tmp, link)
         time.sleep(0.3)  # each held request dials again within 50 ms: none is left retrying
+        # ... unless the machine is busy: the configuration change below ends any request still
+        # inside the hold, so wait (a bounded while) until the proxy counts none there.
+        holds = [f"unix/{SOCKET_DIR_IN_CONTAINER}/{hold_socket(s)}" for s in services]
+        deadline = time.monotonic() + RELEASE_WAIT
+        while (self.open_requests(holds) or 0) > 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
         self._set_route_state("paused", services, None)
         self._patch_routes(services, networks)  # new requests go straight to the containers
 

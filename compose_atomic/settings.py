@@ -138,10 +138,12 @@ class WriteHoldSettings:
     services: tuple[str, ...]
 
 
-def write_hold_settings(project: Project, service: str) -> WriteHoldSettings | None:
-    """The write hold ``service``'s migration asks for, or None (not set, or no migration)."""
+def write_hold_settings(project: Project, service: str, *, timeout: float | None = None) -> WriteHoldSettings | None:
+    """The write hold ``service``'s migration asks for, or None (not set, or no migration).
+
+    ``timeout`` (``up --hold-writes``) asks for one, that long, for any service with a migration."""
     migrate = project.service_x_atomic(service).get("migrate") or {}
-    if not migrate.get("hold_writes"):
+    if not migrate or not (timeout or migrate.get("hold_writes")):
         return None
     database = migrate["database"]
     users = []
@@ -152,4 +154,4 @@ def write_hold_settings(project: Project, service: str) -> WriteHoldSettings | N
         depends = project.services.get(name, {}).get("depends_on") or {}
         if name == service or (annotation.get("migrate") or {}).get("database") == database or database in depends:
             users.append(name)
-    return WriteHoldSettings(database, parse_duration(migrate["hold_writes"]), tuple(users))
+    return WriteHoldSettings(database, timeout or parse_duration(migrate["hold_writes"]), tuple(users))

@@ -108,7 +108,7 @@ def schema_dump(project_name: str) -> str:
     return "\n".join(line for line in out.splitlines() if not line.startswith(("\\restrict", "\\unrestrict")))
 
 
-def release_under_load(tmp_path, project_name: str, v1: str, image: str, hold: bool):
+def release_under_load(tmp_path, project_name: str, v1: str, image: str, hold: bool, *flags: str):
     """Deploy ``v1``, then ``image`` while three clients POST; (up's result, the load, POSTs
     acknowledged during `up`, its seconds, the schema before, the port)."""
     shutil.copytree(EXAMPLE, tmp_path, dirs_exist_ok=True)
@@ -137,7 +137,7 @@ def release_under_load(tmp_path, project_name: str, v1: str, image: str, hold: b
         time.sleep(2)
         acked_before = len(load.acked)
         up_started = time.monotonic()
-        release = run_cli("-p", project_name, "up", "-d", cwd=tmp_path, timeout=600,
+        release = run_cli("-p", project_name, "up", "-d", *flags, cwd=tmp_path, timeout=600,
                           env={**env, "APP_IMAGE": image, "APP_VERSION": "2"})
         up_seconds = time.monotonic() - up_started
         during = len(load.acked) - acked_before
@@ -180,9 +180,10 @@ def test_a_release_that_drops_a_column_then_fails_under_writes(images, tmp_path,
 def test_a_release_whose_migration_succeeds_under_the_hold_switches_and_fails_nothing(images, tmp_path,
                                                                                      project_name):
     """The hold ends before the switch (a configuration change would end the held requests):
-    they go to the old version, new ones to the new release."""
+    they go to the old version, new ones to the new release. Asked with `up --hold-writes`."""
     v1, _, added = images
-    release, load, during, up_seconds, _, port = release_under_load(tmp_path, project_name, v1, added, True)
+    release, load, during, up_seconds, _, port = release_under_load(tmp_path, project_name, v1, added, False,
+                                                                    "--hold-writes", "60s")
     err = release.stderr
     assert release.returncode == 0, err
     assert "Holding writes" in err and "Released writes" in err and "Switched" in err, err

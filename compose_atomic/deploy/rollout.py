@@ -64,6 +64,7 @@ class Context:
     history: History
     proxy: Any = None  # CaddyProxy when x-atomic.proxy is set
     networks: list[str] = field(default_factory=list)
+    hold_writes: float | None = None  # `up --hold-writes`: for every migration of this deploy
 
 
 @contextmanager
@@ -237,7 +238,7 @@ class Replacement:
             # dead service being recreated: nothing of it serves, there is nothing to switch from.)
             if hold:
                 self.hold = start_write_hold(self.project, self.service, self.ctx.proxy, self.ctx.networks,
-                                             self.ctx.progress)
+                                             self.ctx.progress, timeout=self.ctx.hold_writes)
             call_hook("before_deploy", project=self.project, service=self.service,
                       old_container=docker.container_object(self.old[0]["Id"] if self.old else None),
                       new_image=self.plan.image)

@@ -84,12 +84,14 @@ class WriteHold:
                                        "that serves now", state=state)
 
 
-def start_write_hold(project, service: str, proxy, networks: list[str], progress: Progress) -> WriteHold | None:
-    """The write hold ``service``'s migration asks for, started; None when none is asked."""
+def start_write_hold(project, service: str, proxy, networks: list[str], progress: Progress, *,
+                     timeout: float | None = None) -> WriteHold | None:
+    """The write hold ``service``'s migration asks for (``timeout``: ``up --hold-writes``, for any
+    migration), started; None when none is asked."""
     from ..errors import UsageError
     from ..settings import write_hold_settings
 
-    settings = write_hold_settings(project, service)
+    settings = write_hold_settings(project, service, timeout=timeout)
     if settings is None:
         return None
     if proxy is None:

@@ -58,3 +58,7 @@ def test_a_write_hold_covers_the_routed_services_that_use_the_database(tmp_path)
     assert hold is not None and hold.database == "db" and hold.timeout == 45.0
     assert set(hold.services) == {"web", "api"}
     assert write_hold_settings(project, "worker") is None  # not asked for
+    forced = write_hold_settings(project, "worker", timeout=20.0)  # `up --hold-writes 20s`
+    assert forced is not None and forced.timeout == 20.0 and set(forced.services) == {"web", "api"}
+    assert write_hold_settings(project, "api", timeout=20.0) is None  # no migration, nothing to hold for
+    assert write_hold_settings(project, "web", timeout=20.0).timeout == 20.0  # the flag wins

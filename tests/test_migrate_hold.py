@@ -49,6 +49,11 @@ class Migration(migrations.Migration):
 '''
 
 
+# The same, slower than its hold: the hold's bound passes first.
+MIGRATION_SLOW_DROP_THEN_FAIL = MIGRATION_DROP_THEN_FAIL.replace(
+    "    operations = [\n", "    operations = [\n        migrations.RunSQL(\"SELECT pg_sleep(4)\"),\n")
+
+
 @pytest.fixture(scope="module")
 def images(docker_engine, tmp_path_factory) -> tuple[str, str, str]:
     v1 = build(APP_V1, EXAMPLE / "app")
@@ -62,6 +67,14 @@ def images(docker_engine, tmp_path_factory) -> tuple[str, str, str]:
     models.write_text(models.read_text() + MODEL_V2)
     (context / "notes" / "migrations" / "0002_note_tag.py").write_text(MIGRATION_V2)
     return v1, broken, build("compose-atomic-testbed/django-notes:hold-add", context)
+
+
+@pytest.fixture(scope="module")
+def slow_image(docker_engine, tmp_path_factory) -> str:
+    context = tmp_path_factory.mktemp("django-slow-drop") / "app"
+    shutil.copytree(EXAMPLE / "app", context)
+    (context / "notes" / "migrations" / "0002_slow_drop_then_fail.py").write_text(MIGRATION_SLOW_DROP_THEN_FAIL)
+    return build("compose-atomic-testbed/django-notes:slow-drop-then-fail", context)
 
 
 class Load:
@@ -201,3 +214,20 @@ def test_a_release_whose_migration_succeeds_under_the_hold_switches_and_fails_no
     assert {"1", "2"} <= versions
     print(f"\nadd-field with hold_writes: `up` {up_seconds:.1f}s, {during} POSTs acknowledged during it, "
           f"all kept, 0 failed; longest request {load.longest:.1f}s")
+
+
+def test_a_hold_that_runs_out_lets_the_requests_through_and_the_guard_decides(images, slow_image, tmp_path,
+                                                                              project_name):
+    """`--hold-writes 2s` and a migration slower than that: the held requests go through when the
+    time is up (said), none gets a 503 from the hold, and what they write makes the restore one
+    that would discard it: refused, as without the hold; every acknowledged row kept."""
+    v1, _, _ = images
+    release, load, during, up_seconds, _, _ = release_under_load(tmp_path, project_name, v1, slow_image, False,
+                                                                 "--hold-writes", "2s")
+    err = release.stderr
+    assert "Holding writes" in err and "hold_writes (2s) passed before the release was decided" in err, err
+    assert release.returncode == EXIT_ROLLBACK_FAILED, err
+    assert "refused" in err, err
+    assert all(f == 500 for f in load.failed), load.failed[:5]  # the old release on the dropped column
+    print(f"\nhold ran out: `up` {up_seconds:.1f}s, {during} POSTs acknowledged during it, all kept; "
+          f"{len(load.failed)} failed (500, the dropped column); longest request {load.longest:.1f}s")

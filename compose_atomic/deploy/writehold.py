@@ -26,7 +26,9 @@ IN_FLIGHT_WAIT = 10.0
 class WriteHold:
     """Hold the routes at the proxy; release them once, by the deploy or when the time is up."""
 
-    def __init__(self, proxy, networks: list[str], settings: WriteHoldSettings, progress: Progress) -> None:
+    def __init__(self, project, service: str, proxy, networks: list[str], settings: WriteHoldSettings,
+                 progress: Progress) -> None:
+        self.project, self.service = project, service
         self.proxy, self.networks, self.settings, self.progress = proxy, networks, settings, progress
         self.services = [s for s in settings.services if s in proxy.routes]
         self.lock = threading.Lock()
@@ -61,16 +63,22 @@ class WriteHold:
     def _expired(self) -> None:
         self.release(f"hold_writes ({self.settings.timeout:g}s) passed before the release was decided: "
                      "held requests let through; what they write counts against a restore "
-                     "(the guard's usual rules apply)", state="warning")
+                     "(the guard's usual rules apply)", state="warning", timed_out=True)
 
-    def release(self, why: str = "", state: str = "done") -> None:
+    def release(self, why: str = "", state: str = "done", *, timed_out: bool = False) -> None:
         """Let the held requests through (to whatever the routes point at now); once."""
+        from ..plugins import call_hook
+
         with self.lock:
             if self.released:
                 return
             self.released = True
             if self.timer is not None:
                 self.timer.cancel()
+            # First: from now on the app may write, and the migration guard must know it.
+            call_hook("after_write_hold", warn=lambda m: self.progress.warn(self.resource, m),
+                      project=self.project, service=self.service, database=self.settings.database,
+                      timed_out=timed_out)
             try:
                 self.proxy.set_paused(self.services, None, self.networks)
             except Exception as exc:  # noqa: BLE001 - say it; `compose-atomic resume` does the same
@@ -98,7 +106,7 @@ def start_write_hold(project, service: str, proxy, networks: list[str], progress
         raise UsageError(f"{service}: x-atomic.migrate.hold_writes needs the managed proxy (x-atomic.proxy): "
                          "the requests are held there",
                          hint="Add x-atomic.proxy, or remove hold_writes. Nothing was changed.")
-    hold = WriteHold(proxy, networks, settings, progress)
+    hold = WriteHold(project, service, proxy, networks, settings, progress)
     if not hold.services:
         progress.warn(service, "hold_writes: no routed service uses the database; nothing to hold")
         return None

@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -24,7 +25,11 @@ from compose_atomic.backup import cron
 from compose_atomic.backup.generate import build, render, script_text
 from compose_atomic.project import ComposeOptions, Project
 
-SCRIPT = Path(__file__).resolve().parent.parent / "compose_atomic" / "backup" / "sidecar.sh"
+
+# The script as the sidecars get it (with the shared webhook functions in place).
+_SCRIPT_DIR = tempfile.TemporaryDirectory(prefix="compose-atomic-sidecar-")
+SCRIPT = Path(_SCRIPT_DIR.name) / "sidecar.sh"
+SCRIPT.write_text(script_text())
 SHELLS = [["dash"], ["busybox", "ash"]]
 SHELL_IDS = ["dash", "busybox-ash"]
 

@@ -65,7 +65,14 @@ EXTENSIONS: list[Callable[[Project, dict[str, Any]], None]] = []
 
 def script_text() -> str:
     """The POSIX sh script every sidecar runs."""
-    return resources.files("compose_atomic.backup").joinpath("sidecar.sh").read_text()
+    return assemble(resources.files("compose_atomic.backup").joinpath("sidecar.sh").read_text())
+
+
+def assemble(script: str) -> str:
+    """A sidecar's script with its ``# include shared.sh`` line replaced by the functions
+    the backup and PITR sidecars share (one file in the container, nothing to source)."""
+    shared = resources.files("compose_atomic.backup").joinpath("shared.sh").read_text()
+    return script.replace("# include shared.sh\n", shared, 1)
 
 
 def script_digest() -> str:

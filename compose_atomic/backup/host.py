@@ -57,20 +57,25 @@ def sidecars(project: Project) -> list[Sidecar]:
 
 def pick(project: Project, service: str | None) -> Sidecar:
     """The sidecar for ``service`` (or the only one)."""
-    found = sidecars(project)
+    return choose(sidecars(project), service, "backup", hint=(
+        f"Run `compose-atomic backup generate` and start it with "
+        f"`compose-atomic -f <your compose file> -f {DEFAULT_OUTPUT} up -d`."))
+
+
+def choose(found: list, service: str | None, what: str, hint: str):
+    """The one of ``found`` (sidecars with ``service`` and ``name``) that ``service`` names, or
+    the only one; a clear error otherwise. ``what`` names the kind ("backup", "PITR")."""
     if not found:
-        raise UsageError("no backup sidecar in this project",
-                         hint=f"Run `compose-atomic backup generate` and start it with "
-                              f"`compose-atomic -f <your compose file> -f {DEFAULT_OUTPUT} up -d`.")
+        raise UsageError(f"no {what} sidecar in this project", hint=hint)
     if service is None:
         if len(found) > 1:
-            raise UsageError("several services have backups: " + ", ".join(s.service for s in found),
+            raise UsageError(f"several services have a {what} sidecar: " + ", ".join(s.service for s in found),
                              hint="Choose one with --service NAME.")
         return found[0]
     for sidecar in found:
         if service in (sidecar.service, sidecar.name):
             return sidecar
-    raise UsageError(f"service {service!r} has no backup sidecar; services with backups: "
+    raise UsageError(f"service {service!r} has no {what} sidecar; services with one: "
                      + ", ".join(s.service for s in found))
 
 

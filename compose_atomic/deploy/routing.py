@@ -28,7 +28,7 @@ def make_proxy(project: Project):
     for service in project.atomic_services:
         route = parse_route(project.service_x_atomic(service))
         if route:
-            routes.append(Route(service, route.port, hosts=list(route.hosts), path=route.path))
+            routes.append(Route.of(service, route))
     return CaddyProxy(project.name, project.state_dir, image=settings.image, ports=list(settings.ports),
                       routes=routes)
 

@@ -22,6 +22,7 @@ import shlex
 from importlib import resources
 from typing import Any
 
+from ..backup.generate import assemble
 from ..errors import ConfigError
 from ..project import Project
 from .settings import PitrSettings, pitr_settings
@@ -36,7 +37,7 @@ MAJOR = re.compile(r"(?:^|[:/-])(\d{2})(?:[.-]|$)")
 
 
 def script_text() -> str:
-    return resources.files("compose_atomic.pitr").joinpath("pitr.sh").read_text()
+    return assemble(resources.files("compose_atomic.pitr").joinpath("pitr.sh").read_text())
 
 
 def script_digest() -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from .. import docker
 from ..errors import BackupFailed, UsageError
 from ..project import Project
+from ..backup.host import choose
 from .generate import ROLE, SCRIPT_PATH
 
 RESTORE_MOUNT = "/restore"
@@ -39,21 +40,10 @@ def sidecars(project: Project) -> list[PitrSidecar]:
 
 
 def pick(project: Project, service: str | None) -> PitrSidecar:
-    found = sidecars(project)
-    if not found:
-        raise UsageError("no PITR sidecar in this project",
-                         hint="Add x-atomic.backup.pitr to the database service, run `compose-atomic backup generate` "
-                              "and `compose-atomic -f <your compose file> -f compose.backup.yml up -d`.")
-    if service is None:
-        if len(found) > 1:
-            raise UsageError("several services have PITR: " + ", ".join(s.service for s in found),
-                             hint="Choose one with --service NAME.")
-        return found[0]
-    for sidecar in found:
-        if service in (sidecar.service, sidecar.name):
-            return sidecar
-    raise UsageError(f"service {service!r} has no PITR sidecar; services with PITR: "
-                     + ", ".join(s.service for s in found))
+    """The PITR sidecar for ``service`` (or the only one)."""
+    return choose(sidecars(project), service, "PITR", hint=(
+        "Add x-atomic.backup.pitr to the database service, run `compose-atomic backup generate` "
+        "and `compose-atomic -f <your compose file> -f compose.backup.yml up -d`."))
 
 
 def parse_time(text: str) -> dt.datetime:

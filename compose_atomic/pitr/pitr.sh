@@ -47,6 +47,7 @@ BACKUP_SCRIPT=${BACKUP_SCRIPT:-/usr/local/bin/compose-atomic-backup}
 BACKUP_DATABASES=${BACKUP_DATABASES:-${PGDATABASE:-postgres}}
 BACKUP_ALERT_WEBHOOK=${BACKUP_ALERT_WEBHOOK:-}
 BACKUP_LABEL=${BACKUP_LABEL:-pitr}
+ALERT_SOURCE="$BACKUP_LABEL pitr"
 PGAPPNAME=$PITR_APP
 export PGAPPNAME
 W=""
@@ -64,30 +65,7 @@ now_ms() {
     case "$t" in *N|'') echo $(( $(date -u +%s) * 1000 )) ;; *) echo $((t / 1000000)) ;; esac
 }
 
-json_escape() {
-    printf '%s' "$1" | tr '\n\r\t' '   ' | tr -d '\000-\010\013\014\016-\037' | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g'
-}
-
-alert() {
-    # alert LEVEL TEXT: the same Slack/Discord compatible webhook body as the dump sidecar.
-    [ -n "$BACKUP_ALERT_WEBHOOK" ] || return 0
-    text="[$1] compose-atomic $BACKUP_LABEL pitr on $(hostname 2>/dev/null || echo sidecar): $2"
-    body=$(printf '{"text":"%s","content":"%s"}' "$(json_escape "$text")" "$(json_escape "$text")")
-    if command -v curl >/dev/null 2>&1; then
-        curl -fsS -m 20 -H 'Content-Type: application/json' --data-binary "$body" "$BACKUP_ALERT_WEBHOOK" \
-            >/dev/null 2>&1 && return 0
-    elif command -v wget >/dev/null 2>&1; then
-        wget -q -T 20 -O /dev/null --header 'Content-Type: application/json' --post-data "$body" \
-            "$BACKUP_ALERT_WEBHOOK" 2>/dev/null && return 0
-    elif command -v perl >/dev/null 2>&1; then
-        ALERT_BODY=$body perl -MHTTP::Tiny -e '
-            my $r = HTTP::Tiny->new(timeout => 20)->post($ARGV[0],
-                {headers => {"Content-Type" => "application/json"}, content => $ENV{ALERT_BODY}});
-            exit($r->{success} ? 0 : 1);' "$BACKUP_ALERT_WEBHOOK" 2>/dev/null && return 0
-    fi
-    log "ALERT NOT DELIVERED: $text"
-    return 1
-}
+# include shared.sh
 
 set_status() {
     # set_status NAME ok|failed MESSAGE [EXTRA]: one line, replaced atomically.
@@ -624,28 +602,9 @@ offsite_health() {
 # ---- entry -----------------------------------------------------------------------------------
 
 drop_privileges() {
-    # Start as root to own the volume (and a restore target), then run as the image's postgres.
-    [ "$(id -u)" = 0 ] || return 0
-    id postgres >/dev/null 2>&1 || return 0
-    mkdir -p "$PITR_DIR" && chown postgres "$PITR_DIR" && chmod 700 "$PITR_DIR"
-    [ "$1" = restore ] && [ -n "${2:-}" ] && [ -d "$2" ] && chown postgres "$2" && chmod 700 "$2"
-    if [ -n "${BACKUP_PASSWORD_FILE:-}" ] && [ -f "$BACKUP_PASSWORD_FILE" ]; then
-        cp "$BACKUP_PASSWORD_FILE" /tmp/.compose-atomic-pitr-pw && chown postgres /tmp/.compose-atomic-pitr-pw &&
-            chmod 600 /tmp/.compose-atomic-pitr-pw && BACKUP_PASSWORD_FILE=/tmp/.compose-atomic-pitr-pw &&
-            export BACKUP_PASSWORD_FILE
-    fi
-    for tool in $(command -v gosu su-exec 2>/dev/null) /usr/local/bin/gosu /usr/sbin/gosu /sbin/su-exec \
-                /usr/bin/su-exec /usr/local/bin/su-exec /usr/bin/setpriv /bin/setpriv; do
-        [ -x "$tool" ] || continue
-        case "$tool" in
-            */setpriv)
-                "$tool" --help 2>&1 | grep -q -- --reuid || continue
-                exec "$tool" --reuid=postgres --regid=postgres --init-groups sh "$0" "$@" ;;
-            *) exec "$tool" postgres sh "$0" "$@" ;;
-        esac
-    done
-    echo "cannot drop privileges to postgres: no setpriv, gosu or su-exec in this image" >&2
-    exit 1
+    # A restore target is the postgres user's too; the rest is the dump sidecar's (shared.sh).
+    [ "$(id -u)" = 0 ] && [ "$1" = restore ] && [ -n "${2:-}" ] && [ -d "$2" ] && chown postgres "$2" && chmod 700 "$2"
+    drop_to_postgres "$PITR_DIR" "$@"
 }
 
 MODE=none

@@ -46,6 +46,7 @@ from typing import Any, Callable, Iterable
 from .. import docker
 from ..errors import ProxyError
 from ..ports import parse_port
+from ..settings import RouteSettings
 
 #: Restart policy of the edge and the switch. Not ``unless-stopped``: after dockerd is killed
 #: (SIGKILL, OOM, a power cut), the engine stops the containers it finds on start and does not
@@ -120,6 +121,11 @@ class Route:
     maintenance: dict[str, Any] | None = None
     #: Paused: ``{"timeout": seconds}``, requests are held (see ``compose-atomic pause``).
     paused: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, service: str, route: RouteSettings) -> "Route":
+        """The route of a service's parsed ``x-atomic.route``."""
+        return cls(service, route.port, hosts=list(route.hosts), path=route.path)
 
     @property
     def handler_id(self) -> str:

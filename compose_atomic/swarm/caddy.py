@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from typing import Any
 
-from ..proxy.caddy import route_match
+from ..proxy.caddy import Route, route_match
 
 #: How long Caddy holds a request while it looks for a task that answers.
 TRY_DURATION = "10s"
@@ -32,28 +31,6 @@ DNS_REFRESH = "1s"
 #: How long a task that refused a connection is left out.
 FAIL_DURATION = "2s"
 HTTPS_PORT = 443
-
-
-@dataclass(frozen=True)
-class Route:
-    """One x-atomic route: which requests go to which service's port."""
-
-    service: str
-    port: int
-    hosts: tuple[str, ...] = ()
-    path: str | None = None
-
-    @property
-    def sort_key(self) -> tuple[int, int, str]:
-        # Most specific first: host+path, host, path, catch-all; longer paths first.
-        return (0 if self.hosts else 1, -len(self.path or ""), self.service)
-
-
-def route_from_annotation(service: str, route: dict[str, Any]) -> Route:
-    """Build a Route from a service's ``x-atomic.route`` mapping (already schema-valid)."""
-    host = route.get("host")
-    hosts = (host,) if isinstance(host, str) else tuple(host or ())
-    return Route(service=service, port=int(route["port"]), hosts=hosts, path=route.get("path"))
 
 
 def _handler(route: Route) -> dict[str, Any]:
@@ -76,7 +53,7 @@ def _handler(route: Route) -> dict[str, Any]:
 
 def _routes(routes: list[Route]) -> list[dict[str, Any]]:
     out = []
-    for route in sorted(routes, key=lambda r: r.sort_key):
+    for route in sorted(routes, key=Route.sort_key):
         entry: dict[str, Any] = {"handle": [_handler(route)], "terminal": True}
         match = route_match(route.hosts, route.path)
         if match:

@@ -18,7 +18,7 @@ from typing import Any, Callable
 from .. import ports
 from ..durations import parse_duration
 from ..project import Project
-from ..settings import DEFAULTS
+from ..settings import DEFAULTS, parse_route
 from . import caddy
 
 STACK_VERSION = "3.8"
@@ -589,9 +589,9 @@ def add_proxy(project: Project, out: RenderedStack) -> None:
     caddy_file = out.caddy_file or "caddy.json"
     routes = []
     for name in project.atomic_services:
-        route = project.service_x_atomic(name).get("route")
+        route = parse_route(project.service_x_atomic(name))
         if route:
-            routes.append(caddy.route_from_annotation(name, route))
+            routes.append(caddy.Route.of(name, route))
     if not routes:
         return
     services = out.stack["services"]

@@ -133,6 +133,7 @@ def release_under_load(tmp_path, project_name: str, v1: str, image: str, hold: b
                               "      APP_BROKEN: ${APP_BROKEN:-0}\n      DB_CONN_MAX_AGE: \"0\"\n")
     if hold:
         compose = compose.replace("        lock_timeout: 5s\n", "        lock_timeout: 5s\n        hold_writes: 60s\n")
+    assert "DB_CONN_MAX_AGE" in compose and ("hold_writes" in compose) == hold  # the example still fits
     (tmp_path / "compose.yaml").write_text(compose)
     port = free_port()
     env = {"APP_IMAGE": v1, "POSTGRES_IMAGE": IMAGE_POSTGRES, "CADDY_IMAGE": IMAGE_CADDY,

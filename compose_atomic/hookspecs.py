@@ -97,6 +97,11 @@ def after_deploy(project, service, old_container, new_container, outcome, receip
     """Run when a service's deploy has ended, whatever the outcome (``receipt``: what the proxy saw, or None)."""
 
 
+@notification
+def after_write_hold(project, service, database, timed_out):
+    """Run when the write hold of a service's migration lets the held requests through."""
+
+
 # ---- lint ----------------------------------------------------------------------
 
 

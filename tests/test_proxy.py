@@ -406,3 +406,28 @@ def test_a_paused_route_holds_bodiless_requests_and_lets_the_held_ones_through()
     edge = build_edge_config([route])["apps"]["http"]["servers"]["edge"]["routes"][-1]["handle"][0]
     assert edge["headers"]["request"]["delete"] == [HELD_HEADER]  # clients cannot skip a pause
     assert routes_from_config(build_config([route])) == {"web": ["10.0.0.2:80", "p-web-1:80"]}
+
+
+def test_a_write_hold_holds_every_request_with_its_body_buffered():
+    from compose_atomic.proxy.caddy import ALL_METHODS, HELD_HEADER
+
+    route = Route("web", 80, upstreams=["10.0.0.2:80"], paused={"timeout": 90, "writes": True})
+    first, proxy = route.to_caddy()["handle"]
+    assert proxy["@id"] == "ca_web"
+    (held,) = first["routes"]  # nothing is refused: every method waits
+    assert held["match"] == [{"not": [{"header": {HELD_HEADER: ["1"]}}]}]
+    hold = held["handle"][0]
+    assert hold["request_buffers"] > 0  # the body is read first, so each retried dial sends it whole
+    assert hold["load_balancing"]["retry_match"] == [{"method": ALL_METHODS}] and "POST" in ALL_METHODS
+    assert hold["load_balancing"]["try_duration"] == "90000ms"
+
+
+def test_a_write_hold_is_refused_on_a_caddy_that_cannot_hold_a_body():
+    from compose_atomic.proxy.caddy import parse_caddy_version, write_hold_refusal
+
+    assert parse_caddy_version("v2.11.7 h1:yj0Y4fYZ=") == (2, 11)  # what the test bed's images print
+    assert parse_caddy_version("2.6.2\n") == (2, 6)
+    assert write_hold_refusal((2, 11), "caddy:2.11", "p-atomic-proxy-switch") is None
+    refusal = write_hold_refusal((2, 6), "caddy:2.6", "p-atomic-proxy-switch")
+    assert "Caddy 2.6 (caddy:2.6)" in refusal and "2.7 or later" in refusal
+    assert "could not be read" in write_hold_refusal(None, "caddy:2", "p-atomic-proxy-switch")

@@ -48,6 +48,7 @@ from .health import HealthFailed, trouble, wait_healthy
 from .plan import STOP_FIRST, ServicePlan
 from .routing import dials, set_aliases, upstreams_for
 from .state import History, Journal, Phase
+from .writehold import WriteHold, start_write_hold
 
 
 #: Seconds a switch back waits for the requests still dialing a dead new container (see switch_back).
@@ -64,6 +65,7 @@ class Context:
     history: History
     proxy: Any = None  # CaddyProxy when x-atomic.proxy is set
     networks: list[str] = field(default_factory=list)
+    hold_writes: float | None = None  # `up --hold-writes`: for every migration of this deploy
 
 
 @contextmanager
@@ -140,6 +142,7 @@ class Replacement:
         self.receipt_versions: dict[str, dict[str, Any]] = {}
         self.stop_in_flight: dict[str, int | None] = {}
         self.receipt: dict[str, Any] | None = None
+        self.hold: WriteHold | None = None  # x-atomic.migrate.hold_writes, while it holds
 
     # -- bookkeeping --
 
@@ -258,7 +261,13 @@ class Replacement:
             progress.event(self.service, "Replacing", f"start-first ({self.plan.reason})", state="working")
         if self.plan.needs_pull:
             self.pull()
-        self.before_deploy()
+        try:
+            self.before_deploy()
+            return self.replace()
+        finally:
+            self.release_hold()
+
+    def replace(self) -> str:
         try:
             if self.in_place:
                 return self.recreate_in_place()
@@ -281,8 +290,18 @@ class Replacement:
                                 f"{why}: replaced stop-first ({changed}); it is down while it restarts; {kept}",
                                 state="warning")
 
-    def before_deploy(self) -> None:
+    def release_hold(self, why: str = "") -> None:
+        if self.hold is not None:
+            self.hold.release(why)
+
+    def before_deploy(self, *, hold: bool = True) -> None:
         try:
+            # The write hold (opt-in) starts before the snapshot and ends once the release is
+            # decided: switched to the new version, or the old one serving again. (Not for a
+            # dead service being recreated: nothing of it serves, there is nothing to switch from.)
+            if hold:
+                self.hold = start_write_hold(self.project, self.service, self.ctx.proxy, self.ctx.networks,
+                                             self.ctx.progress, timeout=self.ctx.hold_writes)
             call_hook("before_deploy", project=self.project, service=self.service,
                       old_container=docker.container_object(self.old[0]["Id"] if self.old else None),
                       new_image=self.plan.image)
@@ -536,6 +555,9 @@ class Replacement:
             self.start_new()
             self.gate()
             call_hook("before_switch", **self.hook_args())
+            # Released before the switch: a change of the proxy's configuration ends the requests
+            # it is still holding (see `pause`), so they go to the old version, then new ones to the new.
+            self.release_hold()
             self.start_receipt()
             self.switch_to_new()
             notify("after_switch", self.ctx.progress, **self.hook_args())
@@ -606,7 +628,13 @@ class Replacement:
                                 state="warning")
         if self.plan.needs_pull:
             self.pull()
-        self.before_deploy()
+        try:
+            self.before_deploy(hold=False)
+            return self.revive_new()
+        finally:
+            self.release_hold()
+
+    def revive_new(self) -> str:
         try:
             self.record(Phase.REVIVING)
             complaint = self.compose_create(Phase.REVIVING)

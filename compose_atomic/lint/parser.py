@@ -26,6 +26,49 @@ __all__ = ["Statement", "SourceFile", "parse_file"]
 
 _parse_sql_json = None  # pglast.parser.parse_sql_json, imported on first use
 
+
+def _defer_pglast_nodes() -> None:
+    """Import pglast with its ``ast`` and ``enums`` modules deferred (importlib's LazyLoader).
+
+    The linter reads libpg_query's JSON and never touches pglast's node classes or enums,
+    yet ``import pglast`` builds them all: hundreds of classes and IntEnums, about a third of
+    the start-up of ``compose-atomic lint`` on a small file (bench/lint). With this, the two
+    modules run on their first attribute access (``--plan``, ``Statement.ast``, plugins) and
+    behave exactly as imported normally. Any surprise (another pglast layout) means a plain
+    import."""
+    import importlib.machinery
+    import importlib.util
+    import sys
+
+    if "pglast" in sys.modules:
+        return
+    try:
+        top = importlib.util.find_spec("pglast")
+        if top is None or top.loader is None or not top.submodule_search_locations:
+            return
+        package = importlib.util.module_from_spec(top)
+        lazy = {}
+        for sub in ("ast", "enums"):
+            spec = importlib.machinery.PathFinder.find_spec("pglast." + sub, list(top.submodule_search_locations))
+            if spec is None or spec.loader is None:
+                return
+            spec.loader = importlib.util.LazyLoader(spec.loader)
+            lazy[sub] = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(lazy[sub])
+        # The parent holds them already, so `from . import ast, enums` (in pglast and in its
+        # parser) binds the lazy modules without looking inside them.
+        for sub, module in lazy.items():
+            sys.modules["pglast." + sub] = module
+            setattr(package, sub, module)
+        sys.modules["pglast"] = package
+        top.loader.exec_module(package)
+    except Exception:  # noqa: BLE001 - fall back to the plain import
+        for name in [n for n in sys.modules if n == "pglast" or n.startswith("pglast.")]:
+            del sys.modules[name]
+
+
+_defer_pglast_nodes()
+
 _NAME = r'(?:"(?:[^"]|"")*"|[^\s."(;,*]+)'
 # ALTER TABLE [IF EXISTS] [ONLY] name [*]: what precedes the first action (no comments inside).
 _ALTER_HEAD = re.compile(r"\s*ALTER\s+(?:TABLE|INDEX|VIEW|MATERIALIZED\s+VIEW|FOREIGN\s+TABLE|SEQUENCE)\s+"

@@ -19,7 +19,6 @@ from __future__ import annotations
 import bisect
 import json
 import re
-from functools import cached_property
 from typing import Any
 
 __all__ = ["Statement", "SourceFile", "parse_file"]
@@ -101,6 +100,25 @@ _GUESSED = {"INSERT": "InsertStmt", "UPDATE": "UpdateStmt", "DELETE": "DeleteStm
             "SELECT": "SelectStmt", "FUNCTION": "CreateFunctionStmt", "PROCEDURE": "CreateFunctionStmt",
             "VIEW": "ViewStmt", "EXTENSION": "CreateExtensionStmt", "SEQUENCE": "CreateSeqStmt",
             "ENUM": "CreateEnumStmt"}
+
+
+class cached_property:  # noqa: N801 - functools.cached_property without its lock
+    """Computed on first access, then an instance attribute (as functools.cached_property).
+
+    Python 3.11's functools version takes a lock on every first access: a fifth of the cost
+    of the statements' attributes on a long history (bench/lint); statements are per thread."""
+
+    def __init__(self, func) -> None:
+        self.func, self.__doc__ = func, func.__doc__
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        value = instance.__dict__[self.name] = self.func(instance)
+        return value
 
 
 class Statement:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import click
 
@@ -103,9 +104,12 @@ def cli(ctx: click.Context, files, project_name, project_directory, env_files, p
     Use it wherever you use `docker compose`: annotate services with `x-atomic`
     and `compose-atomic up` replaces them without downtime.
     """
-    from . import docker
+    if dry_run or "compose_atomic.docker" in sys.modules:
+        from . import docker
 
-    docker.configure(dry_run=dry_run)
+        docker.configure(dry_run=dry_run)
+    # else: docker's gateway is the default one (no dry run) when a command first imports it;
+    # `compose-atomic lint` never does, and skips importing subprocess and the gateway.
     if ansi == "never":
         os.environ.setdefault("NO_COLOR", "1")
     ctx.obj = ComposeOptions(

@@ -27,7 +27,7 @@ import yaml
 
 from ..errors import ConfigError
 from ..project import Project
-from . import cron
+from . import EXTENSIONS, cron  # EXTENSIONS: (project, document) functions run on the built override
 
 SCRIPT_CONFIG = "compose_atomic_backup_script"
 SCRIPT_PATH = "/usr/local/bin/compose-atomic-backup"
@@ -58,9 +58,6 @@ class OffsiteContext:
 
 
 OffsiteBuilder = Callable[[OffsiteContext], dict[str, dict[str, Any]]]
-#: Functions (project, document) that add to the override once it is built; a capability built
-#: on backups (compose_atomic.pitr) appends its own, so backup never imports it.
-EXTENSIONS: list[Callable[[Project, dict[str, Any]], None]] = []
 
 
 def script_text() -> str:

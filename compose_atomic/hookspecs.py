@@ -98,6 +98,11 @@ def after_deploy(project, service, old_container, new_container, outcome, receip
 
 
 @notification
+def on_write_hold(project, service, database):
+    """Run when the proxy holds every request to the routes that write to ``database`` and none is left inside the app."""
+
+
+@notification
 def after_write_hold(project, service, database, timed_out):
     """Run when the write hold of a service's migration lets the held requests through."""
 

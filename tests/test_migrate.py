@@ -54,6 +54,7 @@ services:
         command: [psql, -v, ON_ERROR_STOP=1, -q, --single-transaction, -f, /migrations/current.sql]
         timeout: {timeout}
         lock_timeout: 1m
+        on_failure: {on_failure}
   api:
     image: {busybox}
     x-atomic:
@@ -74,10 +75,11 @@ class Stack:
         self.db_host = "db"
         self.write(timeout="20s")
 
-    def write(self, timeout: str = "20s", state_dir: Path | None = None) -> None:
+    def write(self, timeout: str = "20s", state_dir: Path | None = None, on_failure: str = "refuse") -> None:
         (self.dir / "compose.yaml").write_text(COMPOSE.format(
             name=self.name, state_dir=state_dir or self.state_dir, pg=IMAGE_POSTGRES,
-            busybox=IMAGE_BUSYBOX, password=PASSWORD, timeout=timeout, db_host=self.db_host))
+            busybox=IMAGE_BUSYBOX, password=PASSWORD, timeout=timeout, db_host=self.db_host,
+            on_failure=on_failure))
 
     def cli(self, *args: str, **kw) -> subprocess.CompletedProcess:
         return run_cli("-p", self.name, *args, cwd=self.dir, **kw)
@@ -438,6 +440,9 @@ def test_new_app_failing_health_after_migration_brings_the_database_back(stack):
         "ALTER TABLE items ADD COLUMN price numeric DEFAULT 1;\n"
         "UPDATE orders SET note = 'migrated';\nCREATE TABLE audit (id int);\n"
         "ALTER TABLE orders DROP COLUMN note;\n")  # a drop: only a restore undoes it
+    # The command's UPDATE writes 500 rows, which PostgreSQL cannot tell from the app's: without
+    # a write hold the restore would be refused; this release asks for it in words.
+    stack.write(on_failure="restore")
     project = _deploy_start(stack)
     after_migration = checksums(stack)
     assert after_migration != before and "public.audit" in after_migration
@@ -447,6 +452,46 @@ def test_new_app_failing_health_after_migration_brings_the_database_back(stack):
     plugin.rollback_deploy(project=project, service="web", reason="health check failed")
     assert checksums(stack) == before
     assert not (stack.state_dir / "migrate" / "web.json").exists()
+
+
+def test_app_writes_while_a_migration_command_runs_are_never_discarded(stack):
+    """PostgreSQL's counters cannot tell a migration command's writes from the app's: without a
+    write hold, the rows the app wrote while the command ran count, and the restore is refused."""
+    import threading
+
+    from compose_atomic.migrate import plugin
+
+    reset_data(stack)
+    (stack.dir / "migrations" / "current.sql").write_text(
+        "SELECT pg_sleep(3);\nALTER TABLE orders DROP COLUMN note;\n")  # a drop: only a restore undoes it
+    acknowledged: list[int] = []
+    backend: list[int] = []
+
+    def app() -> None:  # the old app, acknowledging writes while the migration sleeps
+        deadline = time.monotonic() + 2.5
+        with stack.connect() as conn:
+            conn.autocommit = True
+            backend.append(conn.info.backend_pid)
+            time.sleep(0.3)
+            while time.monotonic() < deadline:
+                acknowledged.append(conn.execute(
+                    "INSERT INTO orders (item_id, note) VALUES (1, 'acked') RETURNING id").fetchone()[0])
+                time.sleep(0.05)
+
+    writer = threading.Thread(target=app)
+    writer.start()
+    project = _deploy_start(stack)
+    writer.join()
+    wait_gone(stack, backend[0])
+    assert acknowledged
+    with pytest.raises(RollbackFailed) as caught:
+        plugin.rollback_deploy(project=project, service="web", reason="health check failed")
+    assert caught.value.exit_code == 4
+    assert f"{len(acknowledged)} rows written since the snapshot" in str(caught.value), str(caught.value)
+    assert "hold_writes" in (caught.value.hint or "")
+    with stack.connect() as conn:
+        kept = {r[0] for r in conn.execute("SELECT id FROM orders WHERE id = ANY(%s)", [acknowledged])}
+    assert kept == set(acknowledged)
 
 
 def test_writes_after_the_snapshot_make_the_restore_refuse_without_force(stack):

@@ -431,3 +431,22 @@ def test_a_write_hold_is_refused_on_a_caddy_that_cannot_hold_a_body():
     refusal = write_hold_refusal((2, 6), "caddy:2.6", "p-atomic-proxy-switch")
     assert "Caddy 2.6 (caddy:2.6)" in refusal and "2.7 or later" in refusal
     assert "could not be read" in write_hold_refusal(None, "caddy:2", "p-atomic-proxy-switch")
+
+
+def test_an_admin_socket_in_a_deep_state_directory_is_still_reached(tmp_path):
+    """connect(2) takes at most 107 bytes of path: a project deep in the tree (or pytest's own
+    temporary folders) puts the switch's admin socket further away than that."""
+    import socket
+
+    from compose_atomic.proxy.caddy import reachable
+
+    folder = tmp_path / ("d" * 60) / ("e" * 60)
+    folder.mkdir(parents=True)
+    server = socket.socket(socket.AF_UNIX)
+    with reachable(folder / "admin-a.sock") as path:  # binding takes the same short path
+        server.bind(path)
+    server.listen()
+    with reachable(folder / "admin-a.sock") as path, socket.socket(socket.AF_UNIX) as client:
+        assert len(path) < 100
+        client.connect(path)
+    server.close()

@@ -53,6 +53,11 @@ class WriteHold:
         while (self.proxy.open_requests(dials) or 0) > 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         left = self.proxy.open_requests(dials)
+        if not left:  # from here on the app writes nothing: the migration guard may know it
+            from ..plugins import call_hook
+
+            call_hook("on_write_hold", warn=lambda m: self.progress.warn(self.resource, m),
+                      project=self.project, service=self.service, database=self.settings.database)
         self.progress.event(self.resource, "Holding writes",
                             f"requests to {', '.join(self.services)} wait at the proxy, up to "
                             f"{self.settings.timeout:g}s"

@@ -56,25 +56,38 @@ def clear_state(project: Project, service: str) -> None:
 
 
 def _hold_path(project: Project, service: str) -> Path:
-    return _state_path(project, service).with_suffix(".hold-ran-out")
+    return _state_path(project, service).with_suffix(".hold")
+
+
+def _read_hold(project: Project, service: str) -> dict[str, Any]:
+    try:
+        return json.loads(_hold_path(project, service).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def mark_holding(project: Project, service: str) -> None:
+    """This deploy's write hold holds every request to the app (none left inside it), from now."""
+    write_json_atomic(_hold_path(project, service), {"pid": os.getpid(), "since": time.time()})
 
 
 def mark_hold_ran_out(project: Project, service: str) -> None:
     """The deploy's write hold let requests through before the release was decided (its time)."""
-    _hold_path(project, service).write_text(str(time.time()))
+    write_json_atomic(_hold_path(project, service), {**_read_hold(project, service), "ran_out": time.time()})
 
 
-def clear_hold_ran_out(project: Project, service: str) -> None:
+def clear_hold(project: Project, service: str) -> None:
     _hold_path(project, service).unlink(missing_ok=True)
 
 
-def hold_ran_out_before(project: Project, service: str, moment: float) -> bool:
-    """Did a write hold run out before ``moment`` (wall clock)? A stale mark (a deploy that died)
-    counts too: then the window's writes are taken for the app's, never discarded unsaid."""
-    try:
-        return float(_hold_path(project, service).read_text()) <= moment
-    except (OSError, ValueError):
+def held_throughout(project: Project, service: str, start: float, end: float) -> bool:
+    """Did this process's write hold keep the app from writing from ``start`` to ``end`` (wall
+    clock)? Without one (or one of a deploy that died, or one that ran out in between) the app
+    may have written: when in doubt, its writes are never taken for the migration's."""
+    hold = _read_hold(project, service)
+    if hold.get("pid") != os.getpid() or hold.get("since") is None or hold["since"] > start:
         return False
+    return hold.get("ran_out") is None or hold["ran_out"] > end
 
 
 def service_image(project: Project, service: str) -> str:
@@ -149,7 +162,7 @@ def guarded_migrate(project: Project, service: str, image: str | None = None,
               snapshot_path=str(snap.path))
     resource = f"Migration {service}"
     progress.event(resource, "Running", _describe(settings), state="working")
-    started = time.monotonic()
+    started, window_start = time.monotonic(), time.time()
     committed = True
     if settings.sql:
         from .sqlrunner import run_sql_files
@@ -171,8 +184,8 @@ def guarded_migrate(project: Project, service: str, image: str | None = None,
     executed = cases.classify(result.executed) if settings.sql else cases.command_verdict(settings.command)
     snap.manifest["migration"] = {"service": service, "image": image, "outcome": outcome,
                                   "counters_before": before, "counters_after": after,
-                                  # a write hold ran out while it ran: the window's writes may be the app's
-                                  "app_wrote_in_window": hold_ran_out_before(project, service, time.time()),
+                                  # no write hold kept the app out while it ran: the window's writes may be the app's
+                                  "app_wrote_in_window": not held_throughout(project, service, window_start, time.time()),
                                   "tool": "sql" if settings.sql else "command",
                                   "own_writes": result.own_writes if settings.sql else None,
                                   "executed": executed.as_dict()}
@@ -317,7 +330,8 @@ def restore_or_refuse(project: Project, db: Database, snap: Snapshot, settings: 
             hint=f"Every row is still there; the old version runs on the migrated schema. Either "
                  f"restore and discard those writes (compose-atomic db restore {snap.name} --force, or "
                  f"x-atomic.migrate.on_failure: restore), or keep them and fix the schema forward "
-                 f"with a new migration.") from None
+                 f"with a new migration. x-atomic.migrate.hold_writes makes such a restore lossless "
+                 f"next time: the app's requests wait at the proxy while the migration runs.") from None
     except ComposeAtomicError as exc:
         raise RollbackFailed(
             f"The database keeps the migration's changes ({left}): restoring snapshot {snap.name} "
@@ -336,9 +350,9 @@ def _unattributed(snap: Snapshot) -> str:
         return ""
     total = sum(window.values())
     tables = ", ".join(f"{t} ({n})" for t, n in sorted(window.items(), key=lambda kv: -kv[1]))
-    return (f" While the migration command ran, {total} row{'s' if total != 1 else ''} were written in "
-            f"{tables}: PostgreSQL cannot tell the app's from the migration's, so they are not counted "
-            f"above, and a restore discards the app's among them.")
+    return (f" While the migration command ran, with the app's requests held at the proxy, "
+            f"{total} row{'s' if total != 1 else ''} were written in {tables}: taken for the migration's, "
+            f"they are not counted above (a worker or job that writes without the proxy is not held).")
 
 
 def _what_is_left(found, snap: Snapshot) -> str:

@@ -43,11 +43,19 @@ def rollback_deploy(project, service, reason):
 @hookimpl
 def after_deploy(project, service, old_container, new_container, outcome):
     """The deploy is over: forget which snapshot guarded it."""
-    from .guard import clear_hold_ran_out, clear_state, read_state
+    from .guard import clear_hold, clear_state, read_state
 
-    clear_hold_ran_out(project, service)
+    clear_hold(project, service)
     if outcome != "rollback-failed" and read_state(project, service) is not None:
         clear_state(project, service)
+
+
+@hookimpl
+def on_write_hold(project, service, database):
+    """The app's requests wait at the proxy: the migration window's writes are the migration's."""
+    from .guard import mark_holding
+
+    mark_holding(project, service)
 
 
 @hookimpl

@@ -42,9 +42,10 @@ def pending_writes(snap: Snapshot, counters_now: dict[str, list[int]]) -> dict[s
     When the snapshot guarded a migration, PostgreSQL's counters cannot tell the migration's
     writes from the app's while it ran. The built-in runner counts its own (``own_writes``):
     the rest of the window is the app's and counts. For a migration command the window's
-    writes are taken as the migration's and not counted (see ``unattributed_window_writes``),
-    unless a write hold ran out while it ran (``app_wrote_in_window``): then they all count;
-    writes before it started and after it ended always count. Writes into the migration
+    writes are taken as the migration's only when a write hold kept the app's requests out for
+    the whole window (see ``unattributed_window_writes``); otherwise (``app_wrote_in_window``)
+    they all count: when in doubt, never discard. Writes before it started and after it ended
+    always count. Writes into the migration
     tools' bookkeeping and into tables the snapshot does not hold are the migration's.
     """
     manifest = snap.manifest
@@ -80,8 +81,8 @@ def _window(snap: Snapshot) -> dict[str, int]:
 
 
 def unattributed_window_writes(snap: Snapshot) -> dict[str, int]:
-    """For a migration command: rows written while it ran, which nobody can attribute (the
-    app's or the migration's), and which a restore discards without counting them."""
+    """For a migration command run under a write hold: rows written while it ran, taken for the
+    migration's (the app's requests were held), which a restore discards without counting them."""
     window = snap.manifest.get("migration") or {}
     if window.get("own_writes") is not None or window.get("app_wrote_in_window") \
             or snap.manifest.get("baseline_counters"):

@@ -41,7 +41,8 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator
 
 from .. import docker
 from ..errors import ProxyError
@@ -244,6 +245,20 @@ class Route:
     def sort_key(self) -> tuple:
         # Specific routes first: with a host before without, longer paths before shorter.
         return (0 if self.hosts else 1, -len(self.path or ""), self.service)
+
+
+@contextmanager
+def reachable(socket: Path) -> Iterator[str]:
+    """A path to ``socket`` that connect(2) takes (at most 107 bytes): a socket in a deep state
+    directory is reached through this process's descriptor of its folder, ``/proc/self/fd/N/NAME``."""
+    if len(os.fsencode(socket)) < 100:
+        yield str(socket)
+        return
+    folder = os.open(socket.parent, os.O_PATH | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{folder}/{socket.name}"
+    finally:
+        os.close(folder)
 
 
 def containers_behind(dials: Iterable[str]) -> int:
@@ -864,8 +879,9 @@ class CaddyProxy:
         import httpx
 
         # Caddy accepts an empty Host on a unix socket (2.6 accepts nothing else).
-        with httpx.Client(transport=httpx.HTTPTransport(uds=str(self.admin_socket())), timeout=timeout,
-                          headers={"Host": ""}) as client:
+        with reachable(self.admin_socket()) as socket_path, \
+                httpx.Client(transport=httpx.HTTPTransport(uds=socket_path), timeout=timeout,
+                             headers={"Host": ""}) as client:
             response = client.request(method, f"http://localhost{path}",
                                       json=body if body is not None else None)
         if response.status_code >= 400:

@@ -91,9 +91,11 @@ def test_deploy_outside_a_swarm_is_explained(docker_engine, tmp_path):
     assert proc.returncode == 1 and "docker swarm init" in proc.stderr
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def swarm(docker_engine):
-    """A single-node swarm: this engine's own, or one we create (and leave) for the session."""
+    """A single-node swarm: this engine's own, or one we create for this module and leave after it
+    (swarm mode on the shared engine troubles other tests' DNS, and scripts/swarm3 refuses to start
+    beside it)."""
     state = docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip()
     created = False
     gwbridge = docker("network", "inspect", "docker_gwbridge", check=False).returncode == 0

@@ -319,6 +319,11 @@ def stack_deploy(stack_file: str, stack: str, *, resolve_image: str = "always", 
                   stack, changes=True, timeout=300)
 
 
+def service_rollback(service: str) -> Command:
+    """``docker service rollback --detach``: Swarm goes back to the service's previous spec."""
+    return docker("service", "rollback", "--detach", "--quiet", service, changes=True)
+
+
 def config_remove(*names: str) -> Command:
     return docker("config", "rm", *names, changes=True)
 

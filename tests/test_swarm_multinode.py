@@ -103,6 +103,12 @@ def deploy(directory, timeout: str = "90s", **env) -> subprocess.CompletedProces
                    env={"DOCKER_HOST": MANAGER, **env}, timeout=180)
 
 
+def stack_status() -> dict:
+    proc = run_cli("stack", "status", STACK, "--json", env={"DOCKER_HOST": MANAGER})
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
 def running_tasks(service: str) -> list[tuple[str, str]]:
     """(node hostname, current state) of the service's tasks meant to run now."""
     proc = manager("service", "ps", "--filter", "desired-state=running", "--format", "{{.Node}} {{.CurrentState}}",
@@ -163,14 +169,21 @@ class Load:
         return f"{self.total} requests, {len(self.failures)} failed, slowest {self.slowest:.2f}s, {dict(self.answers)}"
 
 
-def wait_until(check, timeout: float, what: str):
+def wait_until(check, timeout: float, what: str, explain=None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
-        time.sleep(0.5)
-    raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(0.2)
+    raise AssertionError(f"not within {timeout}s: {what}" + (f"\n{explain()}" if explain else ""))
+
+
+def swarm_state() -> str:
+    """What the manager knows, for a failure's message."""
+    return "\n".join(manager(*args).stdout for args in (
+        ("node", "ls"), ("service", "ls"), ("service", "ps", "--no-trunc", f"{STACK}_web"),
+        ("service", "inspect", "--format", "{{json .UpdateStatus}}", f"{STACK}_web")))
 
 
 def test_rollout_over_three_nodes_through_every_nodes_proxy(bed):
@@ -189,6 +202,15 @@ def test_rollout_over_three_nodes_through_every_nodes_proxy(bed):
     assert [node for node, _ in running_tasks("atomic-proxy")] == sorted(NODES.values())
     mode = manager("service", "inspect", f"{STACK}_atomic-proxy", "--format", "{{json .Spec.Mode}}").stdout
     assert "Global" in json.loads(mode)
+
+    # `stack status`: per node what runs there.
+    status = stack_status()
+    assert {n["hostname"]: sorted(t["service"] for t in n["tasks"]) for n in status["nodes"]} == dict.fromkeys(
+        NODES.values(), ["atomic-proxy", "web"])
+    assert {(s["service"], s["mode"], s["running"], s["desired"]) for s in status["services"]} == {
+        ("web", "replicated", 3, 3), ("atomic-proxy", "global", 3, 3)}
+    text = run_cli("stack", "status", STACK, env={"DOCKER_HOST": MANAGER})
+    assert text.returncode == 0 and f"Node {NODES[1]} (manager, ready, active, {ADDRESS[1]})" in text.stdout, text
 
     # A request through any node's proxy reaches the replicas on every node (over the overlay network).
     for node in NODES:
@@ -237,27 +259,34 @@ def test_a_broken_release_gets_no_traffic_and_is_rolled_back_exit_3(bed):
 
 
 def test_a_worker_lost_mid_rollout_the_site_keeps_answering_through_the_others(bed):
-    """Node 3's engine stops (its containers go with it) while v4 rolls out. The update ends,
-    done or rolled back; Swarm reschedules node 3's replica on nodes 1 and 2; load through their
-    proxies keeps being answered. The figures are printed (pytest -s)."""
+    """Node 3's engine stops (its containers go with it) while a new v4 task is starting there.
+    Swarm reschedules the slot, but its updater waits for the lost task until the node is back
+    (Docker 20.10): `stack deploy` sees the update stalled on a lost node and rolls it back
+    (exit 3), or the update completes (exit 0) if the updater had moved on. Node 3's replicas
+    run on nodes 1 and 2 afterwards; load through their proxies keeps being answered. The
+    figures are printed (pytest -s)."""
     proc = subprocess.Popen([sys.executable, "-m", "compose_atomic", "stack", "deploy", STACK, "--timeout", "90s",
                              "--json"], cwd=bed, env={**os.environ, "NO_COLOR": "1", "DOCKER_HOST": MANAGER,
                                                       "VERSION": "v4"},
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    node3 = manager("node", "inspect", NODES[3], "--format", "{{.ID}}").stdout.strip()
     with Load(nodes=(1, 2)) as load:
-        # Once the first v4 task runs, stop node 3's engine.
-        wait_until(lambda: any(s.startswith("Running") for s in _task_states("v4")), 40, "a v4 task running")
+        # The worst moment: a new (v4) task is starting on node 3, and Swarm's updater waits for it.
+        wait_until(lambda: any(node == node3 and state in ("assigned", "accepted", "preparing", "ready", "starting")
+                               for node, state in _task_states("v4")), 60, "a v4 task starting on node 3",
+                   swarm_state)
         lost = time.monotonic()
         swarm3("stop-node", "3", "TERM")
         out, err = proc.communicate(timeout=150)
         settled = time.monotonic() - lost
+        print(f"stack deploy exit {proc.returncode} after {settled:.1f}s:\n{err}")
         # Node 3's replica is rescheduled: three running on nodes 1 and 2.
         wait_until(lambda: manager("node", "inspect", NODES[3], "--format", "{{.Status.State}}").stdout.strip() == "down",
                    30, "node 3 seen down")
         wait_until(lambda: len(running_tasks("web")) == 3
                    and {n for n, s in running_tasks("web")} <= {NODES[1], NODES[2]}
                    and all(s == "Running" for _, s in running_tasks("web")), 60,
-                   "three replicas on nodes 1 and 2")
+                   "three replicas on nodes 1 and 2", swarm_state)
         rescheduled = time.monotonic() - lost
     print(f"worker lost mid-rollout: exit {proc.returncode} after {settled:.1f}s, replicas rescheduled "
           f"after {rescheduled:.1f}s, {load.summary()}, failures: {load.failures[:5]}")
@@ -265,9 +294,19 @@ def test_a_worker_lost_mid_rollout_the_site_keeps_answering_through_the_others(b
     assert "Traceback" not in err
     web = next(s for s in json.loads(out)["services"] if s["service"] == "web")
     assert web["outcome"] in ("updated", "rolled back"), web
+    if web["outcome"] == "rolled back":
+        assert f"node {NODES[3]} was lost" in web["message"] and "Swarm rolled it back" in err, err
     versions = {get(n).text.split()[0] for n in (1, 2) for _ in range(6)}
     assert versions == ({"v4"} if web["outcome"] == "updated" else {"v2"}), versions
     assert load.failures == [], f"{len(load.failures)} of {load.total} failed: {load.failures[:5]}"
+
+    # The manager's view: node 3 down, the three replicas on nodes 1 and 2.
+    status = stack_status()
+    print(run_cli("stack", "status", STACK, env={"DOCKER_HOST": MANAGER}).stdout)
+    nodes = {n["hostname"]: n for n in status["nodes"]}
+    assert nodes[NODES[3]]["state"] == "down"
+    assert sum(t["service"] == "web" for n in (1, 2) for t in nodes[NODES[n]]["tasks"]) == 3
+    assert not any(t["service"] == "web" for t in nodes[NODES[3]]["tasks"])
 
     # The node comes back and rejoins by itself.
     swarm3("start-node", "3")
@@ -275,11 +314,11 @@ def test_a_worker_lost_mid_rollout_the_site_keeps_answering_through_the_others(b
                30, "node 3 ready again")
 
 
-def _task_states(version: str) -> list[str]:
-    """Current states of the web tasks whose spec carries VERSION=<version>."""
+def _task_states(version: str) -> list[tuple[str, str]]:
+    """(node id, state) of the web tasks meant to run whose spec carries VERSION=<version>."""
     ids = manager("service", "ps", "-q", "--filter", "desired-state=running", f"{STACK}_web").stdout.split()
     if not ids:
         return []
     tasks = json.loads(manager("inspect", *ids).stdout or "[]")
-    return [t["Status"]["State"].capitalize() for t in tasks
+    return [(t.get("NodeID", ""), t["Status"]["State"]) for t in tasks
             if f"VERSION={version}" in (t["Spec"]["ContainerSpec"].get("Env") or [])]

@@ -33,6 +33,10 @@ UPDATE_GRACE = 2.0
 #: How long a service whose tasks changed may take before Swarm reports its update.
 CHANGED_GRACE = 30.0
 POLL = 1.0
+#: How long a new task may sit unstarted on a node that is down before the update counts as stalled.
+STALL_GRACE = 10.0
+#: Task states before running: the updater waits for a new task to leave them.
+_STARTING = ("New", "Pending", "Assigned", "Accepted", "Preparing", "Ready", "Starting")
 _REPLICAS = re.compile(r"^(\d+)/(\d+)")
 
 
@@ -183,6 +187,27 @@ def _task_failures(full_name: str) -> tuple[int, str]:
     return count, last
 
 
+def _stalled_on_lost_node(full_name: str, down: set[str]) -> tuple[str, str] | None:
+    """(task, node) when the service's update waits on a new task that can never start.
+
+    Swarm's updater waits for each new task to report running. When the node it was given
+    is lost, Swarm reschedules the slot elsewhere, but the lost task's state stays where it
+    was (the node cannot report) and the updater waits for it until the node is back (seen
+    on Docker 20.10: the update stays ``updating``, with old and new tasks running side by side).
+    """
+    if not down:
+        return None
+    proc = docker.run(docker.docker("service", "ps", "--no-trunc", "--format", "{{json .}}", full_name))
+    for line in proc.stdout.splitlines():
+        try:
+            task = json.loads(line)
+        except ValueError:
+            continue
+        if task.get("Node") in down and str(task.get("CurrentState", "")).startswith(_STARTING):
+            return task.get("ID", "?"), task["Node"]
+    return None
+
+
 def _rollback_reason(status: dict[str, Any], full_name: str) -> str:
     """Swarm's message plus the failed task's own error (why it was unhealthy or exited)."""
     message = status.get("Message", "")
@@ -287,10 +312,12 @@ def wait_settled(stack_name: str, before: dict[str, dict[str, Any]], expected: l
     outcomes: dict[str, ServiceOutcome] = {}
     reported: set[str] = set()
     reasons: dict[str, str] = {}
+    stalled: dict[str, float] = {}  # service -> when its update was first seen waiting on a lost node
     while True:
         elapsed = time.monotonic() - started
         current = stack_services(stack_name)
         replicas = _replicas(stack_name)
+        down: set[str] | None = None
         for name in expected:
             if name in outcomes:
                 continue
@@ -315,6 +342,19 @@ def wait_settled(stack_name: str, before: dict[str, dict[str, Any]], expected: l
                 if state in SETTLED:
                     message = "" if state == "completed" else reasons.get(name) or status.get("Message", "")
                     outcomes[name] = ServiceOutcome(name, SETTLED[state], message, round(elapsed, 1))
+                elif state == "updating" and name not in reasons:
+                    if down is None:
+                        down = {n.hostname for n in swarm_nodes() if not n.up}
+                    waiting = _stalled_on_lost_node(f"{stack_name}_{name}", down)
+                    if waiting is None:
+                        stalled.pop(name, None)
+                    elif time.monotonic() - stalled.setdefault(name, time.monotonic()) >= STALL_GRACE:
+                        # It would wait until the node is back: end it the way a failed update ends.
+                        task, node = waiting
+                        reasons[name] = (f"node {node} was lost while new task {task[:12]} was starting "
+                                         "there; the update waited for it, so compose-atomic rolled back")
+                        progress.event(f"Service {name}", "Rolling back", reasons[name], state="warning")
+                        docker.run(docker.service_rollback(f"{stack_name}_{name}"))
                 continue
             if old is not None:
                 # A changed task template means Swarm will roll the tasks: wait to see it start.

@@ -185,6 +185,21 @@ def deploy_command(ctx: click.Context, name: str, timeout: str, resolve_image: s
                           hint=f"Inspect with: docker service ps --no-trunc {name}_{bad[0].service}")
 
 
+@stack.command("status")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print nodes, tasks and services as JSON.")
+def status_command(name: str, as_json: bool) -> None:
+    """Per node of the swarm, the tasks of stack NAME that run there; per service, its replicas
+    and how its last update ended. Asked of a manager (DOCKER_HOST)."""
+    from compose_atomic.swarm.status import stack_status, status_text
+
+    status = stack_status(_stack_name(name))
+    if as_json:
+        click.echo(json.dumps(status.as_dict(), indent=2))
+    else:
+        sys.stdout.write(status_text(status))
+
+
 @hookimpl
 def register_commands(cli):
     cli.add_command(stack)

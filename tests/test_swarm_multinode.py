@@ -33,10 +33,11 @@ from conftest import IMAGE_BUSYBOX, IMAGE_CADDY, ROOT, run_cli
 pytestmark = pytest.mark.engine_restart
 
 SCRIPT = ROOT / "scripts" / "swarm3"
-ENV = {"SWARM3_NAME": "ca-swarm3-test", "SWARM3_BRIDGE": "caswarm3t"}
+# Its own names and subnet, so that it never meets a bed started by hand (scripts/swarm3 up).
+ENV = {"SWARM3_NAME": "ca-swarm3-test", "SWARM3_BRIDGE": "caswarm3t", "SWARM3_NET": "10.216.1"}
 MANAGER = "unix:///run/ca-swarm3-test-1/docker.sock"
 NODES = {1: "ca-swarm3-test-1", 2: "ca-swarm3-test-2", 3: "ca-swarm3-test-3"}
-ADDRESS = {1: "10.216.0.11", 2: "10.216.0.12", 3: "10.216.0.13"}
+ADDRESS = {1: "10.216.1.11", 2: "10.216.1.12", 3: "10.216.1.13"}
 PORT = 8088
 STACK = "multi"
 

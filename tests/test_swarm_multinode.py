@@ -259,6 +259,35 @@ def test_a_broken_release_gets_no_traffic_and_is_rolled_back_exit_3(bed):
     wait_until(lambda: len(running_tasks("web")) == 3, 30, "three v2 replicas")
 
 
+ONLY_HERE = textwrap.dedent("""
+    services:
+      solo:
+        image: catest/only-on-the-manager:1
+        command: ["sh", "-c", "mkdir -p /www && echo ok > /www/healthz && exec httpd -f -p 8080 -h /www"]
+        deploy: {{replicas: 3}}
+        x-atomic:
+          health: {{path: /healthz, port: 8080, timeout: 4s, interval: 1s}}
+          drain: 1s
+""")
+
+
+def test_an_image_on_one_node_only_is_named_with_the_nodes_that_lack_it(bed, tmp_path):
+    """An image built or loaded on the manager alone: the deploy warns before submitting, and
+    the nodes that reject its tasks (No such image) are named, with the way out (exit 1)."""
+    assert manager("tag", IMAGE_BUSYBOX, "catest/only-on-the-manager:1").returncode == 0
+    (tmp_path / "compose.yaml").write_text(ONLY_HERE.format())
+    proc = run_cli("stack", "deploy", "only", "--timeout", "30s", cwd=tmp_path, env={"DOCKER_HOST": MANAGER},
+                   timeout=120)
+    try:
+        assert proc.returncode == 1, proc.stderr
+        assert "catest/only-on-the-manager:1  Warning" in proc.stderr and "every node must have it" in proc.stderr
+        assert "No such image" in proc.stderr and "docker save | docker load" in proc.stderr
+        lacking = proc.stderr.split("the image is not on node(s) ")[1].split(";")[0]
+        assert set(lacking.split(", ")) <= {NODES[2], NODES[3]} and lacking, proc.stderr
+    finally:
+        manager("stack", "rm", "only")
+
+
 def test_a_worker_lost_mid_rollout_the_site_keeps_answering_through_the_others(bed):
     """Node 3's engine stops (its containers go with it) while a new v4 task is starting there.
     Swarm reschedules the slot, but its updater waits for the lost task until the node is back

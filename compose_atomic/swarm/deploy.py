@@ -176,6 +176,7 @@ def _replicas(stack_name: str) -> dict[str, tuple[int, int]]:
 def _task_failures(full_name: str) -> tuple[int, str]:
     proc = docker.run(docker.docker("service", "ps", "--no-trunc", "--format", "{{json .}}", full_name))
     count, last = 0, ""
+    missing: set[str] = set()  # nodes that rejected a task for want of its image
     for line in proc.stdout.splitlines():
         try:
             task = json.loads(line)
@@ -184,6 +185,11 @@ def _task_failures(full_name: str) -> tuple[int, str]:
         if str(task.get("CurrentState", "")).startswith(("Failed", "Rejected")):
             count += 1
             last = last or task.get("Error", "")
+            if "No such image" in task.get("Error", "") and task.get("Node"):
+                missing.add(task["Node"])
+    if missing:
+        last = (f"{last}: the image is not on node(s) {', '.join(sorted(missing))}; load it there "
+                "(docker save | docker load) or push it to a registry the nodes can pull from")
     return count, last
 
 

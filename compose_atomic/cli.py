@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import click
 
@@ -26,15 +27,19 @@ PASSTHROUGH_HELP = (
 )
 
 
+#: ``up``'s flags that are compose-atomic's own (each takes a value): Compose never sees them.
+OWN_UP_VALUES = ("--lock-wait", "--hold-writes")
+
+
 def without_lock_wait(args: list[str]) -> list[str]:
-    """``up``'s arguments less compose-atomic's own ``--lock-wait [=]VALUE``, for Compose."""
+    """``up``'s arguments less compose-atomic's own (``--lock-wait``, ``--hold-writes`` [=]VALUE), for Compose."""
     kept, skip = [], False
     for arg in args:
         if skip:
             skip = False
-        elif arg == "--lock-wait":
+        elif arg in OWN_UP_VALUES:
             skip = True
-        elif not arg.startswith("--lock-wait="):
+        elif not arg.startswith(tuple(f"{flag}=" for flag in OWN_UP_VALUES)):
             kept.append(arg)
     return kept
 
@@ -99,9 +104,12 @@ def cli(ctx: click.Context, files, project_name, project_directory, env_files, p
     Use it wherever you use `docker compose`: annotate services with `x-atomic`
     and `compose-atomic up` replaces them without downtime.
     """
-    from . import docker
+    if dry_run or "compose_atomic.docker" in sys.modules:
+        from . import docker
 
-    docker.configure(dry_run=dry_run)
+        docker.configure(dry_run=dry_run)
+    # else: docker's gateway is the default one (no dry run) when a command first imports it;
+    # `compose-atomic lint` never does, and skips importing subprocess and the gateway.
     if ansi == "never":
         os.environ.setdefault("NO_COLOR", "1")
     ctx.obj = ComposeOptions(
@@ -138,9 +146,13 @@ def _up_options(func):
 @cli.command(cls=RawArgsCommand)
 @_up_options
 @click.option("--lock-wait", metavar="DURATION", help="Wait this long for another deploy of the project to finish.")
+@click.option("--hold-writes", metavar="DURATION",
+              help="Hold requests at the proxy during this deploy's migrations, at most DURATION, so that a "
+                   "restore loses nothing (as x-atomic.migrate.hold_writes, which it overrides).")
 @click.argument("services", nargs=-1, shell_complete=complete_services)
 @click.pass_context
-def up(ctx: click.Context, services: tuple[str, ...], lock_wait: str | None, **flags) -> None:
+def up(ctx: click.Context, services: tuple[str, ...], lock_wait: str | None, hold_writes: str | None,
+       **flags) -> None:
     """Create and start containers; replace x-atomic services without downtime.
 
     A project without x-atomic gets exactly `docker compose up`. Accepts every
@@ -163,7 +175,8 @@ def up(ctx: click.Context, services: tuple[str, ...], lock_wait: str | None, **f
     validate_project(project)
     from .deploy.up import up as deploy_up
 
-    code = deploy_up(project, services=list(services), flags=flags, raw_args=raw, lock_wait=lock_wait)
+    code = deploy_up(project, services=list(services), flags=flags, raw_args=raw, lock_wait=lock_wait,
+                     hold_writes=hold_writes)
     ctx.exit(code)
 
 

@@ -8,11 +8,9 @@ what is allowed, and a "did you mean" for a misspelt key or value.
 from __future__ import annotations
 
 import copy
-import difflib
 import functools
 import json
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -41,6 +39,8 @@ class ConfigProblem:
 @functools.cache
 def base_schema() -> dict[str, Any]:
     """The schema shipped in the package (also published as docs/x-atomic.schema.json)."""
+    from importlib import resources  # (with tempfile, shutil...): only when a schema is needed
+
     text = resources.files("compose_atomic").joinpath("schema/x-atomic.schema.json").read_text()
     return json.loads(text)
 
@@ -181,6 +181,8 @@ def _article(type_name: str) -> str:
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str:
+    import difflib
+
     match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f' Did you mean "{match[0]}"?' if match else ""
 

@@ -88,13 +88,18 @@ def rollback_deploy(project, service, reason):
 
 
 @notification
-def on_rollback(project, service, old_container, new_container, reason):
-    """Run after a failed deploy, once the old version serves again."""
+def on_rollback(project, service, old_container, new_container, reason, receipt):
+    """Run after a failed deploy, once the old version serves again (``receipt``: what the proxy saw)."""
 
 
 @notification
-def after_deploy(project, service, old_container, new_container, outcome):
-    """Run when a service's deploy has ended, whatever the outcome."""
+def after_deploy(project, service, old_container, new_container, outcome, receipt):
+    """Run when a service's deploy has ended, whatever the outcome (``receipt``: what the proxy saw, or None)."""
+
+
+@notification
+def after_write_hold(project, service, database, timed_out):
+    """Run when the write hold of a service's migration lets the held requests through."""
 
 
 # ---- lint ----------------------------------------------------------------------

@@ -162,6 +162,8 @@ def discover_files(options: ComposeOptions, environ: dict[str, str] | None = Non
 
 
 def _included_files(files: list[Path]) -> list[Path]:
+    if not files:  # no compose file (e.g. `compose-atomic lint` outside a project): no yaml import
+        return []
     import yaml
 
     included: list[Path] = []

@@ -126,3 +126,32 @@ def proxy_settings(project: Project) -> ProxySettings | None:
     return ProxySettings(image=proxy.get("image", DEFAULTS["proxy.image"]),
                          ports=tuple(proxy.get("ports", DEFAULTS["proxy.ports"])),
                          networks=tuple(proxy.get("networks") or ()))
+
+
+@dataclass(frozen=True)
+class WriteHoldSettings:
+    """``x-atomic.migrate.hold_writes``: hold the routes that write to ``database`` during a migration."""
+
+    database: str
+    timeout: float
+    #: The routed services that use the database: those migrating it, and those that depend on it.
+    services: tuple[str, ...]
+
+
+def write_hold_settings(project: Project, service: str, *, timeout: float | None = None) -> WriteHoldSettings | None:
+    """The write hold ``service``'s migration asks for, or None (not set, or no migration).
+
+    ``timeout`` (``up --hold-writes``) asks for one, that long, for any service with a migration."""
+    migrate = project.service_x_atomic(service).get("migrate") or {}
+    if not migrate or not (timeout or migrate.get("hold_writes")):
+        return None
+    database = migrate["database"]
+    users = []
+    for name in project.atomic_services:
+        annotation = project.service_x_atomic(name)
+        if not annotation.get("route"):
+            continue
+        depends = project.services.get(name, {}).get("depends_on") or {}
+        if name == service or (annotation.get("migrate") or {}).get("database") == database or database in depends:
+            users.append(name)
+    return WriteHoldSettings(database, timeout or parse_duration(migrate["hold_writes"]), tuple(users))

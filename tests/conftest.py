@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
 import shutil
+import socket
 import subprocess
 import sys
 import uuid
@@ -30,6 +33,31 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     """Tests that restart an engine (their own second one, see scripts/engine2) run last."""
     items.sort(key=lambda item: item.get_closest_marker("engine_restart") is not None)
+
+
+def _ports():
+    """This pytest worker's own ports (``-n``: gw0, gw1, ...), a thousand each from 20000, below the
+    kernel's ephemeral range (32768 up, where outgoing connections take theirs), from a random place
+    in the range (so that runs side by side rarely try the same one first)."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    base, start = 20000 + 1000 * (worker % 12), random.randrange(1000)
+    return itertools.cycle(base + (start + i) % 1000 for i in range(1000))
+
+
+_PORTS = _ports()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on, for a test's proxy or app to publish on ``host``."""
+    for _ in range(1000):
+        port = next(_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in this worker's range")
 
 
 def run_cli(*args: str, cwd: Path | str | None = None, env: dict | None = None,

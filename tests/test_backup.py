@@ -24,6 +24,7 @@ import yaml
 from compose_atomic.backup import cron
 from compose_atomic.backup.generate import build, render, script_text
 from compose_atomic.project import ComposeOptions, Project
+from conftest import free_port
 
 
 # The script as the sidecars get it (with the shared webhook functions in place).
@@ -172,12 +173,6 @@ def test_generate_rejects_bad_schedule_and_unknown_target(tmp_path):
 
 
 # ---- offsite against a real rclone WebDAV remote on loopback --------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Receiver(http.server.BaseHTTPRequestHandler):

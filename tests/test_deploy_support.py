@@ -9,14 +9,13 @@ Every response carries ``VERSION``, so a test can tell which version serves.
 from __future__ import annotations
 
 import json
-import socket
 import time
 from pathlib import Path
 
 import httpx
 import yaml
 
-from conftest import IMAGE_BUSYBOX, IMAGE_CADDY
+from conftest import IMAGE_BUSYBOX, IMAGE_CADDY, free_port  # noqa: F401 (free_port: the deploy tests import it from here)
 
 APP_SCRIPT = r"""
 mkdir -p /www/cgi-bin
@@ -36,12 +35,6 @@ if [ "$MODE" = crashy ]; then httpd -p 8080 -h /www; sleep "${CRASH_AFTER:-4}"; 
 echo "serving $VERSION"
 exec httpd -f -p 8080 -h /www
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def app_service(version: str, mode: str = "ok", *, start_period: str = "2s", x_atomic: dict | None = None,

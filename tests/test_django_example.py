@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IMAGE_CADDY, IMAGE_DJANGO, IMAGE_POSTGRES, ROOT, docker, run_cli
+from conftest import IMAGE_CADDY, IMAGE_DJANGO, IMAGE_POSTGRES, ROOT, docker, free_port, run_cli
 
 pytestmark = pytest.mark.docker
 EXAMPLE = ROOT / "examples" / "django-notes"
@@ -66,12 +65,6 @@ def images(docker_engine, tmp_path_factory) -> tuple[str, str, str]:
     (context / "notes" / "migrations" / "0002_touch_bodies.py").write_text(MIGRATION_V3)
     v3 = build("compose-atomic-testbed/django-notes:3", context)
     return v1, v2, v3
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Load:

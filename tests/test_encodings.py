@@ -10,9 +10,7 @@ The checksums here come from psql inside the container, as bytes, independent of
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import time
 import uuid
 from pathlib import Path
 

@@ -8,7 +8,6 @@ One stack per module. Rows are written by a client on 127.0.0.1 with track_commi
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import random

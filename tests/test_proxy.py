@@ -18,7 +18,7 @@ def test_one_catch_all_route_on_plain_http_with_retries_that_never_replay_posts(
     assert server["automatic_https"] == {"disable": True}
     (route,) = server["routes"]
     assert "match" not in route
-    handler = route["handle"][0]
+    handler = route["handle"][1]
     assert handler["@id"] == "ca_web" and handler["upstreams"] == [{"dial": "p-web-1:3000"}]
     lb = handler["load_balancing"]
     assert lb["try_duration"] == "200ms"  # one container: a short look, then 503 (see test_engine_restart)
@@ -52,7 +52,7 @@ def test_the_edge_never_keeps_an_idle_connection_to_the_switch():
     assert forward["transport"]["keep_alive"] == {"enabled": False}
     assert "retry_match" not in forward["load_balancing"]  # only dial errors: nothing was sent yet
     # The switch keeps the client's address and scheme as the edge saw them.
-    handler = Route("web", 80, upstreams=["p-web-1:80"]).to_caddy()["handle"][0]
+    handler = Route("web", 80, upstreams=["p-web-1:80"]).to_caddy()["handle"][1]
     assert handler["headers"]["request"]["set"]["X-Forwarded-For"] == ["{http.request.header.X-Forwarded-For}"]
 
 
@@ -71,9 +71,9 @@ def test_saved_upstreams_are_read_back():
 
 
 def test_passive_health_only_while_there_is_a_fallback():
-    single = Route("web", 3000, upstreams=["new:3000"]).to_caddy()["handle"][0]
+    single = Route("web", 3000, upstreams=["new:3000"]).to_caddy()["handle"][1]
     assert "health_checks" not in single
-    pair = Route("web", 3000, upstreams=["new:3000", "old:3000"]).to_caddy()["handle"][0]
+    pair = Route("web", 3000, upstreams=["new:3000", "old:3000"]).to_caddy()["handle"][1]
     assert pair["health_checks"] == {"passive": {"fail_duration": "10s", "max_fails": 1}}
     assert pair["load_balancing"]["selection_policy"] == {"policy": "first"}
 
@@ -133,7 +133,7 @@ def test_a_new_proxy_image_takes_over_the_sockets_without_a_failed_request(chang
 
 
 def test_replicas_take_turns_and_a_failed_one_is_skipped():
-    handler = Route("web", 80, upstreams=["10.0.0.2:80", "10.0.0.3:80"], balance=True).to_caddy()["handle"][0]
+    handler = Route("web", 80, upstreams=["10.0.0.2:80", "10.0.0.3:80"], balance=True).to_caddy()["handle"][1]
     assert handler["load_balancing"]["selection_policy"] == {"policy": "round_robin"}
     assert handler["health_checks"]["passive"]["max_fails"] == 1
 
@@ -280,7 +280,7 @@ def test_a_route_with_nothing_to_send_to_answers_503_at_once_with_retry_after():
     first, rest = error_routes()["routes"]
     assert first["handle"][0]["status_code"] == 503
     assert rest["handle"][0]["status_code"] == "{http.error.status_code}"
-    assert build_config([Route("web", 80)])["apps"]["http"]["servers"]["atomic"]["errors"] == error_routes()
+    assert build_config([Route("web", 80)])["apps"]["http"]["servers"]["atomic"]["errors"] == error_routes(tagged=True)
     assert build_edge_config([Route("web", 80)])["apps"]["http"]["servers"]["edge"]["errors"] == error_routes()
     assert containers_behind(["10.0.0.2:80", "p-web-1:80"]) == 1
     assert containers_behind(["10.0.0.2:80", "p-web-2:80", "10.0.0.3:80", "p-web-1:80"]) == 2
@@ -394,7 +394,7 @@ def test_a_paused_route_holds_bodiless_requests_and_lets_the_held_ones_through()
     from compose_atomic.proxy.caddy import HELD_HEADER, HELD_METHODS
 
     route = Route("web", 80, upstreams=["10.0.0.2:80", "p-web-1:80"], paused={"timeout": 5})
-    first, proxy = route.to_caddy()["handle"]
+    _tag, first, proxy = route.to_caddy()["handle"]
     assert proxy["@id"] == "ca_web"  # the deploy's handler stays, with its upstreams
     held, refused = first["routes"]
     assert held["match"][0]["method"] == HELD_METHODS and "POST" not in HELD_METHODS
@@ -406,3 +406,28 @@ def test_a_paused_route_holds_bodiless_requests_and_lets_the_held_ones_through()
     edge = build_edge_config([route])["apps"]["http"]["servers"]["edge"]["routes"][-1]["handle"][0]
     assert edge["headers"]["request"]["delete"] == [HELD_HEADER]  # clients cannot skip a pause
     assert routes_from_config(build_config([route])) == {"web": ["10.0.0.2:80", "p-web-1:80"]}
+
+
+def test_a_write_hold_holds_every_request_with_its_body_buffered():
+    from compose_atomic.proxy.caddy import ALL_METHODS, HELD_HEADER
+
+    route = Route("web", 80, upstreams=["10.0.0.2:80"], paused={"timeout": 90, "writes": True})
+    first, proxy = route.to_caddy()["handle"]
+    assert proxy["@id"] == "ca_web"
+    (held,) = first["routes"]  # nothing is refused: every method waits
+    assert held["match"] == [{"not": [{"header": {HELD_HEADER: ["1"]}}]}]
+    hold = held["handle"][0]
+    assert hold["request_buffers"] > 0  # the body is read first, so each retried dial sends it whole
+    assert hold["load_balancing"]["retry_match"] == [{"method": ALL_METHODS}] and "POST" in ALL_METHODS
+    assert hold["load_balancing"]["try_duration"] == "90000ms"
+
+
+def test_a_write_hold_is_refused_on_a_caddy_that_cannot_hold_a_body():
+    from compose_atomic.proxy.caddy import parse_caddy_version, write_hold_refusal
+
+    assert parse_caddy_version("v2.11.7 h1:yj0Y4fYZ=") == (2, 11)  # what the test bed's images print
+    assert parse_caddy_version("2.6.2\n") == (2, 6)
+    assert write_hold_refusal((2, 11), "caddy:2.11", "p-atomic-proxy-switch") is None
+    refusal = write_hold_refusal((2, 6), "caddy:2.6", "p-atomic-proxy-switch")
+    assert "Caddy 2.6 (caddy:2.6)" in refusal and "2.7 or later" in refusal
+    assert "could not be read" in write_hold_refusal(None, "caddy:2", "p-atomic-proxy-switch")

@@ -5,13 +5,12 @@ and leaves the old app serving (issues 3 and 4 together, on the real engine)."""
 from __future__ import annotations
 
 import shutil
-import socket
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import IMAGE_BUSYBOX, IMAGE_CADDY, IMAGE_POSTGRES, ROOT, docker, run_cli
+from conftest import IMAGE_BUSYBOX, IMAGE_CADDY, IMAGE_POSTGRES, ROOT, docker, free_port, run_cli
 
 APP_IMAGE = "compose-atomic-testbed/solo-saas-app:1"
 
@@ -23,12 +22,6 @@ def app_image(docker_engine) -> str:
                "--build-arg", f"BUSYBOX={IMAGE_BUSYBOX}", str(ROOT / "examples" / "solo-saas" / "app"),
                timeout=300)
     return APP_IMAGE
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(url: str) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -23,7 +22,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import IMAGE_BUSYBOX, IMAGE_CADDY, IMAGE_POSTGRES, docker, run_cli
+from conftest import IMAGE_BUSYBOX, IMAGE_CADDY, IMAGE_POSTGRES, docker, free_port, run_cli
 
 COMPOSE = textwrap.dedent("""
     services:
@@ -93,9 +92,8 @@ def test_deploy_outside_a_swarm_is_explained(docker_engine, tmp_path):
 
 @pytest.fixture(scope="module")
 def swarm(docker_engine):
-    """A single-node swarm: this engine's own, or one we create for this module and leave after it
-    (swarm mode on the shared engine troubles other tests' DNS, and scripts/swarm3 refuses to start
-    beside it)."""
+    """A single-node swarm: this engine's own, or one we create for this file and leave after it
+    (the other files, in other workers at the same time, run on an engine out of swarm mode)."""
     state = docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip()
     created = False
     gwbridge = docker("network", "inspect", "docker_gwbridge", check=False).returncode == 0
@@ -111,18 +109,11 @@ def swarm(docker_engine):
             docker("network", "rm", "docker_gwbridge", check=False)
 
 
-def free_port() -> int:
-    # Swarm publishes host-mode ports on every interface, so probe the wildcard address.
-    with socket.socket() as sock:
-        sock.bind(("0.0.0.0", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def stack(swarm, tmp_path):
     """A unique stack name and its project directory; everything it created goes afterwards."""
     name = f"catest-{uuid.uuid4().hex[:8]}"
-    port = free_port()
+    port = free_port("0.0.0.0")
     (tmp_path / "compose.yaml").write_text(compose_file(port))
     yield name, tmp_path, port
     docker("stack", "rm", name, check=False)

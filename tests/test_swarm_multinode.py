@@ -82,12 +82,25 @@ def host_state() -> tuple[list[str], list[str]]:
             [r for r in rules.stdout.splitlines() if ENV["SWARM3_BRIDGE"] in r])
 
 
+def host_swarm() -> str:
+    proc = subprocess.run(["docker", "-H", "unix:///var/run/docker.sock", "info", "--format",
+                           "{{.Swarm.LocalNodeState}}"], capture_output=True, text=True, timeout=30)
+    return proc.stdout.strip() or "unknown"
+
+
 @pytest.fixture(scope="module")
 def bed(docker_engine, tmp_path_factory):
     if os.geteuid() != 0:
         pytest.fail("these tests start three dockerd: run them as root (scripts/test does)")
     docker0, rules = host_state()
     assert docker0 and not rules
+    # scripts/swarm3 refuses to start beside a host engine in swarm mode. tests/test_swarm_deploy.py
+    # puts it in one for its own file, maybe in another worker right now (-n, --dist loadfile): wait.
+    deadline = time.monotonic() + 300
+    while host_swarm() != "inactive" and time.monotonic() < deadline:
+        time.sleep(2)
+    if host_swarm() != "inactive":
+        pytest.fail(f"the host's engine is in swarm mode ({host_swarm()}); scripts/swarm3 will not start beside it")
     swarm3("down")
     swarm3("up", IMAGE_BUSYBOX, IMAGE_CADDY)
     directory = tmp_path_factory.mktemp("multinode")

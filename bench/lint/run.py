@@ -77,8 +77,15 @@ def main() -> None:
     parser.add_argument("--instructions", action="store_true",
                         help="also count executed instructions with valgrind (load-independent, slow)")
     args = parser.parse_args()
+    load_start = os.getloadavg()[0]
     env_note = {"NO_COLOR": "1"}
     os.environ.update(env_note)
+    # Bytecode as an installed package has it (pip compiles at install): without this, an
+    # editable checkout under PYTHONDONTWRITEBYTECODE recompiles every module in every run.
+    import compose_atomic
+
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(Path(compose_atomic.__file__).parent)],
+                   capture_output=True, timeout=300)
     with tempfile.TemporaryDirectory() as tmp:  # no compose file around: pure lint
         os.chdir(tmp)
         inputs = {"5,000 statements": Path(tmp) / "big.sql", "50-statement migration": Path(tmp) / "migration.sql",
@@ -112,7 +119,7 @@ def main() -> None:
     print(f"Python {platform.python_version()}, pglast {pglast.__version__}, sqlparse {sqlparse.__version__}, "
           f"{squawk_version}; {platform.machine()} {os.cpu_count()} CPUs; median of {args.repeat} runs, "
           "fresh process each (interpreter start included), JSON output.\n")
-    print(f"Load average at the end: {os.getloadavg()[0]:.2f} (the machine is shared: CPU time is the steadier figure).\n")
+    print(f"Load average at the start: {load_start:.2f}, at the end: {os.getloadavg()[0]:.2f} (the machine is shared: CPU time is the steadier figure).\n")
     print("| input | size | tool | wall | CPU | peak RSS | findings | wall ratio | CPU ratio | instructions "
           "| instr. ratio | memory ratio |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")

@@ -27,7 +27,7 @@ import yaml
 
 from ..errors import ConfigError
 from ..project import Project
-from . import cron
+from . import EXTENSIONS, cron  # EXTENSIONS: (project, document) functions run on the built override
 
 SCRIPT_CONFIG = "compose_atomic_backup_script"
 SCRIPT_PATH = "/usr/local/bin/compose-atomic-backup"
@@ -58,9 +58,6 @@ class OffsiteContext:
 
 
 OffsiteBuilder = Callable[[OffsiteContext], dict[str, dict[str, Any]]]
-#: Functions (project, document) that add to the override once it is built; a capability built
-#: on backups (compose_atomic.pitr) appends its own, so backup never imports it.
-EXTENSIONS: list[Callable[[Project, dict[str, Any]], None]] = []
 
 
 def script_text() -> str:
@@ -69,10 +66,10 @@ def script_text() -> str:
 
 
 def assemble(script: str) -> str:
-    """A sidecar's script with its ``# include webhook.sh`` line replaced by the alert functions
+    """A sidecar's script with its ``# include shared.sh`` line replaced by the functions
     the backup and PITR sidecars share (one file in the container, nothing to source)."""
-    shared = resources.files("compose_atomic.backup").joinpath("webhook.sh").read_text()
-    return script.replace("# include webhook.sh\n", shared, 1)
+    shared = resources.files("compose_atomic.backup").joinpath("shared.sh").read_text()
+    return script.replace("# include shared.sh\n", shared, 1)
 
 
 def script_digest() -> str:

@@ -77,7 +77,7 @@ workdir() {
     W=$(mktemp -d "${BACKUP_VERIFY_DIR%/}/compose-atomic-backup.XXXXXX") || return 1
 }
 
-# include webhook.sh
+# include shared.sh
 
 now_ms() {
     # Milliseconds since the epoch where date knows %N (GNU, busybox), else whole seconds.
@@ -659,38 +659,11 @@ offsite_health() {
 
 # ---- entry ------------------------------------------------------------------------
 
-drop_privileges() {
-    # The sidecar starts as root to own the backup volume, then runs as the image's
-    # postgres user (initdb and postgres refuse root).
-    [ "$(id -u)" = 0 ] || return 0
-    id postgres >/dev/null 2>&1 || return 0
-    mkdir -p "$BACKUP_DIR" && chown postgres "$BACKUP_DIR" && chmod 700 "$BACKUP_DIR"
-    if [ -n "${BACKUP_PASSWORD_FILE:-}" ] && [ -f "$BACKUP_PASSWORD_FILE" ]; then
-        # Compose mounts file secrets read-only as they are on the host; copy for the postgres user.
-        cp "$BACKUP_PASSWORD_FILE" /tmp/.compose-atomic-pw 2>/dev/null && chown postgres /tmp/.compose-atomic-pw &&
-            chmod 600 /tmp/.compose-atomic-pw && BACKUP_PASSWORD_FILE=/tmp/.compose-atomic-pw && export BACKUP_PASSWORD_FILE
-    fi
-    # gosu (Debian postgres images), su-exec (Alpine ones), util-linux setpriv (others).
-    # Absolute paths: busybox's own setpriv applet lacks --reuid.
-    for tool in $(command -v gosu su-exec 2>/dev/null) /usr/local/bin/gosu /usr/sbin/gosu /sbin/su-exec \
-                /usr/bin/su-exec /usr/local/bin/su-exec /usr/bin/setpriv /bin/setpriv; do
-        [ -x "$tool" ] || continue
-        case "$tool" in
-            */setpriv)
-                "$tool" --help 2>&1 | grep -q -- --reuid || continue
-                exec "$tool" --reuid=postgres --regid=postgres --init-groups ${BACKUP_SHELL:-sh} "$0" "$@" ;;
-            *) exec "$tool" postgres ${BACKUP_SHELL:-sh} "$0" "$@" ;;
-        esac
-    done
-    echo "cannot drop privileges to postgres: no setpriv, gosu or su-exec in this image" >&2
-    exit 1
-}
-
 cmd=${1:-serve}
 [ "$#" -gt 0 ] && shift
 case "$cmd" in
     serve|now|verify|restore|list|health)
-        case "$cmd" in serve|now|verify|restore) drop_privileges "$cmd" "$@" ;; esac ;;
+        case "$cmd" in serve|now|verify|restore) drop_to_postgres "$BACKUP_DIR" "$cmd" "$@" ;; esac ;;
 esac
 trap 'cleanup; release_lock; exit 130' INT TERM
 case "$cmd" in

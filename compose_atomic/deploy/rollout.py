@@ -43,10 +43,12 @@ from ..plugins import call_hook
 from ..progress import Progress
 from ..project import Project
 from ..settings import deploy_settings
+from . import receipt as receipts
 from .health import HealthFailed, trouble, wait_healthy
 from .plan import STOP_FIRST, ServicePlan
 from .routing import dials, set_aliases, upstreams_for
 from .state import History, Journal, Phase
+from .writehold import WriteHold, start_write_hold
 
 
 #: Seconds a switch back waits for the requests still dialing a dead new container (see switch_back).
@@ -63,6 +65,7 @@ class Context:
     history: History
     proxy: Any = None  # CaddyProxy when x-atomic.proxy is set
     networks: list[str] = field(default_factory=list)
+    hold_writes: float | None = None  # `up --hold-writes`: for every migration of this deploy
 
 
 @contextmanager
@@ -133,6 +136,13 @@ class Replacement:
         self.in_place = self.stop_first_mode and bool(self.project.services.get(self.service, {}).get("container_name"))
         self.old_stopped = False
         self.undo_error: ComposeAtomicError | None = None  # what rollback_deploy could not undo
+        # The receipt (see .receipt): where the proxy's log stood at the switch, which dials are
+        # which version, what was open at the stop, and the receipt itself once taken.
+        self.receipt_mark: receipts.Mark | None = None
+        self.receipt_versions: dict[str, dict[str, Any]] = {}
+        self.stop_in_flight: dict[str, int | None] = {}
+        self.receipt: dict[str, Any] | None = None
+        self.hold: WriteHold | None = None  # x-atomic.migrate.hold_writes, while it holds
 
     # -- bookkeeping --
 
@@ -159,8 +169,64 @@ class Replacement:
             "new_container": docker.name_of(new_info) if new_info else None,
             "strategy": self.plan.strategy, "seconds": round(time.monotonic() - self.started, 2),
             **({"notes": self.plan.notes} if self.plan.notes else {}),
+            **({"receipt": self.take_receipt()} if self.receipt_mark else {}),
         })
         self.ctx.journal.clear()
+
+    # -- the receipt --
+
+    def start_receipt(self) -> None:
+        """Just before the switch: mark the proxy's log and note which dials are which version."""
+        if not self.proxied:
+            return
+        self.note_versions(docker.inspect(*self.new_ids))
+        log = getattr(self.ctx.proxy, "receipt_log", None)  # a stand-in proxy keeps no log
+        try:
+            self.receipt_mark = receipts.mark(log()) if log else None
+        except OSError as exc:  # an observation: never the deploy's outcome
+            self.ctx.progress.warn(self.service, f"no receipt for this deploy: {exc}")
+            self.receipt_mark = None
+
+    def note_versions(self, new: list[dict[str, Any]]) -> None:
+        """Which dials are which version (the new ones again after the switch moved the aliases:
+        a reconnect may have given a container another address; the earlier ones are kept)."""
+        port, nets = self.route.port, self.ctx.networks
+        before = (self.receipt_versions.get("new") or {}).get("dials") or []
+        self.receipt_versions = {
+            "old": {"dials": [d for c in self.old for d in dials(c, port, nets)],
+                    "containers": [docker.name_of(c) for c in self.old],
+                    "image_id": self.old[0]["Image"] if self.old else None},
+            "new": {"dials": list(dict.fromkeys(before + [d for i in new for d in dials(i, port, nets)])),
+                    "containers": [docker.name_of(i) for i in new],
+                    "image_id": new[0].get("Image") if new else None},
+        }
+
+    def note_in_flight(self) -> None:
+        """What the proxy has open to each version now (the stop of the watch)."""
+        if not self.receipt_mark:
+            return
+        for version, info in self.receipt_versions.items():
+            counts = [self.ctx.proxy.in_flight(d) for d in info["dials"]]
+            known = [c for c in counts if c is not None]
+            self.stop_in_flight[version] = sum(known) if known else None
+
+    def take_receipt(self) -> dict[str, Any] | None:
+        if self.receipt is None and self.receipt_mark is not None:
+            try:
+                self.receipt = receipts.take(self.receipt_mark, self.service, self.receipt_versions,
+                                             in_flight=self.stop_in_flight).to_dict()
+            except Exception as exc:  # noqa: BLE001 - an observation: never the deploy's outcome
+                self.receipt_mark = None
+                self.ctx.progress.warn(self.service, f"no receipt for this deploy: {type(exc).__name__}: {exc}")
+        return self.receipt
+
+    def print_receipt(self) -> None:
+        if not self.receipt:
+            return
+        troubled = receipts.failed_requests(self.receipt) or self.receipt.get("missing") or self.receipt.get("partial")
+        state = "warning" if troubled else "done"
+        for line in receipts.summary(self.receipt):
+            self.ctx.progress.event(self.service, "Receipt", line, state=state)
 
     def route_to(self, ids: list[str], leaving: list[str] | None = None, *, fallback: bool = False) -> None:
         """Point the proxy at containers as they are now (a restart may have moved an address).
@@ -195,7 +261,13 @@ class Replacement:
             progress.event(self.service, "Replacing", f"start-first ({self.plan.reason})", state="working")
         if self.plan.needs_pull:
             self.pull()
-        self.before_deploy()
+        try:
+            self.before_deploy()
+            return self.replace()
+        finally:
+            self.release_hold()
+
+    def replace(self) -> str:
         try:
             if self.in_place:
                 return self.recreate_in_place()
@@ -218,21 +290,31 @@ class Replacement:
                                 f"{why}: replaced stop-first ({changed}); it is down while it restarts; {kept}",
                                 state="warning")
 
-    def before_deploy(self) -> None:
+    def release_hold(self, why: str = "") -> None:
+        if self.hold is not None:
+            self.hold.release(why)
+
+    def before_deploy(self, *, hold: bool = True) -> None:
         try:
+            # The write hold (opt-in) starts before the snapshot and ends once the release is
+            # decided: switched to the new version, or the old one serving again. (Not for a
+            # dead service being recreated: nothing of it serves, there is nothing to switch from.)
+            if hold:
+                self.hold = start_write_hold(self.project, self.service, self.ctx.proxy, self.ctx.networks,
+                                             self.ctx.progress, timeout=self.ctx.hold_writes)
             call_hook("before_deploy", project=self.project, service=self.service,
                       old_container=docker.container_object(self.old[0]["Id"] if self.old else None),
                       new_image=self.plan.image)
         except ComposeAtomicError as exc:
             self.finish("failed", str(exc.message))
-            notify("after_deploy", self.ctx.progress, **self.hook_args(), outcome="failed")
+            notify("after_deploy", self.ctx.progress, **self.hook_args(), outcome="failed", receipt=None)
             raise
 
     def pull(self) -> None:
         proc = compose_run(self.project, "pull", "--quiet", self.service)
         if proc.returncode != 0 or docker.image_id(self.plan.image) is None:
             self.finish("failed", "image not found")
-            notify("after_deploy", self.ctx.progress, **self.hook_args(), outcome="failed")
+            notify("after_deploy", self.ctx.progress, **self.hook_args(), outcome="failed", receipt=None)
             raise OperationFailed(
                 f"{self.service}: image {self.plan.image} could not be pulled: "
                 f"{proc.last_line() or 'not found'}",
@@ -298,6 +380,8 @@ class Replacement:
         for info in docker.inspect(*self.new_ids):
             set_aliases(self.project, self.service, info, with_service=True)
         new = docker.inspect(*self.new_ids)  # after the reconnect: addresses may have changed
+        if self.receipt_mark:
+            self.note_versions(new)
         if self.proxied:
             # New first, old as the fallback the proxy itself fails over to (policy "first");
             # a stopped old container (stop-first) is no fallback.
@@ -387,6 +471,7 @@ class Replacement:
             try:
                 self.route_to(self.new_ids, old_ids)
                 self.drain(self.dials_of(old_ids))
+                self.note_in_flight()
                 self.route_to(self.new_ids)
             except ComposeAtomicError as exc:  # [new, old] still routes to new first; the next up tidies
                 self.ctx.progress.warn(self.service, f"could not drop the old upstream: {exc.message}")
@@ -414,6 +499,7 @@ class Replacement:
             else:
                 if self.phase == Phase.SWITCHED:
                     self.switch_back()
+                self.note_in_flight()
                 remove(*self.new_ids)  # only once the old one is routed again
             outcome = "rolled-back"
         except Exception as exc:  # noqa: BLE001 - report it, the caller raises RollbackFailed
@@ -428,9 +514,11 @@ class Replacement:
                 self.undo_error = exc
                 outcome = "rollback-failed"
         if outcome == "rolled-back":
-            notify("on_rollback", self.ctx.progress, **args, reason=reason)
+            self.take_receipt()
+            notify("on_rollback", self.ctx.progress, **args, reason=reason, receipt=self.receipt)
         self.finish(outcome, reason)
-        notify("after_deploy", self.ctx.progress, **args, outcome=outcome)
+        self.print_receipt()
+        notify("after_deploy", self.ctx.progress, **args, outcome=outcome, receipt=self.receipt)
         return outcome
 
     def say_failed(self, exc: ComposeAtomicError, report: str = "") -> str:
@@ -467,6 +555,10 @@ class Replacement:
             self.start_new()
             self.gate()
             call_hook("before_switch", **self.hook_args())
+            # Released before the switch: a change of the proxy's configuration ends the requests
+            # it is still holding (see `pause`), so they go to the old version, then new ones to the new.
+            self.release_hold()
+            self.start_receipt()
             self.switch_to_new()
             notify("after_switch", self.ctx.progress, **self.hook_args())
             self.monitor()
@@ -480,9 +572,10 @@ class Replacement:
         with shielded():
             self.retire_old()
         self.finish("deployed")
-        notify("after_deploy", self.ctx.progress, **args, outcome="deployed")
+        notify("after_deploy", self.ctx.progress, **args, outcome="deployed", receipt=self.receipt)
         self.ctx.progress.event(self.service, "Deployed", self.plan.strategy,
                                 elapsed=time.monotonic() - self.started)
+        self.print_receipt()
         return "deployed"
 
     def recreate_in_place(self) -> str:
@@ -506,14 +599,14 @@ class Replacement:
         if self.proxied:
             self.route_to(self.new_ids)
         self.finish("deployed")
-        notify("after_deploy", self.ctx.progress, **self.hook_args(), outcome="deployed")
+        notify("after_deploy", self.ctx.progress, **self.hook_args(), outcome="deployed", receipt=None)
         self.ctx.progress.event(self.service, "Deployed", "stop-first", elapsed=time.monotonic() - self.started)
         return "deployed"
 
     def in_place_failed(self, reason: str) -> str:
         self.old = []
         self.finish("failed", reason)
-        notify("after_deploy", self.ctx.progress, **self.hook_args(), outcome="failed")
+        notify("after_deploy", self.ctx.progress, **self.hook_args(), outcome="failed", receipt=None)
         raise RollbackFailed(
             f"{self.service}: the new version failed ({reason}); it sets container_name, so Compose "
             "recreated it in place and no old version is left to return to",
@@ -535,7 +628,13 @@ class Replacement:
                                 state="warning")
         if self.plan.needs_pull:
             self.pull()
-        self.before_deploy()
+        try:
+            self.before_deploy(hold=False)
+            return self.revive_new()
+        finally:
+            self.release_hold()
+
+    def revive_new(self) -> str:
         try:
             self.record(Phase.REVIVING)
             complaint = self.compose_create(Phase.REVIVING)
@@ -555,7 +654,7 @@ class Replacement:
             raise Interrupted(f"{self.service}: interrupted; it was not serving before and is stopped again",
                               hint="Run `compose-atomic up` again to recreate it.") from None
         self.finish("deployed", "recreated: no container was running")
-        notify("after_deploy", self.ctx.progress, **self.hook_args(), outcome="deployed")
+        notify("after_deploy", self.ctx.progress, **self.hook_args(), outcome="deployed", receipt=None)
         self.ctx.progress.event(self.service, "Deployed", "recreated", elapsed=time.monotonic() - self.started)
         return "deployed"
 
@@ -568,7 +667,7 @@ class Replacement:
         with shielded():
             self.park_new()
             self.finish("failed", reason)
-        notify("after_deploy", self.ctx.progress, **self.hook_args(), outcome="failed")
+        notify("after_deploy", self.ctx.progress, **self.hook_args(), outcome="failed", receipt=None)
         raise OperationFailed(
             f"{self.service}: the recreated container did not get healthy ({reason}); nothing was serving "
             "before, so there is nothing to roll back to: it is stopped and not routed",

@@ -85,12 +85,22 @@ def print_plan(progress: Progress, plans: list[ServicePlan], rest: list[str], pr
 
 
 def up(project: Project, *, services: list[str], flags: dict, raw_args: list[str],
-       lock_wait: str | None) -> int:
+       lock_wait: str | None, hold_writes: str | None = None) -> int:
     """Bring the project up; changed x-atomic services are replaced without downtime.
 
-    Returns the exit code; failures raise a ComposeAtomicError with theirs.
+    ``hold_writes`` (``--hold-writes``): hold requests during every migration of this deploy, at
+    most that long, whatever ``x-atomic.migrate.hold_writes`` says. Returns the exit code;
+    failures raise a ComposeAtomicError with theirs.
     """
     progress = Progress(project.options.progress, dry_run=project.options.dry_run)
+    hold_seconds = None
+    if hold_writes is not None:
+        try:
+            hold_seconds = parse_duration(hold_writes)
+        except ValueError as exc:
+            raise UsageError(f"--hold-writes: {exc}") from None
+        if hold_seconds <= 0:
+            raise UsageError("--hold-writes: must be more than 0s")
     unknown = [s for s in services if s not in project.services]
     if unknown:
         raise UsageError(f"no such service: {', '.join(unknown)}; services are: {', '.join(project.services)}")
@@ -116,16 +126,16 @@ def up(project: Project, *, services: list[str], flags: dict, raw_args: list[str
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with project_lock(project, wait_seconds):
-            return _locked_up(project, progress, services, closure, atomic, compose_args, force)
+            return _locked_up(project, progress, services, closure, atomic, compose_args, force, hold_seconds)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
 def _locked_up(project: Project, progress: Progress, services: list[str], closure: list[str],
-               atomic: list[str], compose_args: list[str], force: bool) -> int:
+               atomic: list[str], compose_args: list[str], force: bool, hold_writes: float | None = None) -> int:
     journal, history = Journal(project), History(project)
     proxy = make_proxy(project)
-    ctx = Context(project, progress, journal, history, proxy)
+    ctx = Context(project, progress, journal, history, proxy, hold_writes=hold_writes)
     from .reconcile import reconcile
 
     reconcile(ctx)
@@ -152,7 +162,7 @@ def _locked_up(project: Project, progress: Progress, services: list[str], closur
         code = docker.run(project.compose(*argv), capture=False).returncode
         for plan in created:
             notify("after_deploy", progress, project=project, service=plan.service, old_container=None,
-                       new_container=None, outcome="deployed" if code == 0 else "failed")
+                       new_container=None, outcome="deployed" if code == 0 else "failed", receipt=None)
         if code != 0:
             raise OperationFailed(f"docker compose up failed (exit {code}); x-atomic services were not replaced")
 

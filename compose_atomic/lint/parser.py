@@ -19,12 +19,69 @@ from __future__ import annotations
 import bisect
 import json
 import re
-from functools import cached_property
 from typing import Any
 
 __all__ = ["Statement", "SourceFile", "parse_file"]
 
 _parse_sql_json = None  # pglast.parser.parse_sql_json, imported on first use
+
+
+def tree_loads(text: str) -> Any:
+    """Decode libpg_query's JSON: with orjson (4x json.loads on bench/lint's history, where
+    decoding was the largest single cost), json.loads if orjson is missing or refuses it."""
+    try:
+        return _orjson_loads(text)
+    except ValueError:  # orjson.JSONDecodeError: e.g. a lone surrogate json accepts
+        return json.loads(text)
+
+
+try:
+    from orjson import loads as _orjson_loads
+except ImportError:  # pragma: no cover - orjson is a dependency; keep working without it
+    _orjson_loads = json.loads
+
+
+def _defer_pglast_nodes() -> None:
+    """Import pglast with its ``ast`` and ``enums`` modules deferred (importlib's LazyLoader).
+
+    The linter reads libpg_query's JSON and never touches pglast's node classes or enums,
+    yet ``import pglast`` builds them all: hundreds of classes and IntEnums, about a third of
+    the start-up of ``compose-atomic lint`` on a small file (bench/lint). With this, the two
+    modules run on their first attribute access (``--plan``, ``Statement.ast``, plugins) and
+    behave exactly as imported normally. Any surprise (another pglast layout) means a plain
+    import."""
+    import importlib.machinery
+    import importlib.util
+    import sys
+
+    if "pglast" in sys.modules:
+        return
+    try:
+        top = importlib.util.find_spec("pglast")
+        if top is None or top.loader is None or not top.submodule_search_locations:
+            return
+        package = importlib.util.module_from_spec(top)
+        lazy = {}
+        for sub in ("ast", "enums"):
+            spec = importlib.machinery.PathFinder.find_spec("pglast." + sub, list(top.submodule_search_locations))
+            if spec is None or spec.loader is None:
+                return
+            spec.loader = importlib.util.LazyLoader(spec.loader)
+            lazy[sub] = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(lazy[sub])
+        # The parent holds them already, so `from . import ast, enums` (in pglast and in its
+        # parser) binds the lazy modules without looking inside them.
+        for sub, module in lazy.items():
+            sys.modules["pglast." + sub] = module
+            setattr(package, sub, module)
+        sys.modules["pglast"] = package
+        top.loader.exec_module(package)
+    except Exception:  # noqa: BLE001 - fall back to the plain import
+        for name in [n for n in sys.modules if n == "pglast" or n.startswith("pglast.")]:
+            del sys.modules[name]
+
+
+_defer_pglast_nodes()
 
 _NAME = r'(?:"(?:[^"]|"")*"|[^\s."(;,*]+)'
 # ALTER TABLE [IF EXISTS] [ONLY] name [*]: what precedes the first action (no comments inside).
@@ -43,6 +100,25 @@ _GUESSED = {"INSERT": "InsertStmt", "UPDATE": "UpdateStmt", "DELETE": "DeleteStm
             "SELECT": "SelectStmt", "FUNCTION": "CreateFunctionStmt", "PROCEDURE": "CreateFunctionStmt",
             "VIEW": "ViewStmt", "EXTENSION": "CreateExtensionStmt", "SEQUENCE": "CreateSeqStmt",
             "ENUM": "CreateEnumStmt"}
+
+
+class cached_property:  # noqa: N801 - functools.cached_property without its lock
+    """Computed on first access, then an instance attribute (as functools.cached_property).
+
+    Python 3.11's functools version takes a lock on every first access: a fifth of the cost
+    of the statements' attributes on a long history (bench/lint); statements are per thread."""
+
+    def __init__(self, func) -> None:
+        self.func, self.__doc__ = func, func.__doc__
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        value = instance.__dict__[self.name] = self.func(instance)
+        return value
 
 
 class Statement:
@@ -77,7 +153,7 @@ class Statement:
         global _parse_sql_json
         if _parse_sql_json is None:
             from pglast.parser import parse_sql_json as _parse_sql_json
-        tree = json.loads(_parse_sql_json(self.text)).get("stmts") or [{"stmt": {"": {}}}]
+        tree = tree_loads(_parse_sql_json(self.text)).get("stmts") or [{"stmt": {"": {}}}]
         (kind, node), = tree[0]["stmt"].items()
         self.__dict__["kind"] = kind
         self.__dict__["node"] = node

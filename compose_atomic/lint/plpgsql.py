@@ -10,10 +10,9 @@ parser rejects) is listed, so the engine can say it was not analysed.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from .parser import Statement
+from .parser import Statement, tree_loads
 
 _WRAP = "CREATE FUNCTION __compose_atomic_do() RETURNS void LANGUAGE plpgsql AS "
 
@@ -61,7 +60,7 @@ def _literal(expr: str) -> str | None:
     from pglast.parser import ParseError, parse_sql_json
 
     try:
-        tree = json.loads(parse_sql_json("SELECT " + expr))
+        tree = tree_loads(parse_sql_json("SELECT " + expr))
     except ParseError:
         return None
     target = tree["stmts"][0]["stmt"]["SelectStmt"]["targetList"][0]["ResTarget"]["val"]
@@ -89,7 +88,7 @@ def _parse(sql: str) -> tuple[str, dict] | None:
     from pglast.parser import ParseError, parse_sql_json
 
     try:
-        stmts = json.loads(parse_sql_json(sql)).get("stmts") or []
+        stmts = tree_loads(parse_sql_json(sql)).get("stmts") or []
     except ParseError:
         return None
     if len(stmts) != 1:
@@ -116,7 +115,7 @@ def do_statements(stmt, source) -> tuple[list[Statement], list[str]]:
     if language != "plpgsql":
         return [], [f"the body is in {language}, not PL/pgSQL"]
     try:
-        tree = json.loads(parse_plpgsql_json(_WRAP + _quote(body)))
+        tree = tree_loads(parse_plpgsql_json(_WRAP + _quote(body)))
     except (ParseError, ValueError) as exc:
         return [], [f"PostgreSQL's PL/pgSQL parser rejects the body ({exc})"]
     found: list[tuple[str, int, dict]] = []

@@ -64,13 +64,14 @@ def squawk_toml_section(start=None) -> tuple[str, dict[str, Any]] | None:
     Read: ``excluded_rules``, ``pg_version``, ``assume_in_transaction``. Unknown squawk keys
     are ignored.
     """
-    import tomllib
     from pathlib import Path
 
     here = Path(start or Path.cwd()).resolve()
     for directory in (here, *here.parents):
         path = directory / ".squawk.toml"
         if path.is_file():
+            import tomllib
+
             try:
                 data = tomllib.loads(path.read_text())
             except (OSError, tomllib.TOMLDecodeError) as exc:

@@ -55,6 +55,28 @@ def clear_state(project: Project, service: str) -> None:
     _state_path(project, service).unlink(missing_ok=True)
 
 
+def _hold_path(project: Project, service: str) -> Path:
+    return _state_path(project, service).with_suffix(".hold-ran-out")
+
+
+def mark_hold_ran_out(project: Project, service: str) -> None:
+    """The deploy's write hold let requests through before the release was decided (its time)."""
+    _hold_path(project, service).write_text(str(time.time()))
+
+
+def clear_hold_ran_out(project: Project, service: str) -> None:
+    _hold_path(project, service).unlink(missing_ok=True)
+
+
+def hold_ran_out_before(project: Project, service: str, moment: float) -> bool:
+    """Did a write hold run out before ``moment`` (wall clock)? A stale mark (a deploy that died)
+    counts too: then the window's writes are taken for the app's, never discarded unsaid."""
+    try:
+        return float(_hold_path(project, service).read_text()) <= moment
+    except (OSError, ValueError):
+        return False
+
+
 def service_image(project: Project, service: str) -> str:
     """The image Compose would run for ``service`` (its own default name when built)."""
     spec = project.services[service]
@@ -149,6 +171,8 @@ def guarded_migrate(project: Project, service: str, image: str | None = None,
     executed = cases.classify(result.executed) if settings.sql else cases.command_verdict(settings.command)
     snap.manifest["migration"] = {"service": service, "image": image, "outcome": outcome,
                                   "counters_before": before, "counters_after": after,
+                                  # a write hold ran out while it ran: the window's writes may be the app's
+                                  "app_wrote_in_window": hold_ran_out_before(project, service, time.time()),
                                   "tool": "sql" if settings.sql else "command",
                                   "own_writes": result.own_writes if settings.sql else None,
                                   "executed": executed.as_dict()}

@@ -43,10 +43,20 @@ def rollback_deploy(project, service, reason):
 @hookimpl
 def after_deploy(project, service, old_container, new_container, outcome):
     """The deploy is over: forget which snapshot guarded it."""
-    from .guard import clear_state, read_state
+    from .guard import clear_hold_ran_out, clear_state, read_state
 
+    clear_hold_ran_out(project, service)
     if outcome != "rollback-failed" and read_state(project, service) is not None:
         clear_state(project, service)
+
+
+@hookimpl
+def after_write_hold(project, service, database, timed_out):
+    """The write hold ran out: the app writes again, maybe while the migration still runs."""
+    if timed_out:
+        from .guard import mark_hold_ran_out
+
+        mark_hold_ran_out(project, service)
 
 
 # ---- commands -------------------------------------------------------------------------

@@ -42,7 +42,8 @@ def pending_writes(snap: Snapshot, counters_now: dict[str, list[int]]) -> dict[s
     When the snapshot guarded a migration, PostgreSQL's counters cannot tell the migration's
     writes from the app's while it ran. The built-in runner counts its own (``own_writes``):
     the rest of the window is the app's and counts. For a migration command the window's
-    writes are taken as the migration's and not counted (see ``unattributed_window_writes``);
+    writes are taken as the migration's and not counted (see ``unattributed_window_writes``),
+    unless a write hold ran out while it ran (``app_wrote_in_window``): then they all count;
     writes before it started and after it ended always count. Writes into the migration
     tools' bookkeeping and into tables the snapshot does not hold are the migration's.
     """
@@ -55,9 +56,11 @@ def pending_writes(snap: Snapshot, counters_now: dict[str, list[int]]) -> dict[s
         for table, rows in introspect.writes_between(window["counters_after"], counters_now).items():
             found[table] = found.get(table, 0) + rows
         own = window.get("own_writes")
-        if own is not None:
+        if own is not None or window.get("app_wrote_in_window"):
+            # The runner knows its own writes; a write hold that ran out let the app write while
+            # a command ran: then every write of the window counts (when in doubt, never discard).
             for table, rows in _window(snap).items():
-                app = rows - own.get(table, 0)
+                app = rows - (own or {}).get(table, 0)
                 if app > 0:
                     found[table] = found.get(table, 0) + app
         return found
@@ -80,8 +83,9 @@ def unattributed_window_writes(snap: Snapshot) -> dict[str, int]:
     """For a migration command: rows written while it ran, which nobody can attribute (the
     app's or the migration's), and which a restore discards without counting them."""
     window = snap.manifest.get("migration") or {}
-    if window.get("own_writes") is not None or snap.manifest.get("baseline_counters"):
-        return {}
+    if window.get("own_writes") is not None or window.get("app_wrote_in_window") \
+            or snap.manifest.get("baseline_counters"):
+        return {}  # known, or counted
     return _window(snap)
 
 

@@ -399,6 +399,10 @@ def render(data: dict[str, Any], colour: bool) -> str:
             reason = f": {last['reason']}" if last.get("reason") else ""
             out.append(f"{pad}last deploy {last.get('time')} {paint(str(last.get('outcome')), last.get('outcome'))}"
                        f"{took}{reason}")
+            if last.get("receipt"):
+                from ..deploy.receipt import summary
+
+                out.extend(f"{pad}  receipt {line}" for line in summary(last["receipt"]))
     if data.get("proxy"):
         out.append("proxy " + ", ".join(f"{p['role']} {p['name']} {p['state']}" for p in data["proxy"]))
     for b in data["backups"]:

@@ -65,7 +65,7 @@ now_ms() {
     case "$t" in *N|'') echo $(( $(date -u +%s) * 1000 )) ;; *) echo $((t / 1000000)) ;; esac
 }
 
-# include webhook.sh
+# include shared.sh
 
 set_status() {
     # set_status NAME ok|failed MESSAGE [EXTRA]: one line, replaced atomically.
@@ -602,28 +602,9 @@ offsite_health() {
 # ---- entry -----------------------------------------------------------------------------------
 
 drop_privileges() {
-    # Start as root to own the volume (and a restore target), then run as the image's postgres.
-    [ "$(id -u)" = 0 ] || return 0
-    id postgres >/dev/null 2>&1 || return 0
-    mkdir -p "$PITR_DIR" && chown postgres "$PITR_DIR" && chmod 700 "$PITR_DIR"
-    [ "$1" = restore ] && [ -n "${2:-}" ] && [ -d "$2" ] && chown postgres "$2" && chmod 700 "$2"
-    if [ -n "${BACKUP_PASSWORD_FILE:-}" ] && [ -f "$BACKUP_PASSWORD_FILE" ]; then
-        cp "$BACKUP_PASSWORD_FILE" /tmp/.compose-atomic-pitr-pw && chown postgres /tmp/.compose-atomic-pitr-pw &&
-            chmod 600 /tmp/.compose-atomic-pitr-pw && BACKUP_PASSWORD_FILE=/tmp/.compose-atomic-pitr-pw &&
-            export BACKUP_PASSWORD_FILE
-    fi
-    for tool in $(command -v gosu su-exec 2>/dev/null) /usr/local/bin/gosu /usr/sbin/gosu /sbin/su-exec \
-                /usr/bin/su-exec /usr/local/bin/su-exec /usr/bin/setpriv /bin/setpriv; do
-        [ -x "$tool" ] || continue
-        case "$tool" in
-            */setpriv)
-                "$tool" --help 2>&1 | grep -q -- --reuid || continue
-                exec "$tool" --reuid=postgres --regid=postgres --init-groups sh "$0" "$@" ;;
-            *) exec "$tool" postgres sh "$0" "$@" ;;
-        esac
-    done
-    echo "cannot drop privileges to postgres: no setpriv, gosu or su-exec in this image" >&2
-    exit 1
+    # A restore target is the postgres user's too; the rest is the dump sidecar's (shared.sh).
+    [ "$(id -u)" = 0 ] && [ "$1" = restore ] && [ -n "${2:-}" ] && [ -d "$2" ] && chown postgres "$2" && chmod 700 "$2"
+    drop_to_postgres "$PITR_DIR" "$@"
 }
 
 MODE=none

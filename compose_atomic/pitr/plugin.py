@@ -14,11 +14,20 @@ import click
 
 from compose_atomic import hookimpl
 
-from ..backup.generate import EXTENSIONS
-from .generate import extend
+from ..backup import EXTENSIONS
+
+
+def extend(project, document) -> None:
+    """:func:`compose_atomic.pitr.generate.extend`, imported when `backup generate` runs
+    (not when any command starts: the generator pulls in yaml and the backup settings)."""
+    from .generate import extend as pitr_extend
+
+    pitr_extend(project, document)
+
 
 # `backup generate` adds the PITR sidecar and the database overrides through this.
-if extend not in EXTENSIONS:
+if not any(getattr(f, "__qualname__", "") == "extend" and getattr(f, "__module__", "") == __name__
+           for f in EXTENSIONS):
     EXTENSIONS.append(extend)
 
 

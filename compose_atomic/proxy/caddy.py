@@ -90,6 +90,46 @@ FAIL_DURATION = "10s"
 #: The edge already set these from the client; the switch passes them on unchanged.
 FORWARDED = ["X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"]
 
+# ---- the receipt's log (see compose_atomic/deploy/receipt.py) ----
+#: The switch's access log and its reverse proxy's per-attempt log, one JSON object a line, in the
+#: run directory (``<state_dir>/proxy/run/receipt-<slot>.log``), rolled at RECEIPT_ROLL_MB.
+RECEIPT_LOGGER = "ca_receipt"
+RECEIPT_ROLL_MB = 16
+#: Response headers the switch sets for its own log (the edge deletes them: no client sees them).
+#: The route a request matched; the container that answered (or was tried last); milliseconds from
+#: the request's arrival to the answering container's headers and that attempt's own latency (the
+#: difference is what the proxy held it or spent on attempts that failed); a hold's outer pass; the
+#: error the proxy answered with.
+ROUTE_TAG = "X-Compose-Atomic-Route"
+UPSTREAM_TAG = "X-Compose-Atomic-Upstream"
+TIMING_TAG = "X-Compose-Atomic-Timing"
+HOLD_TAG = "X-Compose-Atomic-Hold"
+ERROR_TAG = "X-Compose-Atomic-Error"
+RECEIPT_TAGS = [ROUTE_TAG, UPSTREAM_TAG, TIMING_TAG, HOLD_TAG, ERROR_TAG]
+
+
+def receipt_log_name(slot: str) -> str:
+    return f"receipt-{slot}.log"
+
+
+def receipt_logging(slot: str) -> dict[str, Any]:
+    """The switch's ``logging``: its access log and the reverse proxy's per-attempt debug lines go
+    to one file, without the request (no header, cookie, token, path or query string is written)
+    nor the upstream's headers; everything else stays on the container's stderr as before."""
+    drop = {"filter": "delete"}
+    return {"logs": {
+        "default": {"exclude": [f"http.log.access.{RECEIPT_LOGGER}"]},
+        RECEIPT_LOGGER: {
+            "writer": {"output": "file", "filename": f"{SOCKET_DIR_IN_CONTAINER}/{receipt_log_name(slot)}",
+                       "roll_size_mb": RECEIPT_ROLL_MB, "roll_keep": 2, "roll_gzip": False},
+            "encoder": {"format": "filter",
+                        "wrap": {"format": "json", "time_format": "unix_seconds_float", "duration_format": "seconds"},
+                        "fields": {"request": drop, "headers": drop, "resp_headers>Set-Cookie": drop}},
+            "level": "DEBUG",
+            "include": [f"http.log.access.{RECEIPT_LOGGER}", "http.handlers.reverse_proxy"],
+        },
+    }}
+
 
 def route_match(hosts: Iterable[str], path: str | None) -> list[dict[str, Any]]:
     """Caddy's matcher for a route's hosts and path prefix (empty: every request)."""
@@ -137,12 +177,15 @@ class Route:
 
     def to_caddy(self) -> dict[str, Any]:
         handle = [self.handler()]
+        # First, for the receipt: which route answered, whatever answers (see RECEIPT_TAGS).
+        handle.insert(0, {"handler": "headers", "response": {"set": {ROUTE_TAG: [self.service]}}})
         if self.paused is not None:
-            handle.insert(0, paused(self.service, float(self.paused.get("timeout", 30))))
+            handle.insert(1, paused(self.service, float(self.paused.get("timeout", 30)),
+                                    writes=bool(self.paused.get("writes"))))
         if self.maintenance is not None:
             # The page answers before the proxy handler, which stays (with its upstreams) for the
             # deploys that PATCH it meanwhile and for `maintenance off`.
-            handle.insert(0, maintenance_page(self.maintenance.get("message"),
+            handle.insert(1, maintenance_page(self.maintenance.get("message"),
                                               int(self.maintenance.get("retry_after", RETRY_AFTER))))
         if self.draining:
             # Never reached (the proxy handler answers and does not call the next one), but
@@ -167,7 +210,10 @@ class Route:
             "handler": "reverse_proxy",
             "@id": self.handler_id,
             "upstreams": [{"dial": d} for d in self.upstreams],
-            "headers": {"request": {"set": {h: [f"{{http.request.header.{h}}}"] for h in FORWARDED}}},
+            "headers": {"request": {"set": {h: [f"{{http.request.header.{h}}}"] for h in FORWARDED}},
+                        "response": {"set": {
+                            UPSTREAM_TAG: ["{http.reverse_proxy.upstream.hostport}"],
+                            TIMING_TAG: ["{http.request.duration_ms} {http.reverse_proxy.upstream.latency_ms}"]}}},
             # A container that died takes its address with it: a dial to it gets no answer at
             # all (no ARP reply, no RST) and would hang for Caddy's default 3 s before the retry
             # goes to the next upstream. On a local bridge a live container answers a dial in
@@ -237,34 +283,55 @@ def hold_socket(service: str) -> str:
     return f"hold-{service}.sock"
 
 
-def hold(service: str, timeout: float) -> dict[str, Any]:
+def hold(service: str, timeout: float, *, buffered: bool = False) -> dict[str, Any]:
     """A handler that holds requests for up to ``timeout`` seconds: it dials a socket that does
     not exist yet, and Caddy retries a failed dial (whatever the method: nothing was sent) until
     ``try_duration``. ``resume`` links the socket to the switch's own, so the held requests go
     round through the switch (marked, so that they skip the hold) to the containers, and only
     then routes the service again: a configuration change ends every request Caddy is still
     retrying. After the timeout they get the 503 of a failed dial (with ``Retry-After``)."""
-    return {
+    handler: dict[str, Any] = {
         "handler": "reverse_proxy",
         "upstreams": [{"dial": f"unix/{SOCKET_DIR_IN_CONTAINER}/{hold_socket(service)}"}],
         # The client's address and scheme as the edge saw them, through the extra hop too.
         "headers": {"request": {"set": {**{h: [f"{{http.request.header.{h}}}"] for h in FORWARDED},
-                                        HELD_HEADER: ["1"]}}},
+                                        HELD_HEADER: ["1"]}},
+                    # The held request's second pass through the switch is the one the receipt counts.
+                    "response": {"set": {HOLD_TAG: ["1"]}}},
         "transport": {"protocol": "http", "keep_alive": {"enabled": False}},
         "load_balancing": {"try_duration": f"{int(timeout * 1000)}ms", "try_interval": "50ms"},
     }
+    if buffered:
+        # Requests with a body too (a write hold): the body is read into memory first, so that
+        # each retried dial sends it whole. Every method is retried: a failed dial sent nothing.
+        handler["request_buffers"] = HOLD_REQUEST_BUFFER
+        handler["load_balancing"]["retry_match"] = [{"method": ALL_METHODS}]
+    return handler
 
 
-#: Methods a paused route holds. A request with a body cannot be held: every failed dial closes
-#: it, and Caddy 2.6's request buffering lost bodies of concurrent requests (measured: 4 of 6).
+#: Methods a paused route holds. A request with a body is held only by a write hold
+#: (``x-atomic.migrate.hold_writes``), which needs ``request_buffers`` (Caddy 2.7 and later):
+#: Caddy 2.6.2 has no such option, and with its ``buffer_requests`` none of 30 held concurrent
+#: POSTs arrived whole (29 got 502, one a mangled body; without it 4 of 6 arrived empty). On
+#: 2.11, 30 concurrent POSTs (10 B to 300 kB) held 2 s all arrived whole, with and without it.
 HELD_METHODS = ["GET", "HEAD", "OPTIONS"]
+ALL_METHODS = ["GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "TRACE"]
+#: How much of a held request's body Caddy keeps in memory (bytes); beyond it the rest streams.
+HOLD_REQUEST_BUFFER = 16 * 1024 * 1024
+#: How long ``resume`` waits, at most, for the requests going through the hold to be answered.
+RELEASE_WAIT = 5.0
+#: The first Caddy release with ``request_buffers``: a write hold needs it.
+WRITE_HOLD_MIN_CADDY = (2, 7)
 
 
-def paused(service: str, timeout: float) -> dict[str, Any]:
-    """What a paused route does first: hold ``HELD_METHODS``, answer the others 503 at once
-    (with ``Retry-After``), and let requests marked as held (coming back through the switch
-    after ``resume``) through to the route's own handler."""
+def paused(service: str, timeout: float, *, writes: bool = False) -> dict[str, Any]:
+    """What a paused route does first: hold ``HELD_METHODS`` (``writes``: every request),
+    answer the others 503 at once (with ``Retry-After``), and let requests marked as held
+    (coming back through the switch after ``resume``) through to the route's own handler."""
     not_held = {"not": [{"header": {HELD_HEADER: ["1"]}}]}
+    if writes:
+        return {"handler": "subroute", "routes": [
+            {"match": [not_held], "handle": [hold(service, timeout, buffered=True)], "terminal": True}]}
     return {"handler": "subroute", "routes": [
         {"match": [{**not_held, "method": HELD_METHODS}], "handle": [hold(service, timeout)], "terminal": True},
         # Any other: one dial that fails, which the error routes turn into a 503. (Not a static
@@ -275,6 +342,26 @@ def paused(service: str, timeout: float) -> dict[str, Any]:
             "upstreams": [{"dial": f"unix/{SOCKET_DIR_IN_CONTAINER}/paused-{service}.refuse"}]}],
          "terminal": True},
     ]}
+
+
+def parse_caddy_version(text: str | None) -> tuple[int, int] | None:
+    """(major, minor) from ``caddy version`` (``v2.11.7 h1:...``, ``2.6.2``)."""
+    import re
+
+    found = re.match(r"\s*v?(\d+)\.(\d+)", text or "")
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
+def write_hold_refusal(version: tuple[int, int] | None, image: str, container: str) -> str | None:
+    """Why a write hold cannot run on this Caddy (None: it can)."""
+    if version is None:
+        return f"cannot hold writes: the version of Caddy in {container} could not be read (`caddy version`)"
+    if version < WRITE_HOLD_MIN_CADDY:
+        need = ".".join(map(str, WRITE_HOLD_MIN_CADDY))
+        return (f"cannot hold writes: the proxy runs Caddy {version[0]}.{version[1]} ({image}), which cannot "
+                f"hold a request's body (no request_buffers; with its buffer_requests none of 30 held "
+                f"concurrent POSTs arrived whole); Caddy {need} or later can")
+    return None
 
 
 def maintenance_page(message: str | None, retry_after: int) -> dict[str, Any]:
@@ -291,11 +378,14 @@ def maintenance_page(message: str | None, retry_after: int) -> dict[str, Any]:
                     "Cache-Control": ["no-store"]}}
 
 
-def error_routes() -> dict[str, Any]:
+def error_routes(tagged: bool = False) -> dict[str, Any]:
     """A server's error handling: no upstream to reach (a dial failed, or none is available) is a
     503 with ``Retry-After``; any other error keeps its status (a request that reached a container
-    and failed there is not one a client may simply send again)."""
-    return {"routes": [
+    and failed there is not one a client may simply send again). ``tagged`` (the switch): the
+    answer says, for the receipt's log, which container was tried last and what failed."""
+    tag = [{"handle": [{"handler": "headers", "response": {"set": {
+        UPSTREAM_TAG: ["{http.reverse_proxy.upstream.hostport}"], ERROR_TAG: ["{http.error.message}"]}}}]}]
+    return {"routes": (tag if tagged else []) + [
         {"match": [{"vars_regexp": {"{http.error.message}": {"pattern": "^(dial |no upstreams available)"}}}],
          "handle": [unavailable()], "terminal": True},
         {"handle": [{"handler": "static_response", "status_code": "{http.error.status_code}"}]},
@@ -308,12 +398,14 @@ def build_config(routes: list[Route], slot: str = "a") -> dict[str, Any]:
         "listen": [f"unix/{SOCKET_DIR_IN_CONTAINER}/switch-{slot}.sock"],
         "automatic_https": {"disable": True},
         "routes": [r.to_caddy() for r in sorted(routes, key=Route.sort_key)],
-        "errors": error_routes(),
+        "errors": error_routes(tagged=True),
+        "logs": {"default_logger_name": RECEIPT_LOGGER},
     }
     return {
         # A unix socket in the run directory (mode 0700), which only the proxy containers mount:
         # no container network and no host port reaches the admin API.
         "admin": {"listen": f"unix/{SOCKET_DIR_IN_CONTAINER}/admin-{slot}.sock"},
+        "logging": receipt_logging(slot),
         "apps": {"http": {"servers": {"atomic": server}}},
     }
 
@@ -333,7 +425,8 @@ def build_edge_config(routes: list[Route], ports: list[str | int | dict] | None 
         "upstreams": [{"dial": f"unix/{SWITCH_SOCKET}"}],
         # A new connection per request: a reload of the switch then never meets an idle one.
         "transport": {"protocol": "http", "keep_alive": {"enabled": False}},
-        "headers": {"request": {"delete": [HELD_HEADER]}},  # only the switch marks held requests
+        # Only the switch marks held requests; its tags are for its own log, not for clients.
+        "headers": {"request": {"delete": [HELD_HEADER]}, "response": {"delete": RECEIPT_TAGS}},
         # Only dial errors are retried (whatever the method): nothing was sent yet.
         "load_balancing": {"try_duration": "10s", "try_interval": "50ms"},
     }
@@ -472,12 +565,15 @@ class CaddyProxy:
 
         self._with_retry(patch, networks)
 
-    def set_paused(self, services: list[str], timeout: float | None, networks: list[str]) -> None:
-        """Hold ``services``' requests for up to ``timeout`` seconds, or (None) let them through."""
+    def set_paused(self, services: list[str], timeout: float | None, networks: list[str], *,
+                   writes: bool = False) -> None:
+        """Hold ``services``' requests for up to ``timeout`` seconds, or (None) let them through.
+
+        ``writes``: hold requests with a body too (see ``check_write_hold``), not only reads."""
         if timeout is not None:
             for service in services:  # dials must fail while paused
                 (self.run_dir / hold_socket(service)).unlink(missing_ok=True)
-            self._set_route_state("paused", services, {"timeout": timeout})
+            self._set_route_state("paused", services, {"timeout": timeout, **({"writes": True} if writes else {})})
             self._patch_routes(services, networks)
             return
         for service in services:  # the held ones round through the switch to the containers
@@ -486,6 +582,12 @@ class CaddyProxy:
             os.symlink(f"switch-{self.slot}.sock", tmp)
             os.replace(tmp, link)
         time.sleep(0.3)  # each held request dials again within 50 ms: none is left retrying
+        # ... unless the machine is busy: the configuration change below ends any request still
+        # inside the hold, so wait (a bounded while) until the proxy counts none there.
+        holds = [f"unix/{SOCKET_DIR_IN_CONTAINER}/{hold_socket(s)}" for s in services]
+        deadline = time.monotonic() + RELEASE_WAIT
+        while (self.open_requests(holds) or 0) > 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
         self._set_route_state("paused", services, None)
         self._patch_routes(services, networks)  # new requests go straight to the containers
 
@@ -750,6 +852,10 @@ class CaddyProxy:
 
     # ---- the admin API -----------------------------------------------------
 
+    def receipt_log(self) -> Path:
+        """The serving switch's log for receipts (rolled files beside it: ``receipt-<slot>-*.log``)."""
+        return self.run_dir / receipt_log_name(self.slot)
+
     def admin_socket(self) -> Path:
         """The serving switch's admin API: a unix socket in the run directory, on no network."""
         return self.run_dir / f"admin-{self.slot}.sock"
@@ -821,6 +927,29 @@ class CaddyProxy:
                     raise
 
         self._with_retry(patch, networks)
+
+    def caddy_version(self) -> tuple[int, int] | None:
+        """The serving switch's Caddy version (major, minor), or None when it cannot be read."""
+        proc = docker.run(docker.docker("exec", self.switch_name, "caddy", "version", timeout=15))
+        return parse_caddy_version(proc.stdout) if proc.ok else None
+
+    def check_write_hold(self) -> None:
+        """Refuse a write hold on a Caddy that cannot hold a request's body (before 2.7)."""
+        refusal = write_hold_refusal(self.caddy_version(), self.image, self.switch_name)
+        if refusal:
+            raise ProxyError(refusal, hint="Set x-atomic.proxy.image to Caddy 2.7 or later (2.11 is the one "
+                                           "measured), or remove x-atomic.migrate.hold_writes. Nothing was changed.")
+
+    def open_requests(self, dials: Iterable[str]) -> int | None:
+        """Requests the proxy has open to any of ``dials``; None when the admin API does not answer."""
+        import httpx
+
+        wanted = set(dials)
+        try:
+            upstreams = self._request("GET", "/reverse_proxy/upstreams", timeout=3) or []
+        except (httpx.HTTPError, ProxyError):
+            return None
+        return sum(int(u.get("num_requests", 0)) for u in upstreams if u.get("address") in wanted)
 
     def in_flight(self, dial: str) -> int | None:
         """Requests the proxy has open to ``dial`` right now; None when it cannot tell.

@@ -40,3 +40,25 @@ def test_settings_are_parsed_once_into_typed_objects(tmp_path):
     assert (web.monitor, web.drain, web.strategy) == (10.0, 2.0, "start-first")
     proxy = proxy_settings(project)
     assert proxy.image == DEFAULTS["proxy.image"] and proxy.ports == ("8080:80",)
+
+
+def test_a_write_hold_covers_the_routed_services_that_use_the_database(tmp_path):
+    from compose_atomic.settings import write_hold_settings
+
+    migrate = {"database": "db", "sql": "sql/*.sql", "hold_writes": "45s"}
+    config = {"services": {
+        "web": {"image": "app", "x-atomic": {"route": {"port": 80}, "migrate": migrate}},
+        "api": {"image": "api", "depends_on": {"db": {"condition": "service_healthy"}},
+                "x-atomic": {"route": {"port": 81}}},
+        "other": {"image": "o", "x-atomic": {"route": {"port": 82}}},  # another database, or none
+        "worker": {"image": "w", "x-atomic": {"migrate": {"database": "db", "sql": "x.sql"}}},  # no route
+        "db": {"image": "postgres"}}}
+    project = Project(name="p", options=ComposeOptions(), config=config, working_dir=tmp_path)
+    hold = write_hold_settings(project, "web")
+    assert hold is not None and hold.database == "db" and hold.timeout == 45.0
+    assert set(hold.services) == {"web", "api"}
+    assert write_hold_settings(project, "worker") is None  # not asked for
+    forced = write_hold_settings(project, "worker", timeout=20.0)  # `up --hold-writes 20s`
+    assert forced is not None and forced.timeout == 20.0 and set(forced.services) == {"web", "api"}
+    assert write_hold_settings(project, "api", timeout=20.0) is None  # no migration, nothing to hold for
+    assert write_hold_settings(project, "web", timeout=20.0).timeout == 20.0  # the flag wins

@@ -6,4 +6,5 @@ urlpatterns = [
     path("healthz", views.healthz),
     path("version", views.version),
     path("notes", views.notes),
+    path("slow", views.slow),
 ]

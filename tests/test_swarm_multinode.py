@@ -7,8 +7,10 @@ What a move from one VPS to three must keep (issue 20), under load through every
 - the proxy is global (one per node, host ports) and a request through any node reaches a
   healthy replica on any node; a release that never becomes healthy gets no traffic, Swarm
   rolls it back and ``stack deploy`` exits 3;
+- an image on the manager only: the nodes that lack it are named, with the way out;
 - a worker whose engine stops in the middle of a rollout: the update ends (done or rolled back),
-  its replicas are rescheduled on the other nodes, and the site keeps answering through them.
+  its replicas are rescheduled on the other nodes, and the site keeps answering through them;
+- `stack status` shows per node what runs there (and that the lost node is down).
 
 ``compose-atomic`` runs on the host with DOCKER_HOST pointing at the manager, as it would with
 ``DOCKER_HOST=ssh://manager``. One bed for the module (about 15 s to build); marked like

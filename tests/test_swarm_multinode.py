@@ -254,6 +254,7 @@ def test_rollout_over_three_nodes_through_every_nodes_proxy(bed):
     assert load.answers["v2"] > 0 and set(load.answers) <= {"v1", "v2"}, load.answers
     assert {get(n).text.split()[0] for n in NODES for _ in range(3)} == {"v2"}
     assert len(running_tasks("web")) == 3
+    print(run_cli("stack", "status", STACK, env={"DOCKER_HOST": MANAGER}).stdout)  # the manager's view
 
 
 def test_a_broken_release_gets_no_traffic_and_is_rolled_back_exit_3(bed):
@@ -270,8 +271,10 @@ def test_a_broken_release_gets_no_traffic_and_is_rolled_back_exit_3(bed):
     assert set(load.answers) == {"v2"}, load.answers  # never routed to an unhealthy task
     env = manager("service", "inspect", f"{STACK}_web", "--format", "{{json .Spec.TaskTemplate.ContainerSpec.Env}}")
     assert "VERSION=v2" in json.loads(env.stdout)
-    print("after the rollback:", running_tasks("web"), manager("service", "ps", f"{STACK}_web").stdout)
     wait_until(lambda: len(running_tasks("web")) == 3, 30, "three v2 replicas")
+    status = stack_status()
+    print(run_cli("stack", "status", STACK, env={"DOCKER_HOST": MANAGER}).stdout)
+    assert {(s["service"], s["update"]) for s in status["services"]} >= {("web", "rollback_completed")}
 
 
 ONLY_HERE = textwrap.dedent("""
@@ -310,6 +313,13 @@ def test_a_worker_lost_mid_rollout_the_site_keeps_answering_through_the_others(b
     (exit 3), or the update completes (exit 0) if the updater had moved on. Node 3's replicas
     run on nodes 1 and 2 afterwards; load through their proxies keeps being answered. The
     figures are printed (pytest -s)."""
+    # Empty node 3 of web tasks (drain, then active again: tasks do not move back), so that Swarm's
+    # spread puts the first new task there, and the loss meets a task starting on node 3.
+    assert manager("node", "update", "--availability", "drain", NODES[3]).returncode == 0
+    wait_until(lambda: len(running_tasks("web")) == 3 and NODES[3] not in {n for n, _ in running_tasks("web")}
+               and all(s == "Running" for _, s in running_tasks("web")), 30, "web off node 3", swarm_state)
+    assert manager("node", "update", "--availability", "active", NODES[3]).returncode == 0
+    wait_until(lambda: (NODES[3], "Running") in running_tasks("atomic-proxy"), 30, "node 3's proxy back")
     proc = subprocess.Popen([sys.executable, "-m", "compose_atomic", "stack", "deploy", STACK, "--timeout", "90s",
                              "--json"], cwd=bed, env={**os.environ, "NO_COLOR": "1", "DOCKER_HOST": MANAGER,
                                                       "VERSION": "v4"},

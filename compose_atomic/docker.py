@@ -310,10 +310,18 @@ def node_label_add(node: str, label: str) -> Command:
     return docker("node", "update", "--label-add", label, node, changes=True)
 
 
-def stack_deploy(stack_file: str, stack: str, *, resolve_image: str = "always", prune: bool = False) -> Command:
-    """``docker stack deploy`` without waiting: compose-atomic follows the update itself."""
+def stack_deploy(stack_file: str, stack: str, *, resolve_image: str = "always", prune: bool = False,
+                 registry_auth: bool = False) -> Command:
+    """``docker stack deploy`` without waiting: compose-atomic follows the update itself.
+    ``registry_auth`` hands this client's registry login to the nodes (a private registry)."""
     return docker("stack", "deploy", "--detach=true", "--resolve-image", resolve_image, "-c", stack_file,
-                  *(["--prune"] if prune else []), stack, changes=True, timeout=300)
+                  *(["--prune"] if prune else []), *(["--with-registry-auth"] if registry_auth else []),
+                  stack, changes=True, timeout=300)
+
+
+def service_rollback(service: str) -> Command:
+    """``docker service rollback --detach``: Swarm goes back to the service's previous spec."""
+    return docker("service", "rollback", "--detach", "--quiet", service, changes=True)
 
 
 def config_remove(*names: str) -> Command:

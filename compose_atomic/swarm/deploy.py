@@ -33,6 +33,10 @@ UPDATE_GRACE = 2.0
 #: How long a service whose tasks changed may take before Swarm reports its update.
 CHANGED_GRACE = 30.0
 POLL = 1.0
+#: How long a new task may sit unstarted on a node that is down before the update counts as stalled.
+STALL_GRACE = 10.0
+#: Task states before running: the updater waits for a new task to leave them.
+_STARTING = ("New", "Pending", "Assigned", "Accepted", "Preparing", "Ready", "Starting")
 _REPLICAS = re.compile(r"^(\d+)/(\d+)")
 
 
@@ -56,7 +60,9 @@ class StackResult:
     labelled: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     proxy_config: str | None = None  # the swarm config holding this deploy's Caddy config
-    proxy_answers: bool | None = None  # the proxy answered HTTP on this node (None: not checked)
+    proxy_answers: bool | None = None  # the proxy answered HTTP on every node (None: not checked)
+    proxy_nodes: dict[str, bool] = field(default_factory=dict)  # node hostname -> its proxy answered
+    local_images: list[str] = field(default_factory=list)  # images from no registry: every node needs them
 
     @property
     def exit_code(self) -> int:
@@ -170,6 +176,7 @@ def _replicas(stack_name: str) -> dict[str, tuple[int, int]]:
 def _task_failures(full_name: str) -> tuple[int, str]:
     proc = docker.run(docker.docker("service", "ps", "--no-trunc", "--format", "{{json .}}", full_name))
     count, last = 0, ""
+    missing: set[str] = set()  # nodes that rejected a task for want of its image
     for line in proc.stdout.splitlines():
         try:
             task = json.loads(line)
@@ -178,7 +185,33 @@ def _task_failures(full_name: str) -> tuple[int, str]:
         if str(task.get("CurrentState", "")).startswith(("Failed", "Rejected")):
             count += 1
             last = last or task.get("Error", "")
+            if "No such image" in task.get("Error", "") and task.get("Node"):
+                missing.add(task["Node"])
+    if missing:
+        last = (f"{last}: the image is not on node(s) {', '.join(sorted(missing))}; load it there "
+                "(docker save | docker load) or push it to a registry the nodes can pull from")
     return count, last
+
+
+def _stalled_on_lost_node(full_name: str, down: set[str]) -> tuple[str, str] | None:
+    """(task, node) when the service's update waits on a new task that can never start.
+
+    Swarm's updater waits for each new task to report running. When the node it was given
+    is lost, Swarm reschedules the slot elsewhere, but the lost task's state stays where it
+    was (the node cannot report) and the updater waits for it until the node is back (seen
+    on Docker 20.10: the update stays ``updating``, with old and new tasks running side by side).
+    """
+    if not down:
+        return None
+    proc = docker.run(docker.docker("service", "ps", "--no-trunc", "--format", "{{json .}}", full_name))
+    for line in proc.stdout.splitlines():
+        try:
+            task = json.loads(line)
+        except ValueError:
+            continue
+        if task.get("Node") in down and str(task.get("CurrentState", "")).startswith(_STARTING):
+            return task.get("ID", "?"), task["Node"]
+    return None
 
 
 def _rollback_reason(status: dict[str, Any], full_name: str) -> str:
@@ -193,23 +226,85 @@ def _rollback_reason(status: dict[str, Any], full_name: str) -> str:
     return f"{message}: {error}" if error else message
 
 
-def resolve_image_mode(rendered: RenderedStack, requested: str) -> str:
-    """``auto``: ``never`` on a single-node swarm that has every image (no registry to ask),
-    else ``always``, so every node runs the same digest."""
+@dataclass(frozen=True)
+class SwarmNode:
+    """A node of the swarm as ``docker node inspect`` shows it."""
+
+    id: str
+    hostname: str
+    state: str  # ready | down | unknown | disconnected
+    availability: str  # active | pause | drain
+    address: str
+    manager: bool
+
+    @property
+    def up(self) -> bool:
+        return self.state == "ready"
+
+
+def swarm_nodes() -> list[SwarmNode]:
+    """Every node of the swarm (asked of a manager); empty when the engine cannot tell."""
+    ids = docker.run(docker.docker("node", "ls", "-q"))
+    if ids.returncode != 0 or not ids.stdout.split():
+        return []
+    proc = docker.run(docker.docker("node", "inspect", *ids.stdout.split()))
+    if proc.returncode != 0:
+        return []
+    nodes = []
+    for node in json.loads(proc.stdout or "[]"):
+        status = node.get("Status") or {}
+        manager = node.get("ManagerStatus") or {}
+        address = status.get("Addr") or ""
+        if address in ("", "0.0.0.0") and manager.get("Addr"):
+            # A manager may report 0.0.0.0 as its own address; its raft address is the one it advertises.
+            address = manager["Addr"].rpartition(":")[0]
+        nodes.append(SwarmNode(id=node["ID"], hostname=(node.get("Description") or {}).get("Hostname", ""),
+                               state=status.get("State", "unknown"),
+                               availability=(node.get("Spec") or {}).get("Availability", "active"),
+                               address=address, manager=bool(manager)))
+    return sorted(nodes, key=lambda n: (not n.manager, n.hostname))
+
+
+def stack_images(rendered: RenderedStack) -> list[str]:
+    return sorted({s["image"] for s in rendered.stack["services"].values() if s.get("image")})
+
+
+def local_only_images(rendered: RenderedStack) -> list[str]:
+    """The stack's images that this engine has but that came from no registry (built or loaded
+    here: no repository digest). No other node can pull them, and asking a registry for their
+    digest (``--resolve-image always``) finds nothing, or worse, another image of that name."""
+    images = stack_images(rendered)
+    if not images:
+        return []
+    proc = docker.run(docker.inspect_images(*images))
+    found = []
+    for image in json.loads(proc.stdout or "[]") if proc.stdout.strip().startswith("[") else []:
+        if not image.get("RepoDigests"):
+            tags = set(image.get("RepoTags") or [])
+            found.extend(name for name in images if name in tags or name == image.get("Id"))
+    return sorted(set(found))
+
+
+def resolve_image_mode(rendered: RenderedStack, requested: str, nodes: list[SwarmNode] | None = None) -> str:
+    """``auto``: ``never`` when an image came from no registry (the nodes must have it already:
+    there is nothing to resolve) or on a single-node swarm that has every image; else ``always``,
+    so every node runs the same digest."""
     if requested != "auto":
         return requested
-    if len(docker.run(docker.docker("node", "ls", "-q")).stdout.split()) > 1:
+    if local_only_images(rendered):
+        return "never"
+    if len(nodes if nodes is not None else swarm_nodes()) > 1:
         return "always"
-    images = {s.get("image") for s in rendered.stack["services"].values() if s.get("image")}
-    for image in images:
+    for image in stack_images(rendered):
         if docker.image_id(image) is None:
             return "always"
     return "never"
 
 
-def submit(stack_file: Path, stack_name: str, resolve_image: str, prune: bool) -> str:
+def submit(stack_file: Path, stack_name: str, resolve_image: str, prune: bool, registry_auth: bool = False) -> str:
     """``docker stack deploy``; raise StackDeployFailed with Docker's message when it refuses."""
-    proc = docker.run(docker.stack_deploy(str(stack_file), stack_name, resolve_image=resolve_image, prune=prune))
+    proc = docker.run(docker.stack_deploy(str(stack_file), stack_name, resolve_image=resolve_image, prune=prune,
+                                          registry_auth=registry_auth))
     if proc.returncode != 0:
         raise StackDeployFailed(f"docker stack deploy refused the stack: {proc.stderr.strip() or proc.stdout.strip()}",
                                 hint=f"The rendered file is {stack_file}.")
@@ -223,10 +318,12 @@ def wait_settled(stack_name: str, before: dict[str, dict[str, Any]], expected: l
     outcomes: dict[str, ServiceOutcome] = {}
     reported: set[str] = set()
     reasons: dict[str, str] = {}
+    stalled: dict[str, float] = {}  # service -> when its update was first seen waiting on a lost node
     while True:
         elapsed = time.monotonic() - started
         current = stack_services(stack_name)
         replicas = _replicas(stack_name)
+        down: set[str] | None = None
         for name in expected:
             if name in outcomes:
                 continue
@@ -251,6 +348,19 @@ def wait_settled(stack_name: str, before: dict[str, dict[str, Any]], expected: l
                 if state in SETTLED:
                     message = "" if state == "completed" else reasons.get(name) or status.get("Message", "")
                     outcomes[name] = ServiceOutcome(name, SETTLED[state], message, round(elapsed, 1))
+                elif state == "updating" and name not in reasons:
+                    if down is None:
+                        down = {n.hostname for n in swarm_nodes() if not n.up}
+                    waiting = _stalled_on_lost_node(f"{stack_name}_{name}", down)
+                    if waiting is None:
+                        stalled.pop(name, None)
+                    elif time.monotonic() - stalled.setdefault(name, time.monotonic()) >= STALL_GRACE:
+                        # It would wait until the node is back: end it the way a failed update ends.
+                        task, node = waiting
+                        reasons[name] = (f"node {node} was lost while new task {task[:12]} was starting "
+                                         "there; the update waited for it, so compose-atomic rolled back")
+                        progress.event(f"Service {name}", "Rolling back", reasons[name], state="warning")
+                        docker.run(docker.service_rollback(f"{stack_name}_{name}"))
                 continue
             if old is not None:
                 # A changed task template means Swarm will roll the tasks: wait to see it start.
@@ -300,11 +410,16 @@ def remove_stale_proxy_configs(stack_name: str, current: str | None) -> None:
         docker.run(docker.config_remove(*stale))
 
 
-def proxy_answers(rendered: RenderedStack, progress: Progress, timeout: float = 15.0) -> bool | None:
-    """Check that the proxy answers HTTP on this node's published ports (any status counts).
+def proxy_answers(rendered: RenderedStack, progress: Progress, nodes: list[SwarmNode] | None = None,
+                  timeout: float = 15.0) -> dict[str, bool] | None:
+    """Check that the proxy answers HTTP on every node's published ports (any status counts).
 
-    The Caddy image may hold nothing but the caddy binary, so Swarm cannot health-check it
-    from inside; we ask from outside instead. None when there is no plain-HTTP port to ask.
+    The proxy is global: one task per node, on the node's own ports. Each node is asked at
+    the address it has in the swarm (where its peers reach it), not at 127.0.0.1, which is
+    only the manager when the command runs there. The Caddy image may hold nothing but the
+    caddy binary, so Swarm cannot health-check it from inside; we ask from outside instead.
+    Returns ``{node hostname: answered}`` for the nodes that are up, None when there is no
+    proxy or no plain-HTTP port to ask.
     """
     import httpx
 
@@ -316,25 +431,35 @@ def proxy_answers(rendered: RenderedStack, progress: Progress, timeout: float = 
     ports = [p["published"] for p in proxy.get("ports", []) if p.get("target") != 443 and p.get("published")]
     if not ports:
         return None
+    targets = [(n.hostname or n.id[:12], n.address) for n in (nodes or []) if n.up and n.address]
+    if not targets:
+        targets = [("this node", "127.0.0.1")]
+    answered: dict[str, bool] = {}
     deadline = time.monotonic() + timeout
-    for port in ports:
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/", timeout=2.0)
-                progress.event(f"Service {PROXY_SERVICE}", "Answering", f"http://127.0.0.1:{port}/")
-                break
-            except httpx.HTTPError:
-                if time.monotonic() >= deadline:
-                    progress.warn(f"Service {PROXY_SERVICE}", (
-                        f"nothing answers on http://127.0.0.1:{port}/ from this node; "
-                        f"see docker service logs {rendered.stack_name}_{PROXY_SERVICE}"))
-                    return False
-                time.sleep(0.5)
-    return True
+    for name, address in targets:
+        host = f"[{address}]" if ":" in address else address
+        answered[name] = True
+        for port in ports:
+            url = f"http://{host}:{port}/"
+            while True:
+                try:
+                    httpx.get(url, timeout=2.0)
+                    progress.event(f"Service {PROXY_SERVICE}", "Answering", f"{url} (node {name})")
+                    break
+                except httpx.HTTPError:
+                    if time.monotonic() >= deadline:
+                        progress.warn(f"Service {PROXY_SERVICE}", (
+                            f"nothing answers on {url} (node {name}) from here; "
+                            f"see docker service ps {rendered.stack_name}_{PROXY_SERVICE} and that "
+                            "node's firewall"))
+                        answered[name] = False
+                        break
+                    time.sleep(0.5)
+    return answered
 
 
 def deploy_stack(project: Project, rendered: RenderedStack, directory: Path, *, timeout: float,
-                 resolve_image: str = "auto", prune: bool = False,
+                 resolve_image: str = "auto", prune: bool = False, registry_auth: bool = False,
                  progress: Progress | None = None) -> StackResult:
     """Write, submit and follow the stack until it settles; the caller maps the result to an exit code."""
     from ..plugins import call_hook
@@ -362,13 +487,24 @@ def deploy_stack(project: Project, rendered: RenderedStack, directory: Path, *, 
             result.seconds = round(time.monotonic() - started, 1)
             return result
         before = stack_services(rendered.stack_name)
-    mode = resolve_image_mode(rendered, resolve_image)
-    submit(stack_file, rendered.stack_name, mode, prune)
+    nodes = swarm_nodes()
+    result.local_images = local_only_images(rendered)
+    if len(nodes) > 1:
+        for image in result.local_images:
+            progress.warn(f"Image {image}", (
+                "built or loaded on this node, from no registry: Swarm cannot pull it elsewhere, so "
+                "every node must have it already (docker save | docker load), or a node without it "
+                "rejects its tasks (No such image). Push it to a registry to let Swarm distribute it."))
+    mode = resolve_image_mode(rendered, resolve_image, nodes)
+    submit(stack_file, rendered.stack_name, mode, prune, registry_auth)
     progress.event(f"Stack {rendered.stack_name}", "Submitted", f"{stack_file} (resolve-image {mode})")
     expected = list(rendered.stack["services"])
     result.services = wait_settled(rendered.stack_name, before, expected, timeout, progress)
     if result.exit_code == 0:
-        result.proxy_answers = proxy_answers(rendered, progress)
+        answered = proxy_answers(rendered, progress, swarm_nodes())
+        if answered is not None:
+            result.proxy_nodes = answered
+            result.proxy_answers = all(answered.values())
     result.seconds = round(time.monotonic() - started, 1)
     call_hook("after_stack_deploy", project=project, result=result)
     return result

@@ -120,12 +120,15 @@ def render_command(ctx: click.Context, output: str | None, stack_name: str | Non
 @click.option("--timeout", default="10m", show_default=True, metavar="DURATION",
               help="How long to wait for Swarm's update to settle.")
 @click.option("--resolve-image", type=click.Choice(RESOLVE_IMAGE), default="auto", show_default=True,
-              help="auto: never on a single-node swarm that has every image (no registry), else always.")
+              help="auto: never when an image came from no registry or a single-node swarm has every image, "
+                   "else always.")
 @click.option("--prune", is_flag=True, help="Remove services no longer in the project.")
+@click.option("--with-registry-auth", "registry_auth", is_flag=True,
+              help="Send this client's registry login to the nodes (images in a private registry).")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome per service as JSON.")
 @click.pass_context
 def deploy_command(ctx: click.Context, name: str, timeout: str, resolve_image: str, prune: bool,
-                   as_json: bool) -> None:
+                   registry_auth: bool, as_json: bool) -> None:
     """Render, deploy as stack NAME and wait until Swarm's rolling update settles.
 
     Exits like `up`: 0 done, 3 a service failed and Swarm rolled it back, 4 the
@@ -156,7 +159,8 @@ def deploy_command(ctx: click.Context, name: str, timeout: str, resolve_image: s
         progress.event(f"Stack {name}", "Rendered", f"{path}; would run docker stack deploy -c {path} {name}")
         return
     result = deploy_stack(project, rendered, state_directory(project, name), timeout=seconds,
-                          resolve_image=resolve_image, prune=prune, progress=progress)
+                          resolve_image=resolve_image, prune=prune, registry_auth=registry_auth,
+                          progress=progress)
     if as_json:
         data = result.as_dict()
         data["findings"] = [f.__dict__ for f in rendered.findings]
@@ -179,6 +183,21 @@ def deploy_command(ctx: click.Context, name: str, timeout: str, resolve_image: s
                                   f"docker service rollback {name}_{bad[0].service}")
     raise OperationFailed(f"stack {name}: {detail}",
                           hint=f"Inspect with: docker service ps --no-trunc {name}_{bad[0].service}")
+
+
+@stack.command("status")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print nodes, tasks and services as JSON.")
+def status_command(name: str, as_json: bool) -> None:
+    """Per node of the swarm, the tasks of stack NAME that run there; per service, its replicas
+    and how its last update ended. Asked of a manager (DOCKER_HOST)."""
+    from compose_atomic.swarm.status import stack_status, status_text
+
+    status = stack_status(_stack_name(name))
+    if as_json:
+        click.echo(json.dumps(status.as_dict(), indent=2))
+    else:
+        sys.stdout.write(status_text(status))
 
 
 @hookimpl

@@ -71,8 +71,9 @@ class Load:
     """Two clients POSTing notes (or GETting the count) through the proxy; each acknowledged
     id recorded, each failure kept with its reason."""
 
-    def __init__(self, url: str, method: str = "POST"):
+    def __init__(self, url: str, method: str = "POST", timeout: float = 15):
         self.url, self.method, self.acked, self.failed = url, method, [], []
+        self.timeout = timeout  # a request held at the proxy waits as long as the hold
         self.timeline: list[tuple[float, bool]] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(2)]
@@ -82,7 +83,7 @@ class Load:
             try:
                 data = b"note" if self.method == "POST" else None
                 request = urllib.request.Request(self.url, data=data, method=self.method)
-                with urllib.request.urlopen(request, timeout=15) as response:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
                     body = json.loads(response.read())
                     good = response.status == (201 if self.method == "POST" else 200)
                     (self.acked if good else self.failed).append(body.get("id", response.status))
@@ -100,7 +101,7 @@ class Load:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         for t in self._threads:
-            t.join(timeout=30)
+            t.join(timeout=self.timeout + 15)
 
 
 def test_django_release_with_a_migration_rolls_out_under_load_without_losing_a_row(images, tmp_path, project_name):
@@ -152,8 +153,9 @@ def test_django_release_with_a_migration_rolls_out_under_load_without_losing_a_r
 
 def test_a_needed_restore_with_live_persistent_connections(images, tmp_path, project_name):
     """A release whose data migration succeeds but whose app fails its health check: the old app
-    (3 gunicorn workers, each holding a persistent connection) keeps serving reads while the
-    database is restored from the pre-migration snapshot. Its connections are ended by the
+    (3 gunicorn workers, each holding a persistent connection) keeps serving reads, held at the
+    proxy (`--hold-writes`) while the migration runs and the database is restored from the
+    pre-migration snapshot. Its connections are ended by the
     restore; the workers reconnect. The failed requests are counted (printed) and must be
     confined to the restore's swap: afterwards every request succeeds."""
     v1, _, v3 = images
@@ -174,9 +176,11 @@ def test_a_needed_restore_with_live_persistent_connections(images, tmp_path, pro
     for _ in range(20):  # some rows, and every worker's persistent connection opened
         urllib.request.urlopen(urllib.request.Request(f"{base}/notes", data=b"x", method="POST"), timeout=10)
 
-    with Load(f"{base}/notes", method="GET") as load:
+    with Load(f"{base}/notes", method="GET", timeout=90) as load:
         time.sleep(2)
-        broken = run_cli("-p", project_name, "up", "-d", cwd=tmp_path, timeout=600,
+        # Its data migration writes rows, which PostgreSQL cannot tell from the app's: the write
+        # hold keeps the app's requests at the proxy, so the restore is known to discard none.
+        broken = run_cli("-p", project_name, "up", "-d", "--hold-writes", "60s", cwd=tmp_path, timeout=600,
                          env={**env, "APP_IMAGE": v3, "APP_VERSION": "3", "APP_BROKEN": "1"})
         restored_at = time.monotonic()
         time.sleep(5)

@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -58,6 +59,28 @@ def free_port(host: str = "127.0.0.1") -> int:
                 continue
             return port
     raise RuntimeError("no free port in this worker's range")
+
+
+class Clients:
+    """Load in threads for a ``with`` block: the subclass puts its clients in ``threads`` (they loop
+    until ``stop`` is set); entering starts them, leaving stops them and waits ``join_timeout``
+    (longer than one request may take) for each."""
+
+    join_timeout: float = 30
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=self.join_timeout)
 
 
 def run_cli(*args: str, cwd: Path | str | None = None, env: dict | None = None,

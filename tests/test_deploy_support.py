@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from conftest import IMAGE_BUSYBOX, IMAGE_CADDY, free_port  # noqa: F401 (free_port: the deploy tests import it from here)
+from conftest import IMAGE_BUSYBOX, IMAGE_CADDY, Clients, free_port  # noqa: F401 (free_port: the deploy tests import it from here)
 
 APP_SCRIPT = r"""
 mkdir -p /www/cgi-bin
@@ -96,14 +96,15 @@ def history(run_cli, cwd, project_name, service=None) -> list[dict]:
     return json.loads(proc.stdout)
 
 
-class Hammer:
+class Hammer(Clients):
     """Steady load through the proxy in threads: GETs, POSTs and one long request at a time."""
 
     def __init__(self, port: int, clients: int = 4, long_requests: int = 1) -> None:
         import threading
 
+        super().__init__()
+        self.join_timeout = 40
         self.port = port
-        self.stop = threading.Event()
         self.failures: list[str] = []
         self.ok = 0
         self.long_done = 0
@@ -138,16 +139,6 @@ class Hammer:
                         self.failures.append(f"long {r.status_code}")
                 except httpx.HTTPError as exc:
                     self.failures.append(f"long {type(exc).__name__}")
-
-    def __enter__(self) -> "Hammer":
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=40)
 
 
 class WebhookSink:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IMAGE_CADDY, IMAGE_DJANGO, IMAGE_POSTGRES, ROOT, docker, free_port, run_cli
+from conftest import IMAGE_CADDY, IMAGE_DJANGO, IMAGE_POSTGRES, ROOT, Clients, docker, free_port, run_cli
 
 pytestmark = pytest.mark.docker
 EXAMPLE = ROOT / "examples" / "django-notes"
@@ -67,7 +67,7 @@ def images(docker_engine, tmp_path_factory) -> tuple[str, str, str]:
     return v1, v2, v3
 
 
-class Load:
+class Load(Clients):
     """Two clients POSTing notes (or GETting the count) through the proxy; each acknowledged
     id recorded, each failure kept with its reason."""
 
@@ -75,11 +75,12 @@ class Load:
         self.url, self.method, self.acked, self.failed = url, method, [], []
         self.timeout = timeout  # a request held at the proxy waits as long as the hold
         self.timeline: list[tuple[float, bool]] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(2)]
+        super().__init__()
+        self.join_timeout = timeout + 15
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(2)]
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while not self.stop.is_set():
             try:
                 data = b"note" if self.method == "POST" else None
                 request = urllib.request.Request(self.url, data=data, method=self.method)
@@ -92,16 +93,6 @@ class Load:
                 self.failed.append(repr(error)[:200])
                 self.timeline.append((time.monotonic(), False))
             time.sleep(0.03)
-
-    def __enter__(self) -> "Load":
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=self.timeout + 15)
 
 
 def test_django_release_with_a_migration_rolls_out_under_load_without_losing_a_row(images, tmp_path, project_name):

@@ -28,7 +28,7 @@ import urllib.request
 import pytest
 
 from compose_atomic.errors import EXIT_ROLLBACK_FAILED, EXIT_ROLLED_BACK
-from conftest import IMAGE_CADDY, IMAGE_DJANGO, IMAGE_POSTGRES, docker, run_cli
+from conftest import IMAGE_CADDY, IMAGE_DJANGO, IMAGE_POSTGRES, Clients, docker, run_cli
 from test_django_example import APP_V1, EXAMPLE, MIGRATION_V2, MODEL_V2, build, free_port
 
 pytestmark = [pytest.mark.docker,
@@ -77,17 +77,18 @@ def slow_image(docker_engine, tmp_path_factory) -> str:
     return build("compose-atomic-testbed/django-notes:slow-drop-then-fail", context)
 
 
-class Load:
+class Load(Clients):
     """Three clients POSTing notes through the proxy; each acknowledged id, each failure, and
     the longest time a request took."""
 
     def __init__(self, url: str):
         self.url, self.acked, self.failed, self.longest = url, [], [], 0.0
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(3)]
+        super().__init__()
+        self.join_timeout = 100
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(3)]
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while not self.stop.is_set():
             started = time.monotonic()
             try:
                 request = urllib.request.Request(self.url, data=b"note", method="POST")
@@ -100,16 +101,6 @@ class Load:
                 self.failed.append(repr(error)[:200])
             self.longest = max(self.longest, time.monotonic() - started)
             time.sleep(0.03)
-
-    def __enter__(self) -> "Load":
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=100)
 
 
 def psql(project_name: str, sql: str) -> str:

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from conftest import IMAGE_CADDY_OLD, run_cli
+from conftest import IMAGE_CADDY_OLD, Clients, run_cli
 from test_deploy_support import app_service, free_port, history, wait_for_version, write_project
 
 pytestmark = pytest.mark.docker
@@ -18,12 +18,12 @@ pytestmark = pytest.mark.docker
 EDGE = 0.05
 
 
-class Counter:
+class Counter(Clients):
     """Clients that record, for every request, when it ended, its status and the version that answered."""
 
     def __init__(self, port: int, clients: int = 3) -> None:
         self.url = f"http://127.0.0.1:{port}/cgi-bin/v"
-        self.stop = threading.Event()
+        super().__init__()
         self.seen: list[tuple[float, float, int, str]] = []  # (start, end, status, version)
         self.errors: list[str] = []
         self.threads = [threading.Thread(target=self._client, args=(i % 2 == 1,), daemon=True)
@@ -40,15 +40,6 @@ class Counter:
                     self.errors.append(f"{type(exc).__name__}: {exc}")
                 time.sleep(0.01)
 
-    def __enter__(self) -> "Counter":
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=30)
 
     def between(self, start: float, end: float, version: str | None = None) -> int:
         """Answers that ended in [start, end]: 200s of ``version``, or (None) the 5xx ones."""

@@ -30,7 +30,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import IMAGE_BUSYBOX, IMAGE_CADDY, ROOT, run_cli
+from conftest import IMAGE_BUSYBOX, IMAGE_CADDY, ROOT, Clients, run_cli
 
 pytestmark = pytest.mark.engine_restart
 
@@ -138,7 +138,7 @@ def get(node: int, timeout: float = 20):
     return httpx.get(f"http://{ADDRESS[node]}:{PORT}/", timeout=timeout)
 
 
-class Load:
+class Load(Clients):
     """One request loop per node's proxy, in threads: answers, failures and the slowest request."""
 
     def __init__(self, nodes=(1, 2, 3), pause: float = 0.02):
@@ -146,14 +146,14 @@ class Load:
         self.answers: Counter[str] = Counter()
         self.failures: list[str] = []
         self.slowest = 0.0
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in nodes]
+        super().__init__()
+        self.threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in nodes]
 
     def _run(self, node: int) -> None:
         import httpx
 
         with httpx.Client(timeout=20) as client:
-            while not self._stop.is_set():
+            while not self.stop.is_set():
                 start = time.monotonic()
                 try:
                     # A fresh connection each time: Caddy picks an upstream per request anyway.
@@ -167,15 +167,6 @@ class Load:
                 self.slowest = max(self.slowest, time.monotonic() - start)
                 time.sleep(self.pause)
 
-    def __enter__(self) -> "Load":
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
 
     @property
     def total(self) -> int:

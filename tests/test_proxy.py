@@ -412,7 +412,7 @@ def test_a_write_hold_holds_every_request_with_its_body_buffered():
     from compose_atomic.proxy.caddy import ALL_METHODS, HELD_HEADER
 
     route = Route("web", 80, upstreams=["10.0.0.2:80"], paused={"timeout": 90, "writes": True})
-    first, proxy = route.to_caddy()["handle"]
+    _tag, first, proxy = route.to_caddy()["handle"]  # the receipt's tag comes first
     assert proxy["@id"] == "ca_web"
     (held,) = first["routes"]  # nothing is refused: every method waits
     assert held["match"] == [{"not": [{"header": {HELD_HEADER: ["1"]}}]}]

@@ -48,6 +48,7 @@ from .. import docker
 from ..errors import ProxyError
 from ..ports import parse_port
 from ..settings import RouteSettings
+from ..statedir import write_json_atomic
 
 #: Restart policy of the edge and the switch. Not ``unless-stopped``: after dockerd is killed
 #: (SIGKILL, OOM, a power cut), the engine stops the containers it finds on start and does not
@@ -560,10 +561,7 @@ class CaddyProxy:
             else:
                 current[service] = state
         self.config_dir.mkdir(parents=True, exist_ok=True)
-        path = self.config_dir / f"{kind}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(current, indent=2))
-        os.replace(tmp, path)
+        write_json_atomic(self.config_dir / f"{kind}.json", current, mode=0o644)
         self._save()
 
     def _patch_routes(self, services: list[str], networks: list[str]) -> None:
@@ -647,11 +645,8 @@ class CaddyProxy:
         os.chmod(self.run_dir, 0o700)  # holds the switch's admin socket: root (the proxy, us) only
         files = {f"switch-{slot}.json": self.config(slot) for slot in SLOTS}
         files["edge.json"] = with_drain_marker(self.edge_config(), self.edge_spec())
-        for name, content in files.items():
-            path = self.config_dir / name
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(content, indent=2))
-            os.replace(tmp, path)
+        for name, content in files.items():  # read by the proxy containers (mounted read-only)
+            write_json_atomic(self.config_dir / name, content, mode=0o644)
 
     def _serving_slot(self) -> str:
         """The slot ``switch.sock`` points at (the first one before there is a switch)."""

@@ -598,11 +598,18 @@ class CaddyProxy:
         # ... unless the machine is busy: the configuration change below ends any request still
         # inside the hold, so wait (a bounded while) until the proxy counts none there.
         holds = [f"unix/{SOCKET_DIR_IN_CONTAINER}/{hold_socket(s)}" for s in services]
-        deadline = time.monotonic() + RELEASE_WAIT
-        while (self.open_requests(holds) or 0) > 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        self._wait_closed(holds)
         self._set_route_state("paused", services, None)
         self._patch_routes(services, networks)  # new requests go straight to the containers
+        # A request that came in just before that change still goes round through the hold:
+        # let it end too, so that the next change (a deploy's switch) meets none there.
+        self._wait_closed(holds)
+
+    def _wait_closed(self, dials: list[str]) -> None:
+        """Wait (at most RELEASE_WAIT) until the proxy counts no open request to ``dials``."""
+        deadline = time.monotonic() + RELEASE_WAIT
+        while (self.open_requests(dials) or 0) > 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def restore_saved(self) -> None:
         """Give the routes the upstreams the saved configuration has (for commands other than up)."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import itertools
 import os
 import random
@@ -11,9 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -106,55 +102,6 @@ def docker_engine() -> None:
         pytest.fail("no Docker engine: run scripts/test, which prepares one")
     if docker("compose", "version", check=False).returncode != 0:
         pytest.fail("no Docker Compose v2 plugin: run scripts/test, which installs it")
-
-
-# The shared engine in swarm mode (tests/test_swarm_deploy.py) resolves service names on project
-# networks unreliably for a few seconds at a time: the files in other workers then wait. A
-# readers-writer lock between the workers: every other file holds it shared; the swarm file
-# announces itself (so that no new file starts), then takes it exclusively.
-_ENGINE_LOCK = Path(tempfile.gettempdir()) / "compose-atomic-tests-swarm.lock"
-_SWARM_INTENT = _ENGINE_LOCK.with_suffix(".intent")
-_NOT_SHARING = ("test_swarm_deploy", "test_swarm_multinode")  # the writer; the bed of its own engines
-
-
-def _swarm_announced() -> bool:
-    try:
-        os.kill(int(_SWARM_INTENT.read_text()), 0)  # a run that died leaves its file: ignored
-        return True
-    except (OSError, ValueError):
-        return False
-
-
-@contextlib.contextmanager
-def engine_out_of_swarm_mode():
-    """Hold the engine shared with the other files: none of them turns swarm mode on meanwhile."""
-    deadline = time.monotonic() + 600
-    while _swarm_announced() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    with open(_ENGINE_LOCK, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_SH)
-        yield
-
-
-@contextlib.contextmanager
-def engine_alone_in_swarm_mode():
-    """Wait until no other file uses the engine (and let none start), for swarm mode."""
-    _SWARM_INTENT.write_text(str(os.getpid()))
-    try:
-        with open(_ENGINE_LOCK, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
-    finally:
-        _SWARM_INTENT.unlink(missing_ok=True)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _engine_share(request):
-    if "/unit/" in str(request.path) or request.module.__name__.endswith(_NOT_SHARING):
-        yield
-        return
-    with engine_out_of_swarm_mode():
-        yield
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import IMAGE_BUSYBOX, IMAGE_CADDY, IMAGE_POSTGRES, docker, engine_alone_in_swarm_mode, free_port, run_cli
+from conftest import IMAGE_BUSYBOX, IMAGE_CADDY, IMAGE_POSTGRES, docker, free_port, run_cli
 
 COMPOSE = textwrap.dedent("""
     services:
@@ -93,12 +93,7 @@ def test_deploy_outside_a_swarm_is_explained(docker_engine, tmp_path):
 @pytest.fixture(scope="module")
 def swarm(docker_engine):
     """A single-node swarm: this engine's own, or one we create for this file and leave after it
-    (the other files, in other workers, wait meanwhile: see conftest.engine_alone_in_swarm_mode)."""
-    with engine_alone_in_swarm_mode():
-        yield from _single_node_swarm()
-
-
-def _single_node_swarm():
+    (the other files, in other workers at the same time, run on an engine out of swarm mode)."""
     state = docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip()
     created = False
     gwbridge = docker("network", "inspect", "docker_gwbridge", check=False).returncode == 0

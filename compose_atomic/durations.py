@@ -23,6 +23,20 @@ def parse_duration(text: str) -> float:
     return total
 
 
+def parse_positive_option(option: str, text: str) -> float:
+    """Seconds for ``option``'s duration (``--timeout 30s``), which must be more than 0s; a
+    ``UsageError`` naming the option otherwise."""
+    from .errors import UsageError
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+    if seconds <= 0:
+        raise UsageError(f"{option}: must be more than 0s")
+    return seconds
+
+
 def format_duration(seconds: float) -> str:
     """Short human form used in progress lines (``0.3s``, ``1m05s``)."""
     if seconds < 60:

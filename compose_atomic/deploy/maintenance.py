@@ -78,15 +78,9 @@ def register_commands(cli):
 
         Clients wait instead of failing, up to --timeout each. The containers keep running.
         """
-        from ..durations import parse_duration
-        from ..errors import UsageError
+        from ..durations import parse_positive_option
 
-        try:
-            seconds = parse_duration(timeout)
-        except ValueError as exc:
-            raise UsageError(f"--timeout: {exc}") from None
-        if seconds <= 0:
-            raise UsageError("--timeout: must be more than 0s")
+        seconds = parse_positive_option("--timeout", timeout)
         done = _change_routes(ctx, service, lock_wait, f"paused (hold up to {timeout})",
                               lambda proxy, services, nets: proxy.set_paused(services, seconds, nets))
         for name in done:

@@ -13,7 +13,7 @@ import signal
 from typing import Any
 
 from .. import docker
-from ..durations import parse_duration
+from ..durations import parse_duration, parse_positive_option
 from ..errors import OperationFailed, UsageError
 from ..plugins import call_hook
 from ..progress import Progress
@@ -93,14 +93,7 @@ def up(project: Project, *, services: list[str], flags: dict, raw_args: list[str
     failures raise a ComposeAtomicError with theirs.
     """
     progress = Progress(project.options.progress, dry_run=project.options.dry_run)
-    hold_seconds = None
-    if hold_writes is not None:
-        try:
-            hold_seconds = parse_duration(hold_writes)
-        except ValueError as exc:
-            raise UsageError(f"--hold-writes: {exc}") from None
-        if hold_seconds <= 0:
-            raise UsageError("--hold-writes: must be more than 0s")
+    hold_seconds = None if hold_writes is None else parse_positive_option("--hold-writes", hold_writes)
     unknown = [s for s in services if s not in project.services]
     if unknown:
         raise UsageError(f"no such service: {', '.join(unknown)}; services are: {', '.join(project.services)}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from compose_atomic.config import base_schema
 from compose_atomic.settings import DEFAULTS, deploy_settings, proxy_settings
 from compose_atomic.project import ComposeOptions, Project
@@ -62,3 +64,15 @@ def test_a_write_hold_covers_the_routed_services_that_use_the_database(tmp_path)
     assert forced is not None and forced.timeout == 20.0 and set(forced.services) == {"web", "api"}
     assert write_hold_settings(project, "api", timeout=20.0) is None  # no migration, nothing to hold for
     assert write_hold_settings(project, "web", timeout=20.0).timeout == 20.0  # the flag wins
+
+
+@pytest.mark.parametrize("text, says", [("0s", "--hold-writes: must be more than 0s"),
+                                        ("soon", "--hold-writes: 'soon' is not a duration")])
+def test_a_duration_option_that_is_not_a_positive_duration_is_a_usage_error(text, says):
+    from compose_atomic.durations import parse_positive_option
+    from compose_atomic.errors import EXIT_USAGE, UsageError
+
+    with pytest.raises(UsageError) as raised:
+        parse_positive_option("--hold-writes", text)
+    assert raised.value.exit_code == EXIT_USAGE and str(raised.value).startswith(says)
+    assert parse_positive_option("--timeout", "1m30s") == 90.0

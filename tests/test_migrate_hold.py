@@ -201,6 +201,8 @@ def test_a_release_whose_migration_succeeds_under_the_hold_switches_and_fails_no
             logs = docker("logs", "--tail", "300", name, check=False)
             print("\n".join(line for line in (logs.stdout + logs.stderr).splitlines()
                             if '"error"' in line or "502" in line)[-4000:])
+        for log in (tmp_path / ".compose-atomic" / "proxy" / "run").glob("receipt-*.log"):
+            print("\n".join(line for line in log.read_text().splitlines() if '"status":5' in line)[-4000:])
         print(err)
     assert load.failed == [], load.failed[:5]
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/version", timeout=10) as response:

@@ -450,3 +450,41 @@ def test_an_admin_socket_in_a_deep_state_directory_is_still_reached(tmp_path):
         assert len(path) < 100
         client.connect(path)
     server.close()
+
+
+def test_the_edge_logs_why_it_could_not_forward_a_request_without_the_request(project_name, tmp_path):
+    """The edge's error routes answer (a 503 here: no switch to dial), and Caddy would log the
+    reason only at DEBUG: the edge's own error log says it, on its stderr, with no header, cookie
+    or path of the request."""
+    import json
+    import time
+
+    import httpx
+
+    from conftest import IMAGE_CADDY, docker
+    from test_deploy_support import free_port
+
+    config = build_edge_config([Route("web", 80)])
+    server = config["apps"]["http"]["servers"]["edge"]
+    server["listen"] = [":8080"]
+    server["routes"][-1]["handle"][0]["load_balancing"]["try_duration"] = "200ms"  # not the 10 s of a restart
+    (tmp_path / "edge.json").write_text(json.dumps(config))
+    port, name = free_port(), f"{project_name}-edge-probe"
+    docker("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", "-v", f"{tmp_path}:/cfg:ro",
+           IMAGE_CADDY, "caddy", "run", "--config", "/cfg/edge.json")
+    try:
+        for _ in range(100):
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/secret-path?token=t0ps3cret", timeout=5,
+                                   headers={"Authorization": "Bearer t0ps3cret", "Cookie": "session=t0ps3cret"})
+                break
+            except httpx.TransportError:  # not listening yet
+                time.sleep(0.1)
+        assert answer.status_code == 503 and answer.headers["Retry-After"]
+        logs = docker("logs", name)
+        errors = [json.loads(line) for line in (logs.stdout + logs.stderr).splitlines()
+                  if '"http.log.error"' in line]
+        assert errors and errors[0]["msg"].startswith("dial unix"), errors
+        assert "t0ps3cret" not in logs.stdout + logs.stderr and "secret-path" not in logs.stdout + logs.stderr
+    finally:
+        docker("rm", "-f", name, check=False)

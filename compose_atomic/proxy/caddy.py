@@ -432,6 +432,19 @@ def edge_listeners(ports: list[str | int | dict]) -> list[tuple[str, int]]:
     return [(port.listen_address, port.target) for port in parsed if port.protocol != "udp"]
 
 
+def edge_logging() -> dict[str, Any]:
+    """The edge's ``logging``: every request it could not hand to the switch gets an error line on
+    its stderr (``docker logs``), with the reason (Caddy logs an error its error routes answer only
+    at DEBUG), and without the request (no header, cookie, token, path or query string)."""
+    return {"logs": {
+        "default": {"exclude": ["http.log.error"]},
+        "ca_edge_errors": {"include": ["http.log.error"], "level": "DEBUG",
+                           "writer": {"output": "stderr"},
+                           "encoder": {"format": "filter", "wrap": {"format": "json"},
+                                       "fields": {"request": {"filter": "delete"}}}},
+    }}
+
+
 def build_edge_config(routes: list[Route], ports: list[str | int | dict] | None = None) -> dict[str, Any]:
     """The edge's configuration: the public sockets, TLS for the routes' hosts, everything to the switch."""
     listeners = edge_listeners(ports if ports is not None else ["80:80", "443:443"])
@@ -460,7 +473,7 @@ def build_edge_config(routes: list[Route], ports: list[str | int | dict] | None 
     else:
         server["automatic_https"] = {"disable": True}
     server["routes"].append({"handle": [forward], "terminal": True})
-    return {"admin": {"disabled": True}, "apps": {"http": app}}
+    return {"admin": {"disabled": True}, "logging": edge_logging(), "apps": {"http": app}}
 
 
 def with_drain_marker(config: dict[str, Any], spec: str) -> dict[str, Any]:

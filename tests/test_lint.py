@@ -74,6 +74,28 @@ def test_directories_globs_exclude_and_squawk_alias(tmp_path):
     assert json.loads(proc.stdout) == [] and proc.returncode == 0
 
 
+def test_a_large_directory_linted_in_two_processes_reports_what_one_process_does(tmp_path):
+    """A history of at least PARALLEL_MIN_FILES files and PARALLEL_MIN_BYTES is split between the
+    command and a forked child: the same findings, in the same order, as file by file here."""
+    import sys
+
+    from compose_atomic.lint import engine
+    from compose_atomic.lint.engine import Linter
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench" / "lint"))
+    from generate import history
+
+    texts = {f"history/{i:04d}.sql": text
+             for i, text in enumerate(history(files=40, target_bytes=2 * engine.PARALLEL_MIN_BYTES, seed=7))}
+    for path, text in texts.items():
+        write(tmp_path, path, text)
+    assert len(texts) >= engine.PARALLEL_MIN_FILES and sum(map(len, texts.values())) >= engine.PARALLEL_MIN_BYTES
+    linter = Linter(get_rules(), LintConfig())
+    expected = [f.as_json() for path in sorted(texts) for f in linter.lint_text(path, texts[path])]
+    proc = run_cli("lint", "--format", "json", "history", cwd=tmp_path)
+    assert len(expected) > 100 and json.loads(proc.stdout) == expected
+
+
 def test_defaults_come_from_x_atomic_lint_and_no_project_is_fine(tmp_path):
     sql = "ALTER TABLE users ADD COLUMN active boolean DEFAULT true;\nALTER TABLE users DROP COLUMN legacy;\n"
     write(tmp_path, "m.sql", sql)

@@ -90,13 +90,10 @@ def run_lint(options, *, paths, fmt, pg_version, excludes, severities, assume_in
         plans = [plan_source(path, texts[path], config, seconds) for path in files]
         click.echo(format_plan(plans, fmt))
         return 0
-    linter = Linter(rules, config)
-    findings = []
     import gc
 
     gc.disable()  # the run allocates many small acyclic objects; the process ends soon after (bench/lint)
-    for path in files:
-        findings.extend(linter.lint_text(path, texts[path]))
+    findings = Linter(rules, config).lint_files(texts)
     if trace and not service:
         from .trace import trace_database
 

@@ -93,7 +93,7 @@ def run_lint(options, *, paths, fmt, pg_version, excludes, severities, assume_in
     import gc
 
     gc.disable()  # the run allocates many small acyclic objects; the process ends soon after (bench/lint)
-    findings = Linter(rules, config).lint_files(texts)
+    findings = Linter(rules, config).lint_texts(texts)
     if trace and not service:
         from .trace import trace_database
 

@@ -304,7 +304,7 @@ class Linter:
             if enabled:
                 gc.enable()
 
-    def lint_files(self, texts: dict[str, str]) -> list[Finding]:
+    def lint_texts(self, texts: dict[str, str]) -> list[Finding]:
         """Lint ``texts`` (path -> text) in order. A large set (a migration history) is split in two
         halves by size when the process may use two CPUs: a forked child lints the second half
         and sends its findings back through a pipe, so that the files take the time of one half
@@ -498,18 +498,17 @@ class Linter:
 def lint_files(paths: Iterable[str], rules: dict[str, Rule], config: LintConfig) -> list[Finding]:
     import gc
 
-    linter = Linter(rules, config)
-    findings: list[Finding] = []
+    texts = {}
+    for path in paths:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            texts[path] = fh.read()
     enabled = gc.isenabled()
     gc.disable()  # for the whole run, not file by file: collections between files cost as much
     try:
-        for path in paths:
-            with open(path, encoding="utf-8", errors="replace") as fh:
-                findings.extend(linter.lint_text(path, fh.read()))
+        return Linter(rules, config).lint_texts(texts)
     finally:
         if enabled:
             gc.enable()
-    return findings
 
 
 #: A set of files worth a second process (bench/lint): fork and pickle cost a few milliseconds.
@@ -520,7 +519,6 @@ def _halfway(paths: list[str], texts: dict[str, str]) -> int | None:
     """Where to split ``paths`` so that both halves hold about as much text; None: do not split
     (a small set, one CPU, other threads running, or no fork on this system)."""
     import os
-
     import threading
 
     total = sum(len(texts[p]) for p in paths)

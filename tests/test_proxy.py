@@ -356,6 +356,7 @@ def test_pause_holds_requests_at_the_proxy_and_resume_lets_them_through(project_
     wait_for_version(port, "v1")
     proc = run_cli("-p", project_name, "pause", "web", "--timeout", "30s", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+    assert "Paused" in proc.stderr and "with a body" not in proc.stderr, proc.stderr
     answers: list[tuple[str, int, float]] = []
     started = time.monotonic()
 
@@ -364,12 +365,10 @@ def test_pause_holds_requests_at_the_proxy_and_resume_lets_them_through(project_
                           timeout=40)
         answers.append((method, r.status_code, time.monotonic() - started))
 
-    threads = [threading.Thread(target=client, args=(m,)) for m in ("GET", "HEAD") * 3]
+    # Requests with a body too: Caddy 2.7 and later hold them with the body buffered.
+    threads = [threading.Thread(target=client, args=(m,)) for m in ("GET", "HEAD", "POST") * 3]
     for t in threads:
         t.start()
-    # A request with a body cannot be held (a failed dial closes it): 503 at once, with Retry-After.
-    post = httpx.post(f"http://127.0.0.1:{port}/cgi-bin/v", content=b"x=1", timeout=10)
-    assert post.status_code == 503 and post.headers["retry-after"]
     time.sleep(3)
     assert answers == []  # held, not failed
     resumed = time.monotonic() - started
@@ -377,7 +376,7 @@ def test_pause_holds_requests_at_the_proxy_and_resume_lets_them_through(project_
     assert proc.returncode == 0, proc.stderr
     for t in threads:
         t.join(timeout=40)
-    assert sorted(a[:2] for a in answers) == [("GET", 200)] * 3 + [("HEAD", 200)] * 3, answers
+    assert sorted(a[:2] for a in answers) == [("GET", 200)] * 3 + [("HEAD", 200)] * 3 + [("POST", 200)] * 3, answers
     assert all(a[2] > resumed for a in answers)
     assert httpx.get(f"http://127.0.0.1:{port}/cgi-bin/v", timeout=5).text.strip() == "v1"
 
@@ -388,6 +387,35 @@ def test_pause_holds_requests_at_the_proxy_and_resume_lets_them_through(project_
     assert r.status_code == 503 and r.headers["retry-after"] and 0.9 < time.monotonic() - start < 5
     assert run_cli("-p", project_name, "resume", cwd=tmp_path).returncode == 0
     wait_for_version(port, "v1", timeout=5)
+
+
+def test_pause_on_caddy_2_6_holds_reads_and_says_that_a_request_with_a_body_gets_503(project_name, tmp_path):
+    """Caddy 2.6 cannot hold a body (no request_buffers): `pause` says so, and a POST gets 503
+    with Retry-After at once (nothing reached the app), while a GET waits for `resume`."""
+    import threading
+
+    import httpx
+
+    from conftest import IMAGE_CADDY_OLD, run_cli
+    from test_deploy_support import app_service, free_port, wait_for_version, write_project
+
+    port = free_port()
+    x_atomic = {"proxy": {"image": IMAGE_CADDY_OLD, "ports": [f"127.0.0.1:{port}:80"]}}
+    write_project(tmp_path, {"web": app_service("v1")}, x_atomic=x_atomic)
+    assert run_cli("-p", project_name, "up", cwd=tmp_path).returncode == 0
+    wait_for_version(port, "v1")
+    proc = run_cli("-p", project_name, "pause", "web", "--timeout", "30s", cwd=tmp_path)
+    assert proc.returncode == 0 and "requests with a body get 503" in proc.stderr, proc.stderr
+    got: list[int] = []
+    held = threading.Thread(target=lambda: got.append(httpx.get(f"http://127.0.0.1:{port}/cgi-bin/v",
+                                                                timeout=40).status_code))
+    held.start()
+    post = httpx.post(f"http://127.0.0.1:{port}/cgi-bin/v", content=b"x=1", timeout=10)
+    assert post.status_code == 503 and post.headers["retry-after"]
+    assert got == []
+    assert run_cli("-p", project_name, "resume", "web", cwd=tmp_path).returncode == 0
+    held.join(timeout=40)
+    assert got == [200]
 
 
 def test_a_paused_route_holds_bodiless_requests_and_lets_the_held_ones_through():

@@ -81,11 +81,20 @@ def register_commands(cli):
         from ..durations import parse_positive_option
 
         seconds = parse_positive_option("--timeout", timeout)
-        done = _change_routes(ctx, service, lock_wait, f"paused (hold up to {timeout})",
-                              lambda proxy, services, nets: proxy.set_paused(services, seconds, nets))
+        bodies = []
+
+        def pause_routes(proxy, services, nets):
+            # Caddy 2.7 and later hold a request with its body too (buffered, as the write hold does).
+            bodies.append(proxy.holds_bodies())
+            proxy.set_paused(services, seconds, nets, writes=bodies[0])
+
+        done = _change_routes(ctx, service, lock_wait, f"paused (hold up to {timeout})", pause_routes)
+        refused = "" if not bodies or bodies[0] else \
+            " (requests with a body get 503 with Retry-After: this Caddy, before 2.7, cannot hold a body)"
         for name in done:
-            _progress(ctx).event(f"Route {name}", "Paused", f"requests held up to {timeout}; resume with "
-                                                            f"compose-atomic resume {name}")
+            _progress(ctx).event(f"Route {name}", "Paused", f"requests held up to {timeout}{refused}; resume with "
+                                                            f"compose-atomic resume {name}",
+                                 state="warning" if refused else "done")
 
     @cli.command()
     @click.argument("service", required=False)

@@ -964,6 +964,10 @@ class CaddyProxy:
         proc = docker.run(docker.docker("exec", self.switch_name, "caddy", "version", timeout=15))
         return parse_caddy_version(proc.stdout) if proc.ok else None
 
+    def holds_bodies(self) -> bool:
+        """Whether this Caddy can hold a request with its body (2.7 and later: ``request_buffers``)."""
+        return write_hold_refusal(self.caddy_version(), self.image, self.switch_name) is None
+
     def check_write_hold(self) -> None:
         """Refuse a write hold on a Caddy that cannot hold a request's body (before 2.7)."""
         refusal = write_hold_refusal(self.caddy_version(), self.image, self.switch_name)

@@ -325,8 +325,8 @@ def hold(service: str, timeout: float, *, buffered: bool = False) -> dict[str, A
     return handler
 
 
-#: Methods a paused route holds. A request with a body is held only by a write hold
-#: (``x-atomic.migrate.hold_writes``), which needs ``request_buffers`` (Caddy 2.7 and later):
+#: Methods a paused route holds on a Caddy that cannot hold a body. Holding a request with its body
+#: (a write hold, and ``pause`` where it can) needs ``request_buffers`` (Caddy 2.7 and later):
 #: Caddy 2.6.2 has no such option, and with its ``buffer_requests`` none of 30 held concurrent
 #: POSTs arrived whole (29 got 502, one a mangled body; without it 4 of 6 arrived empty). On
 #: 2.11, 30 concurrent POSTs (10 B to 300 kB) held 2 s all arrived whole, with and without it.

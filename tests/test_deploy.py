@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from conftest import IMAGE_BUSYBOX, docker, run_cli
-from test_deploy_support import (Hammer, app_service, free_port, get_version, history, wait_for_version,
+from test_deploy_support import (Hammer, app_service, free_port, get_version, history, proxy_errors, wait_for_version,
                                  write_project)
 
 pytestmark = pytest.mark.docker
@@ -46,7 +46,7 @@ def test_upgrade_under_load_then_history_dry_run_proxy_restart_and_rollback(proj
     with Hammer(port) as load:
         upgrade = run_cli("-p", project_name, "up", cwd=tmp_path)
     assert upgrade.returncode == 0, upgrade.stderr
-    assert load.failures == [], load.failures
+    assert load.failures == [], (load.failures, proxy_errors(project_name, tmp_path))
     assert load.long_done >= 1 and load.ok > 20
     assert "v2" in load.versions and get_version(port) == "v2"
     assert containers(project_name, all_=True) == [f"{project_name}-web-2"]
@@ -131,7 +131,7 @@ def test_two_replicas_upgrade_under_load_then_broken_rolls_back_to_both(project_
     with Hammer(port, clients=4, long_requests=1) as load:
         upgrade = run_cli("-p", project_name, "up", cwd=tmp_path)
     assert upgrade.returncode == 0, upgrade.stderr
-    assert load.failures == [], load.failures
+    assert load.failures == [], (load.failures, proxy_errors(project_name, tmp_path))
     assert load.ok > 20 and load.long_done >= 1 and "v2" in load.versions
     new = [f"{project_name}-web-3", f"{project_name}-web-4"]
     lines = upgrade.stderr.splitlines()

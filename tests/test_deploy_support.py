@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from conftest import IMAGE_BUSYBOX, IMAGE_CADDY, Clients, free_port  # noqa: F401 (free_port: the deploy tests import it from here)
+from conftest import IMAGE_BUSYBOX, IMAGE_CADDY, Clients, docker, free_port  # noqa: F401 (free_port: the deploy tests import it from here)
 
 APP_SCRIPT = r"""
 mkdir -p /www/cgi-bin
@@ -87,6 +87,20 @@ def wait_for_version(port: int, expected: str, timeout: float = 60) -> str:
     proxy = mine.split()[0] if mine else ""
     logs = subprocess.run(["docker", "logs", "--tail", "5", proxy], capture_output=True, text=True).stderr if proxy else ""
     raise AssertionError(f"expected version {expected!r} on port {port}, saw {seen!r}\n{mine}\n{logs}")
+
+
+def proxy_errors(project_name: str, directory: Path) -> str:
+    """What the proxy said about failed requests, for a test's failure message: the edge's and the
+    switch's error lines (``docker logs``) and the 5xx answers in the switch's receipt log."""
+    out = []
+    for name in (f"{project_name}-atomic-proxy-switch", f"{project_name}-atomic-proxy"):
+        logs = docker("logs", "--timestamps", "--tail", "300", name, check=False)
+        out.append(f"--- {name}")
+        out += [line for line in (logs.stdout + logs.stderr).splitlines() if '"error"' in line or "502" in line][-20:]
+    for log in (directory / ".compose-atomic" / "proxy" / "run").glob("receipt-*.log"):
+        out.append(f"--- {log.name}")
+        out += [line for line in log.read_text().splitlines() if '"status":5' in line][-20:]
+    return "\n".join(out)
 
 
 def history(run_cli, cwd, project_name, service=None) -> list[dict]:

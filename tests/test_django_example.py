@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import IMAGE_CADDY, IMAGE_DJANGO, IMAGE_POSTGRES, ROOT, Clients, docker, free_port, run_cli
+from test_deploy_support import proxy_errors
 
 pytestmark = pytest.mark.docker
 EXAMPLE = ROOT / "examples" / "django-notes"
@@ -128,7 +129,7 @@ def test_django_release_with_a_migration_rolls_out_under_load_without_losing_a_r
     with urllib.request.urlopen(f"{base}/version", timeout=10) as response:
         assert response.read().decode().strip() == "version 2"
 
-    assert load.failed == [], load.failed[:5]
+    assert load.failed == [], (load.failed[:5], proxy_errors(project_name, tmp_path))
     assert len(load.acked) > 50, len(load.acked)
     rows = docker("exec", f"{project_name}-db-1", "psql", "-X", "-At", "-U", "app", "-d", "app", "-c",
                   "SELECT id, version FROM notes_note").stdout.split()

@@ -29,6 +29,7 @@ import pytest
 
 from compose_atomic.errors import EXIT_ROLLBACK_FAILED, EXIT_ROLLED_BACK
 from conftest import IMAGE_CADDY, IMAGE_DJANGO, IMAGE_POSTGRES, Clients, docker, run_cli
+from test_deploy_support import proxy_errors
 from test_django_example import APP_V1, EXAMPLE, MIGRATION_V2, MODEL_V2, build, free_port
 
 pytestmark = [pytest.mark.docker,
@@ -166,7 +167,7 @@ def test_a_release_that_drops_a_column_then_fails_under_writes(images, tmp_path,
         assert release.returncode == EXIT_ROLLED_BACK, err
         assert "Holding writes" in err and "Released writes" in err, err
         assert "Restored" in err and "discarded" not in err, err
-        assert load.failed == [], load.failed[:5]
+        assert load.failed == [], (load.failed[:5], proxy_errors(project_name, tmp_path))
         assert "version" in columns
         assert schema_dump(project_name) == schema_before
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/version", timeout=10) as response:
@@ -196,15 +197,7 @@ def test_a_release_whose_migration_succeeds_under_the_hold_switches_and_fails_no
     assert release.returncode == 0, err
     assert "Holding writes" in err and "Released writes" in err and "Switched" in err, err
     assert err.index("Released writes") < err.index("Switched"), err
-    if load.failed:
-        for name in (f"{project_name}-atomic-proxy-switch", f"{project_name}-atomic-proxy"):
-            logs = docker("logs", "--tail", "300", name, check=False)
-            print("\n".join(line for line in (logs.stdout + logs.stderr).splitlines()
-                            if '"error"' in line or "502" in line)[-4000:])
-        for log in (tmp_path / ".compose-atomic" / "proxy" / "run").glob("receipt-*.log"):
-            print("\n".join(line for line in log.read_text().splitlines() if '"status":5' in line)[-4000:])
-        print(err)
-    assert load.failed == [], load.failed[:5]
+    assert load.failed == [], (load.failed[:5], proxy_errors(project_name, tmp_path), err)
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/version", timeout=10) as response:
         assert response.read().decode().strip() == "version 2"
     versions = set(psql(project_name, "SELECT DISTINCT version FROM notes_note").split())

@@ -102,7 +102,7 @@ def test_new_proxy_ports_take_over_and_keep_the_routes(project_name, tmp_path):
 @pytest.mark.parametrize("change", ["retagged", "2.6 to 2.11", "2.11 to 2.11 without a shell"])
 def test_a_new_proxy_image_takes_over_the_sockets_without_a_failed_request(change, project_name, tmp_path, request):
     from conftest import IMAGE_CADDY, IMAGE_CADDY_NOSHELL, IMAGE_CADDY_OLD, docker, run_cli
-    from test_deploy_support import Hammer, app_service, free_port, wait_for_version, write_project
+    from test_deploy_support import Hammer, app_service, free_port, proxy_errors, wait_for_version, write_project
 
     port = free_port()
     if change == "retagged":
@@ -126,7 +126,7 @@ def test_a_new_proxy_image_takes_over_the_sockets_without_a_failed_request(chang
         proc = run_cli("-p", project_name, "up", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "took over beside the old one" in proc.stderr and "Replacing" not in proc.stderr
-    assert load.failures == [], load.failures
+    assert load.failures == [], (load.failures, proxy_errors(project_name, tmp_path))
     assert load.long_done >= 1 and load.ok > 20
     edge = docker("inspect", "--format", "{{.Config.Image}}", f"{project_name}-atomic-proxy").stdout.strip()
     assert edge == tag

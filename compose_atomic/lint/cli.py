@@ -104,7 +104,7 @@ def run_lint(options, *, paths, fmt, pg_version, excludes, severities, assume_in
         findings = trace_files(options, service, files, texts, findings, setups, fmt, config,
                                from_snapshot=from_snapshot)
     if fmt == "json":
-        click.echo(format_json(findings))
+        click.echo(format_json(findings))  # bytes: written as they are
     elif fmt == "sarif":
         click.echo(format_sarif(findings, rules, __version__))
     elif fmt == "github":

@@ -1,8 +1,9 @@
 """Verified snapshots: ``pg_dump -Fc`` inside the database container, streamed to disk.
 
 Never trust a pipe: the dump's own exit status is checked, the bytes go to a
-temporary file while their sha256 is computed and ``pg_restore --list`` reads them
-(``ArchiveCheck``), then the file is fsynced, renamed atomically and made mode 0600. A
+temporary file while their sha256 is computed and the archive's header and table of contents
+are read from them (:mod:`.archive`, as pg_restore reads them; ``pg_restore --list`` for an
+archive version newer than it knows), then the file is fsynced, renamed atomically and made mode 0600. A
 manifest beside the dump records what a restore must bring back: per-table row
 counts and a schema fingerprint (read in the very snapshot pg_dump used, through
 ``pg_export_snapshot``), and the write counters the restore compares against.
@@ -26,6 +27,7 @@ from ..progress import Progress
 from ..project import Project
 from ..statedir import Snapshot, fsync_dir, list_snapshots  # noqa: F401 - Snapshot, list_snapshots: re-exported
 from . import introspect, schemadiff
+from .archive import Malformed, TocReader
 from .database import Database
 
 CHUNK = 1 << 20
@@ -116,7 +118,6 @@ def take_snapshot(project: Project, db: Database, directory: Path, *, reason: st
     call_hook("before_snapshot", project=project, database=db.service, path=str(final))
 
     conn = db.connect(autocommit=True)
-    lister = None
     try:
         conn.execute(f"SET lock_timeout = {int(lock_wait * 1000)}")
         needed = estimate_size(conn, list_snapshots(directory, db.service))
@@ -148,21 +149,19 @@ def take_snapshot(project: Project, db: Database, directory: Path, *, reason: st
 
         reader = threading.Thread(target=read_facts, daemon=True)
         reader.start()
+        contents = TocReader()
         try:
-            lister = ArchiveCheck(db)
-            size, digest = _dump(db, snapshot_id, tmp, lock_wait, lister)
+            size, digest = _dump(db, snapshot_id, tmp, lock_wait, contents)
         finally:
             reader.join()
             conn.execute("COMMIT")
         if "error" in facts:
             raise SnapshotFailed(f"reading row counts for the snapshot failed: {facts['error']}")
-        toc = lister.finish()
+        toc = _toc_entries(db, contents, tmp)
         os.replace(tmp, final)
         fsync_dir(directory)
     except BaseException:
         tmp.unlink(missing_ok=True)
-        if lister is not None:
-            lister.kill()
         raise
     finally:
         conn.close()
@@ -183,11 +182,27 @@ def take_snapshot(project: Project, db: Database, directory: Path, *, reason: st
     return snap
 
 
+def _toc_entries(db: Database, contents: TocReader, dump: Path) -> int:
+    """The entries of the dump's table of contents, read from the stream; ``pg_restore --list``
+    on the file for an archive version the reader does not know. SnapshotFailed if unreadable."""
+    if contents.unknown:
+        lister = ArchiveCheck(db)
+        try:
+            with open(dump, "rb") as handle:
+                while lister.feeding and (chunk := handle.read(CHUNK)):
+                    lister.feed(chunk)
+            return lister.finish()
+        finally:
+            lister.kill()
+    try:
+        return contents.finish()
+    except Malformed as exc:
+        raise SnapshotFailed(f"the dump is not a readable archive: {exc}") from None
+
+
 class ArchiveCheck:
-    """``pg_restore --list`` reading the dump *while* it streams (the same bytes that go to disk
-    and into the sha256), so checking the archive costs no second pass and no serial
-    ``docker exec`` after the dump. It reads the header and table of contents, which a custom
-    archive streamed to a pipe carries first, and may exit before the data ends."""
+    """``pg_restore --list`` reading a dump fed to it (the header and table of contents, which a
+    custom archive carries first: it may exit before the data ends)."""
 
     def __init__(self, db: Database) -> None:
         self.command = docker.exec_in(db.exec_argv("pg_restore", "--list", stdin=True))
@@ -234,8 +249,8 @@ class ArchiveCheck:
 
 
 def _dump(db: Database, snapshot_id: str, tmp: Path, lock_wait: float,
-          lister: "ArchiveCheck | None" = None) -> tuple[int, str]:
-    """Stream pg_dump's output into ``tmp`` (and ``lister``); return size and sha256."""
+          contents: TocReader | None = None) -> tuple[int, str]:
+    """Stream pg_dump's output into ``tmp`` (and ``contents``); return size and sha256."""
     argv = db.exec_argv("pg_dump", "--format=custom", "--no-password", f"--snapshot={snapshot_id}",
                         f"--lock-wait-timeout={int(lock_wait * 1000)}",
                         "-U", db.user, "-d", db.dbname)
@@ -252,8 +267,11 @@ def _dump(db: Database, snapshot_id: str, tmp: Path, lock_wait: float,
                 digest.update(chunk)
                 out.write(chunk)
                 size += len(chunk)
-                if lister is not None:
-                    lister.feed(chunk)
+                if contents is not None and not contents.done:
+                    try:
+                        contents.feed(chunk)
+                    except Malformed as exc:
+                        raise SnapshotFailed(f"the dump is not a readable archive: {exc}") from None
             out.flush()
             os.fsync(out.fileno())
         code = proc.wait()

@@ -100,7 +100,9 @@ def proxy_errors(project_name: str, directory: Path) -> str:
     for log in (directory / ".compose-atomic" / "proxy" / "run").glob("receipt-*.log"):
         out.append(f"--- {log.name}")
         out += [line for line in log.read_text().splitlines() if '"status":5' in line][-20:]
-    return "\n".join(out)
+    text = "\n".join(out)
+    print(text)  # whole, in the test's captured output: an assertion message is cut short
+    return text
 
 
 def history(run_cli, cwd, project_name, service=None) -> list[dict]:

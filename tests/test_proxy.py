@@ -397,7 +397,7 @@ def test_pause_on_caddy_2_6_holds_reads_and_says_that_a_request_with_a_body_gets
     import httpx
 
     from conftest import IMAGE_CADDY_OLD, run_cli
-    from test_deploy_support import app_service, free_port, wait_for_version, write_project
+    from test_deploy_support import app_service, free_port, proxy_errors, wait_for_version, write_project
 
     port = free_port()
     x_atomic = {"proxy": {"image": IMAGE_CADDY_OLD, "ports": [f"127.0.0.1:{port}:80"]}}
@@ -411,7 +411,7 @@ def test_pause_on_caddy_2_6_holds_reads_and_says_that_a_request_with_a_body_gets
                                                                 timeout=40).status_code))
     held.start()
     post = httpx.post(f"http://127.0.0.1:{port}/cgi-bin/v", content=b"x=1", timeout=10)
-    assert post.status_code == 503 and post.headers["retry-after"]
+    assert post.status_code == 503 and post.headers["retry-after"], (post.status_code, proxy_errors(project_name, tmp_path))
     assert got == []
     assert run_cli("-p", project_name, "resume", "web", cwd=tmp_path).returncode == 0
     held.join(timeout=40)

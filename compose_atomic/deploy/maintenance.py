@@ -5,6 +5,8 @@ Top-level imports stay light (click only): the proxy loads when the command runs
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from ..hookspecs import hookimpl
@@ -29,8 +31,10 @@ def routed_services(project, proxy, service: str | None) -> list[str]:
     return [service]
 
 
-def _change_routes(ctx: click.Context, service: str | None, lock_wait: str | None, what: str, change) -> list[str]:
-    """Load the project, take the deploy lock, and apply ``change(proxy, services, networks)``."""
+def _change_routes(ctx: click.Context, service: str | None, lock_wait: str | None, what: str,
+                   change) -> tuple[list[str], Any]:
+    """Load the project, take the deploy lock, and apply ``change(proxy, services, networks)``;
+    return the services changed and what ``change`` returned."""
     from ..config import load_valid_project
     from ..durations import parse_duration
     from ..errors import UsageError
@@ -49,11 +53,11 @@ def _change_routes(ctx: click.Context, service: str | None, lock_wait: str | Non
     if project.options.dry_run:
         for name in services:
             progress.event(f"Route {name}", "Would set", what)
-        return []
+        return [], None
     with project_lock(project, wait):
         proxy.restore_saved()
-        change(proxy, services, proxy_networks(project))
-    return services
+        result = change(proxy, services, proxy_networks(project))
+    return services, result
 
 
 def _progress(ctx: click.Context):
@@ -81,15 +85,15 @@ def register_commands(cli):
         from ..durations import parse_positive_option
 
         seconds = parse_positive_option("--timeout", timeout)
-        bodies = []
 
-        def pause_routes(proxy, services, nets):
+        def pause_routes(proxy, services, nets) -> bool:
             # Caddy 2.7 and later hold a request with its body too (buffered, as the write hold does).
-            bodies.append(proxy.holds_bodies())
-            proxy.set_paused(services, seconds, nets, writes=bodies[0])
+            bodies = proxy.holds_bodies()
+            proxy.set_paused(services, seconds, nets, writes=bodies)
+            return bodies
 
-        done = _change_routes(ctx, service, lock_wait, f"paused (hold up to {timeout})", pause_routes)
-        refused = "" if not bodies or bodies[0] else \
+        done, bodies = _change_routes(ctx, service, lock_wait, f"paused (hold up to {timeout})", pause_routes)
+        refused = "" if bodies is None or bodies else \
             " (requests with a body get 503 with Retry-After: this Caddy, before 2.7, cannot hold a body)"
         for name in done:
             _progress(ctx).event(f"Route {name}", "Paused", f"requests held up to {timeout}{refused}; resume with "
@@ -102,11 +106,10 @@ def register_commands(cli):
     @click.pass_context
     def resume(ctx: click.Context, service: str | None, lock_wait: str | None) -> None:
         """Let SERVICE's held requests through (default: every route) and route new ones again."""
-        done = _change_routes(ctx, service, lock_wait, "resumed",
+        done, _ = _change_routes(ctx, service, lock_wait, "resumed",
                               lambda proxy, services, nets: proxy.set_paused(services, None, nets))
         for name in done:
             _progress(ctx).event(f"Route {name}", "Resumed", "held requests go through")
-
 
     @cli.command()
     @click.argument("state", type=click.Choice(["on", "off"]))
@@ -124,7 +127,7 @@ def register_commands(cli):
         page up. `maintenance off` routes to them again.
         """
         settings = {"message": message, "retry_after": retry_after} if state == "on" else None
-        done = _change_routes(ctx, service, lock_wait, f"maintenance {state}",
+        done, _ = _change_routes(ctx, service, lock_wait, f"maintenance {state}",
                               lambda proxy, services, nets: proxy.set_maintenance(services, settings, nets))
         for name in done:
             if state == "on":

@@ -859,13 +859,11 @@ class CaddyProxy:
             time.sleep(0.1)
 
     def _start(self, name: str) -> None:
-        if self._restarted_by_engine(name):
-            self._wait_serving(name, since_start=True)
-            return
-        result = docker.run(docker.start(name))
-        if not result.ok and ((self._inspect(name) or {}).get("State") or {}).get("Status") != "running":
-            # (Docker's restart policy may have started it meanwhile: that is fine too.)
-            raise ProxyError(f"proxy {name}: could not start: {result.last_line()}")
+        if not self._restarted_by_engine(name):
+            result = docker.run(docker.start(name))
+            if not result.ok and ((self._inspect(name) or {}).get("State") or {}).get("Status") != "running":
+                # (Docker's restart policy may have started it meanwhile: that is fine too.)
+                raise ProxyError(f"proxy {name}: could not start: {result.last_line()}")
         self._wait_serving(name, since_start=True)
 
     def _restarted_by_engine(self, name: str) -> bool:

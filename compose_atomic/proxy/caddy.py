@@ -73,6 +73,14 @@ SOCKET_DIR_IN_CONTAINER = "/run/compose-atomic"
 #: A symlink to the socket of the switch that serves (``switch-a.sock`` or ``switch-b.sock``).
 SWITCH_SOCKET = f"{SOCKET_DIR_IN_CONTAINER}/switch.sock"
 SLOTS = ("a", "b")
+#: Where ``switch.sock`` points while the switch's configuration changes (nothing listens there).
+QUIET_TARGET = "switch-quiet.sock"
+#: Seconds the switch gets to read the requests it accepted before its configuration changes.
+QUIESCE = 0.1
+#: The first Caddy whose reverse proxy keeps a request's body across a failed dial (before, Go's
+#: transport closed it and the retried dial of a POST answered 502 "invalid Read on closed Body",
+#: seen on 2.6): only an edge of this Caddy or later is kept off the switch during a change.
+QUIESCE_MIN_CADDY = (2, 11, 3)
 #: An old edge that finds ``<run dir>/edge-draining-<its spec>`` closes each connection after its answer.
 DRAIN_MARKER_PREFIX = "edge-draining-"
 #: Seconds an old edge may take to see its clients go before it stops anyway.
@@ -362,15 +370,15 @@ def paused(service: str, timeout: float, *, writes: bool = False) -> dict[str, A
     ]}
 
 
-def parse_caddy_version(text: str | None) -> tuple[int, int] | None:
-    """(major, minor) from ``caddy version`` (``v2.11.7 h1:...``, ``2.6.2``)."""
+def parse_caddy_version(text: str | None) -> tuple[int, int, int] | None:
+    """(major, minor, patch) from ``caddy version`` (``v2.11.7 h1:...``, ``2.6.2``)."""
     import re
 
-    found = re.match(r"\s*v?(\d+)\.(\d+)", text or "")
-    return (int(found.group(1)), int(found.group(2))) if found else None
+    found = re.match(r"\s*v?(\d+)\.(\d+)(?:\.(\d+))?", text or "")
+    return (int(found.group(1)), int(found.group(2)), int(found.group(3) or 0)) if found else None
 
 
-def write_hold_refusal(version: tuple[int, int] | None, image: str, container: str) -> str | None:
+def write_hold_refusal(version: tuple[int, ...] | None, image: str, container: str) -> str | None:
     """Why a write hold cannot run on this Caddy (None: it can)."""
     if version is None:
         return f"cannot hold writes: the version of Caddy in {container} could not be read (`caddy version`)"
@@ -550,6 +558,7 @@ class CaddyProxy:
         self.routes = {r.service: r for r in routes}
         self.data_volume = f"{project_name}-atomic-proxy-data"  # the edge's certificates
         self.slot = self._serving_slot()  # the sockets the serving switch listens on
+        self._edge_version: tuple[int, int, int] | None = None  # read when first needed (_change)
         for service, state in self._route_state("maintenance").items():
             if service in self.routes:
                 self.routes[service].maintenance = state
@@ -584,7 +593,7 @@ class CaddyProxy:
             for service in services:
                 route = self.routes[service]
                 try:
-                    self._request("PATCH", f"/id/{route.route_id}", route.to_caddy())
+                    self._change("PATCH", f"/id/{route.route_id}", route.to_caddy())
                 except ProxyError as exc:
                     if " 404 " in str(exc) or "unknown object ID" in str(exc):
                         self.load()
@@ -605,10 +614,7 @@ class CaddyProxy:
             self._patch_routes(services, networks)
             return
         for service in services:  # the held ones round through the switch to the containers
-            link, tmp = self.run_dir / hold_socket(service), self.run_dir / f".{hold_socket(service)}"
-            tmp.unlink(missing_ok=True)
-            os.symlink(f"switch-{self.slot}.sock", tmp)
-            os.replace(tmp, link)
+            self._relink(self.run_dir / hold_socket(service), f"switch-{self.slot}.sock")
         time.sleep(0.3)  # each held request dials again within 50 ms: none is left retrying
         # ... unless the machine is busy: the configuration change below ends any request still
         # inside the hold, so wait (a bounded while) until the proxy counts none there.
@@ -671,20 +677,30 @@ class CaddyProxy:
             write_json_atomic(self.config_dir / name, content, mode=0o644)
 
     def _serving_slot(self) -> str:
-        """The slot ``switch.sock`` points at (the first one before there is a switch)."""
+        """The slot ``switch.sock`` points at, else the serving switch's (the first one before there
+        is a switch). A command killed during a change (see ``_change``) left it at QUIET_TARGET."""
         try:
             target = os.readlink(self.run_dir / "switch.sock")
         except OSError:
-            return SLOTS[0]
-        return next((slot for slot in SLOTS if target == f"switch-{slot}.sock"), SLOTS[0])
+            target = ""
+        for slot in SLOTS:
+            if target == f"switch-{slot}.sock":
+                return slot
+        labels = ((self._inspect(self.switch_name) or {}).get("Config") or {}).get("Labels") or {}
+        return labels.get(LABEL_SLOT, SLOTS[0])
 
     def _point_socket(self, slot: str) -> None:
-        """Send the edge's next connections to the switch on ``slot`` (one atomic rename)."""
-        link, tmp = self.run_dir / "switch.sock", self.run_dir / f".switch.sock.{slot}"
-        tmp.unlink(missing_ok=True)
-        os.symlink(f"switch-{slot}.sock", tmp)
-        os.replace(tmp, link)
+        """Send the edge's next connections to the switch on ``slot``."""
+        self._relink(self.run_dir / "switch.sock", f"switch-{slot}.sock")
         self.slot = slot
+
+    @staticmethod
+    def _relink(link: Path, target: str) -> None:
+        """Point the symlink ``link`` at ``target`` in one atomic rename."""
+        tmp = link.with_name(f".{link.name}.next")
+        tmp.unlink(missing_ok=True)
+        os.symlink(target, tmp)
+        os.replace(tmp, link)
 
     # ---- the containers ----------------------------------------------------
 
@@ -700,6 +716,7 @@ class CaddyProxy:
         self._save()
         self._ensure_switch(networks, report)
         self._ensure_edge(report)
+        self._edge_version = None  # it may be a new one
         self.wait_ready()
         self.load()
 
@@ -934,8 +951,30 @@ class CaddyProxy:
                 time.sleep(0.2)
         raise ProxyError(f"proxy {self.switch_name}: admin API not ready after {timeout:.0f}s ({last})")
 
+    def _change(self, method: str, path: str, body: Any) -> Any:
+        """An admin call that changes the switch's configuration, with the edge kept off it meanwhile.
+
+        A change restarts Caddy's HTTP server: the old one shuts down gracefully beside the new
+        one, and Go's graceful shutdown closes a connection it accepted but whose request it has
+        not read yet (golang/go#75591). The edge then gets EOF for a request nobody handled, and
+        may not send a POST again: measured, 16 POSTs in 300 changes under load. So ``switch.sock``
+        points nowhere during the change: the edge's dials fail and it dials again every 50 ms,
+        which is safe for any method (nothing was sent; an edge older than QUIESCE_MIN_CADDY loses
+        the body, so it keeps the race). The switch first gets QUIESCE seconds to read what it
+        accepted. Killed in between, the next command points it back (``_serving_slot``).
+        """
+        link = self.run_dir / "switch.sock"
+        if not link.is_symlink() or not self._edge_redials_bodies():  # no switch yet, or an older edge
+            return self._request(method, path, body)
+        self._relink(link, QUIET_TARGET)
+        try:
+            time.sleep(QUIESCE)
+            return self._request(method, path, body)
+        finally:
+            self._point_socket(self.slot)
+
     def load(self) -> None:
-        self._request("POST", "/load", self.config())
+        self._change("POST", "/load", self.config())
 
     def _with_retry(self, action, networks: list[str]):
         """Run an admin call; if a proxy container is gone (killed, restarting), bring it back."""
@@ -967,7 +1006,7 @@ class CaddyProxy:
 
         def patch():
             try:
-                self._request("PATCH", f"/id/{route.route_id}/handle", route.to_caddy()["handle"])
+                self._change("PATCH", f"/id/{route.route_id}/handle", route.to_caddy()["handle"])
             except ProxyError as exc:
                 if " 404 " in str(exc) or "unknown object ID" in str(exc):
                     self.load()  # the running config predates this route
@@ -976,10 +1015,16 @@ class CaddyProxy:
 
         self._with_retry(patch, networks)
 
-    def caddy_version(self) -> tuple[int, int] | None:
-        """The serving switch's Caddy version (major, minor), or None when it cannot be read."""
-        proc = docker.run(docker.docker("exec", self.switch_name, "caddy", "version", timeout=15))
+    def caddy_version(self, container: str | None = None) -> tuple[int, int, int] | None:
+        """The Caddy version of the serving switch (or ``container``), or None when it cannot be read."""
+        proc = docker.run(docker.docker("exec", container or self.switch_name, "caddy", "version", timeout=15))
         return parse_caddy_version(proc.stdout) if proc.ok else None
+
+    def _edge_redials_bodies(self) -> bool:
+        """Whether the edge's Caddy dials the switch again with a request's body (QUIESCE_MIN_CADDY)."""
+        if self._edge_version is None:
+            self._edge_version = self.caddy_version(self.container_name) or (0, 0, 0)
+        return self._edge_version >= QUIESCE_MIN_CADDY
 
     def holds_bodies(self) -> bool:
         """Whether this Caddy can hold a request with its body (2.7 and later: ``request_buffers``)."""

@@ -105,6 +105,14 @@ def proxy_errors(project_name: str, directory: Path) -> str:
     return text
 
 
+def edge_eofs(project_name: str) -> int:
+    """Requests the edge answered 502 because the switch closed their connection unanswered: the
+    race of Go's graceful shutdown that an edge before Caddy 2.11.3 keeps (docs/deploy.md, *The proxy*)."""
+    logs = docker("logs", f"{project_name}-atomic-proxy", check=False)
+    return sum(1 for line in (logs.stdout + logs.stderr).splitlines()
+               if '"msg":"EOF"' in line and '"status":502' in line)
+
+
 def history(run_cli, cwd, project_name, service=None) -> list[dict]:
     args = ["-p", project_name, "history", "--json"] + ([service] if service else [])
     proc = run_cli(*args, cwd=cwd)

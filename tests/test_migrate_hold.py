@@ -183,9 +183,6 @@ def test_a_release_that_drops_a_column_then_fails_under_writes(images, tmp_path,
           f"{len(load.failed)} failed {load.failed[:3]}; longest request {load.longest:.1f}s")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known bug (issue 18): in about one run in three, 1-2 of ~300 requests get a 502 from the edge "
-    "around the release of the hold just before the switch; the switch's own log shows no 5xx"))
 def test_a_release_whose_migration_succeeds_under_the_hold_switches_and_fails_nothing(images, tmp_path,
                                                                                      project_name):
     """The hold ends before the switch (a configuration change would end the held requests):

@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from conftest import IMAGE_CADDY_OLD, Clients, run_cli
-from test_deploy_support import app_service, free_port, history, proxy_errors, wait_for_version, write_project
+from test_deploy_support import (app_service, edge_eofs, free_port, history, proxy_errors, wait_for_version,
+                                 write_project)
 
 pytestmark = pytest.mark.docker
 
@@ -91,6 +92,10 @@ def test_the_receipt_counts_what_the_clients_saw_per_version(caddy, project_name
         time.sleep(0.5)
     assert upgrade.returncode == 0, upgrade.stderr
     failed = [(sent, status) for sent, _, status, _ in load.seen if status != 200]
+    if caddy == "2.6" and failed and len(failed) <= edge_eofs(project_name):
+        # The race an edge before Caddy 2.11.3 keeps: the switch never saw these, its receipt neither.
+        assert {status for _, status in failed} == {502}, failed
+        load.seen, failed = [seen for seen in load.seen if seen[2] == 200], []
     assert load.errors == [] and failed == [], (load.errors, failed, proxy_errors(project_name, tmp_path),
                                                 upgrade.stderr)
 

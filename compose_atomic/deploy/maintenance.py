@@ -107,7 +107,7 @@ def register_commands(cli):
     def resume(ctx: click.Context, service: str | None, lock_wait: str | None) -> None:
         """Let SERVICE's held requests through (default: every route) and route new ones again."""
         done, _ = _change_routes(ctx, service, lock_wait, "resumed",
-                              lambda proxy, services, nets: proxy.set_paused(services, None, nets))
+                                 lambda proxy, services, nets: proxy.set_paused(services, None, nets))
         for name in done:
             _progress(ctx).event(f"Route {name}", "Resumed", "held requests go through")
 
@@ -128,7 +128,7 @@ def register_commands(cli):
         """
         settings = {"message": message, "retry_after": retry_after} if state == "on" else None
         done, _ = _change_routes(ctx, service, lock_wait, f"maintenance {state}",
-                              lambda proxy, services, nets: proxy.set_maintenance(services, settings, nets))
+                                 lambda proxy, services, nets: proxy.set_maintenance(services, settings, nets))
         for name in done:
             if state == "on":
                 _progress(ctx).event(f"Route {name}", "Maintenance", f"503 with Retry-After: {retry_after}")

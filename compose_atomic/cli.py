@@ -29,16 +29,21 @@ PASSTHROUGH_HELP = (
 
 #: ``up``'s flags that are compose-atomic's own (each takes a value): Compose never sees them.
 OWN_UP_VALUES = ("--lock-wait", "--hold-writes")
+#: ... and those that take none.
+OWN_UP_FLAGS = ("--allow-maintenance",)
 
 
 def without_lock_wait(args: list[str]) -> list[str]:
-    """``up``'s arguments less compose-atomic's own (``--lock-wait``, ``--hold-writes`` [=]VALUE), for Compose."""
+    """``up``'s arguments less compose-atomic's own (``--lock-wait``, ``--hold-writes`` [=]VALUE,
+    ``--allow-maintenance``), for Compose."""
     kept, skip = [], False
     for arg in args:
         if skip:
             skip = False
         elif arg in OWN_UP_VALUES:
             skip = True
+        elif arg in OWN_UP_FLAGS:
+            continue
         elif not arg.startswith(tuple(f"{flag}=" for flag in OWN_UP_VALUES)):
             kept.append(arg)
     return kept
@@ -149,10 +154,12 @@ def _up_options(func):
 @click.option("--hold-writes", metavar="DURATION",
               help="Hold requests at the proxy during this deploy's migrations, at most DURATION, so that a "
                    "restore loses nothing (as x-atomic.migrate.hold_writes, which it overrides).")
+@click.option("--allow-maintenance", is_flag=True,
+              help="Deploy a service whose route is in maintenance (behind the page) instead of refusing.")
 @click.argument("services", nargs=-1, shell_complete=complete_services)
 @click.pass_context
 def up(ctx: click.Context, services: tuple[str, ...], lock_wait: str | None, hold_writes: str | None,
-       **flags) -> None:
+       allow_maintenance: bool, **flags) -> None:
     """Create and start containers; replace x-atomic services without downtime.
 
     A project without x-atomic gets exactly `docker compose up`. Accepts every
@@ -176,7 +183,7 @@ def up(ctx: click.Context, services: tuple[str, ...], lock_wait: str | None, hol
     from .deploy.up import up as deploy_up
 
     code = deploy_up(project, services=list(services), flags=flags, raw_args=raw, lock_wait=lock_wait,
-                     hold_writes=hold_writes)
+                     hold_writes=hold_writes, allow_maintenance=allow_maintenance)
     ctx.exit(code)
 
 

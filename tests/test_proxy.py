@@ -330,11 +330,38 @@ def test_maintenance_mode_answers_503_with_a_page_while_the_app_stays_healthy(pr
     health = docker("inspect", "--format", "{{.State.Health.Status}}", f"{project_name}-web-1").stdout.strip()
     assert health == "healthy"  # the app is untouched; only its route answers the page
 
-    # A deploy meanwhile keeps the page up (the new version is gated and routed behind it).
+    # A deploy meanwhile is refused before anything changes, unless asked for: then the new
+    # version is gated and routed behind the page, which stays up.
     write_project(tmp_path, {"web": app_service("v2")}, proxy_port=port)
-    proc = run_cli("-p", project_name, "up", cwd=tmp_path)
+    refused = run_cli("-p", project_name, "up", cwd=tmp_path)
+    assert refused.returncode == 2 and "web: the route is in maintenance" in refused.stderr, refused.stderr
+    assert "--allow-maintenance" in refused.stderr and "Traceback" not in refused.stderr
+    running = docker("ps", "--format", "{{.Names}}", "--filter", f"label=com.docker.compose.project={project_name}")
+    assert running.stdout.split().count(f"{project_name}-web-1") == 1 and "-web-2" not in running.stdout
+    proc = run_cli("-p", project_name, "up", "--allow-maintenance", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert httpx.get(f"http://127.0.0.1:{port}/cgi-bin/v", timeout=5).status_code == 503
+
+    # The user's own page, as it is (CSS braces and all), and files it cannot take.
+    page = tmp_path / "down.html"
+    page.write_text("<html><style>body { color: #333 }</style><p>Back soon {http.request.uri}</p></html>\n")
+    proc = run_cli("-p", project_name, "maintenance", "on", "web", "--page", str(page), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    answer = httpx.get(f"http://127.0.0.1:{port}/cgi-bin/v", timeout=5)
+    assert answer.status_code == 503 and answer.text == page.read_text(), answer.text
+    assert answer.headers["content-type"].startswith("text/html") and "retry-after" in answer.headers
+    (tmp_path / "big.html").write_bytes(b"x" * (300 * 1024))
+    for bad, said in ((tmp_path / "none.html", "cannot read it"), (tmp_path / "big.html", "larger than 256 KiB")):
+        proc = run_cli("-p", project_name, "maintenance", "on", "web", "--page", str(bad), cwd=tmp_path)
+        assert proc.returncode == 2 and said in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert httpx.get(f"http://127.0.0.1:{port}/cgi-bin/v", timeout=5).text == page.read_text()
+    # The app behind the page saw none of those requests: the switch's log names no container for them.
+    import json
+
+    from compose_atomic.proxy.caddy import UPSTREAM_TAG
+    answered = [json.loads(line) for log in (tmp_path / ".compose-atomic" / "proxy" / "run").glob("receipt-*.log")
+                for line in log.read_text().splitlines() if '"status":503' in line]
+    assert len(answered) >= 4 and not [a for a in answered if UPSTREAM_TAG in a.get("resp_headers", {})], answered
 
     proc = run_cli("-p", project_name, "maintenance", "off", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

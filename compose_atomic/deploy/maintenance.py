@@ -12,6 +12,27 @@ import click
 from ..hookspecs import hookimpl
 
 
+#: The largest page ``maintenance on --page FILE`` takes: it lives in the switch's configuration.
+PAGE_LIMIT = 256 * 1024
+
+
+def read_page(path: str) -> str:
+    """The HTML of ``--page FILE``, or a clear error (exit 2) before anything changes."""
+    from ..errors import UsageError
+
+    try:
+        data = open(path, "rb").read(PAGE_LIMIT + 1)
+    except OSError as exc:
+        raise UsageError(f"--page {path}: cannot read it ({exc.strerror})") from None
+    if len(data) > PAGE_LIMIT:
+        raise UsageError(f"--page {path}: larger than {PAGE_LIMIT // 1024} KiB; a maintenance page lives "
+                         "in the proxy's configuration", hint="Link to images and styles instead of inlining them.")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"--page {path}: not UTF-8 text") from None
+
+
 def routed_services(project, proxy, service: str | None) -> list[str]:
     """The routes a command acts on: ``service``'s, or every route; a clear error otherwise."""
     from ..errors import UsageError
@@ -115,18 +136,22 @@ def register_commands(cli):
     @click.argument("state", type=click.Choice(["on", "off"]))
     @click.argument("service", required=False)
     @click.option("--message", help="The text of the maintenance page (default: a short notice).")
+    @click.option("--page", "page_file", type=click.Path(dir_okay=False), metavar="FILE",
+                  help=f"An HTML file to answer with instead (at most {PAGE_LIMIT // 1024} KiB), sent as it is.")
     @click.option("--retry-after", type=click.IntRange(min=0), default=120, show_default=True,
                   help="Seconds clients are told to wait (the Retry-After header).")
     @lock_option
     @click.pass_context
-    def maintenance(ctx: click.Context, state: str, service: str | None, message: str | None, retry_after: int,
-                    lock_wait: str | None) -> None:
+    def maintenance(ctx: click.Context, state: str, service: str | None, message: str | None,
+                    page_file: str | None, retry_after: int, lock_wait: str | None) -> None:
         """Answer 503 with a maintenance page for SERVICE's route (default: every route).
 
-        The containers keep running and their health checks pass; deploys meanwhile keep the
-        page up. `maintenance off` routes to them again.
+        The containers keep running and their health checks pass; `up` refuses to replace the
+        service meanwhile unless given --allow-maintenance. `maintenance off` routes to them again.
         """
         settings = {"message": message, "retry_after": retry_after} if state == "on" else None
+        if settings is not None and page_file is not None:
+            settings["page"] = read_page(page_file)
         done, _ = _change_routes(ctx, service, lock_wait, f"maintenance {state}",
                                  lambda proxy, services, nets: proxy.set_maintenance(services, settings, nets))
         for name in done:

@@ -85,11 +85,13 @@ def print_plan(progress: Progress, plans: list[ServicePlan], rest: list[str], pr
 
 
 def up(project: Project, *, services: list[str], flags: dict, raw_args: list[str],
-       lock_wait: str | None, hold_writes: str | None = None) -> int:
+       lock_wait: str | None, hold_writes: str | None = None, allow_maintenance: bool = False) -> int:
     """Bring the project up; changed x-atomic services are replaced without downtime.
 
     ``hold_writes`` (``--hold-writes``): hold requests during every migration of this deploy, at
-    most that long, whatever ``x-atomic.migrate.hold_writes`` says. Returns the exit code;
+    most that long, whatever ``x-atomic.migrate.hold_writes`` says. ``allow_maintenance``
+    (``--allow-maintenance``): replace a service whose route is in maintenance (else refused,
+    exit 2, before anything changes). Returns the exit code;
     failures raise a ComposeAtomicError with theirs.
     """
     progress = Progress(project.options.progress, dry_run=project.options.dry_run)
@@ -119,13 +121,26 @@ def up(project: Project, *, services: list[str], flags: dict, raw_args: list[str
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with project_lock(project, wait_seconds):
-            return _locked_up(project, progress, services, closure, atomic, compose_args, force, hold_seconds)
+            return _locked_up(project, progress, services, closure, atomic, compose_args, force, hold_seconds,
+                              allow_maintenance)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
+def refuse_maintenance(proxy, replaced: list[str]) -> None:
+    """``up`` does not switch a route that is in maintenance unless told (``--allow-maintenance``)."""
+    held = [s for s in replaced if proxy is not None and s in proxy.routes and proxy.routes[s].maintenance]
+    if held:
+        names = " ".join(held)
+        raise UsageError(f"{', '.join(held)}: the route is in maintenance (compose-atomic maintenance on); "
+                         "nothing was replaced",
+                         hint=f"Run `compose-atomic maintenance off {names}` first, or pass --allow-maintenance "
+                              "to deploy behind the page (it stays up until maintenance off).")
+
+
 def _locked_up(project: Project, progress: Progress, services: list[str], closure: list[str],
-               atomic: list[str], compose_args: list[str], force: bool, hold_writes: float | None = None) -> int:
+               atomic: list[str], compose_args: list[str], force: bool, hold_writes: float | None = None,
+               allow_maintenance: bool = False) -> int:
     journal, history = Journal(project), History(project)
     proxy = make_proxy(project)
     ctx = Context(project, progress, journal, history, proxy, hold_writes=hold_writes)
@@ -133,6 +148,8 @@ def _locked_up(project: Project, progress: Progress, services: list[str], closur
 
     reconcile(ctx)
     plans = plan_services(project, atomic, force=force)
+    if not allow_maintenance:
+        refuse_maintenance(proxy, [p.service for p in plans if p.action == "replace"])
     call_hook("before_changes", project=project, plans=plans)  # e.g. the disk pre-flight
     for plan in plans:
         explain(project, plan, progress)  # recorded in the history with the outcome

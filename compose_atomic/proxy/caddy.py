@@ -198,7 +198,8 @@ class Route:
             # The page answers before the proxy handler, which stays (with its upstreams) for the
             # deploys that PATCH it meanwhile and for `maintenance off`.
             handle.insert(1, maintenance_page(self.maintenance.get("message"),
-                                              int(self.maintenance.get("retry_after", RETRY_AFTER))))
+                                              int(self.maintenance.get("retry_after", RETRY_AFTER)),
+                                              self.maintenance.get("page")))
         if self.draining:
             # Never reached (the proxy handler answers and does not call the next one), but
             # provisioned: it keeps the leaving upstreams, and their in-flight counts, known.
@@ -390,15 +391,19 @@ def write_hold_refusal(version: tuple[int, ...] | None, image: str, container: s
     return None
 
 
-def maintenance_page(message: str | None, retry_after: int) -> dict[str, Any]:
-    """A small HTML page with 503 and ``Retry-After``, for a route in maintenance."""
+def maintenance_page(message: str | None, retry_after: int, page: str | None = None) -> dict[str, Any]:
+    """503 with ``Retry-After`` for a route in maintenance: ``page`` (the user's HTML, as it is), or a
+    small page with ``message``."""
     import html
 
-    text = html.escape(message or "This service is down for maintenance. Please try again shortly.")
-    # Caddy expands {placeholders} in a static body: a message with braces must stay literal.
-    text = text.replace("{", "&#123;").replace("}", "&#125;")
-    body = ("<!doctype html><html><head><meta charset=\"utf-8\"><title>Maintenance</title></head>"
-            f"<body><h1>Down for maintenance</h1><p>{text}</p></body></html>\n")
+    if page is not None:
+        # Caddy expands {placeholders} in a static body; a backslash keeps a brace (CSS) literal.
+        body = page.replace("{", "\\{").replace("}", "\\}")
+    else:
+        text = html.escape(message or "This service is down for maintenance. Please try again shortly.")
+        text = text.replace("{", "&#123;").replace("}", "&#125;")  # braces stay literal, as above
+        body = ("<!doctype html><html><head><meta charset=\"utf-8\"><title>Maintenance</title></head>"
+                f"<body><h1>Down for maintenance</h1><p>{text}</p></body></html>\n")
     return unavailable(retry_after=retry_after, body=body) | {
         "headers": {"Retry-After": [str(retry_after)], "Content-Type": ["text/html; charset=utf-8"],
                     "Cache-Control": ["no-store"]}}

@@ -63,6 +63,7 @@ def test_result_says_what_went_wrong_in_one_line():
     (["web"], ["web"]),
     (["-d", "--hold-writes", "60s", "--lock-wait=1m", "web"], ["-d", "web"]),
     (["--hold-writes=60s", "web"], ["web"]),
+    (["--allow-maintenance", "-d", "web"], ["-d", "web"]),
 ])
 def test_lock_wait_and_its_value_never_reach_compose(args, kept):
     assert without_lock_wait(args) == kept

@@ -354,6 +354,8 @@ def test_maintenance_mode_answers_503_with_a_page_while_the_app_stays_healthy(pr
     for bad, said in ((tmp_path / "none.html", "cannot read it"), (tmp_path / "big.html", "larger than 256 KiB")):
         proc = run_cli("-p", project_name, "maintenance", "on", "web", "--page", str(bad), cwd=tmp_path)
         assert proc.returncode == 2 and said in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    both = run_cli("-p", project_name, "maintenance", "on", "web", "--page", str(page), "--message", "x", cwd=tmp_path)
+    assert both.returncode == 2 and "not both" in both.stderr, both.stderr
     assert httpx.get(f"http://127.0.0.1:{port}/cgi-bin/v", timeout=5).text == page.read_text()
     # The app behind the page saw none of those requests: the switch's log names no container for them.
     import json

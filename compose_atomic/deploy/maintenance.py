@@ -21,7 +21,8 @@ def read_page(path: str) -> str:
     from ..errors import UsageError
 
     try:
-        data = open(path, "rb").read(PAGE_LIMIT + 1)
+        with open(path, "rb") as page:
+            data = page.read(PAGE_LIMIT + 1)
     except OSError as exc:
         raise UsageError(f"--page {path}: cannot read it ({exc.strerror})") from None
     if len(data) > PAGE_LIMIT:
@@ -151,6 +152,10 @@ def register_commands(cli):
         """
         settings = {"message": message, "retry_after": retry_after} if state == "on" else None
         if settings is not None and page_file is not None:
+            if message is not None:
+                from ..errors import UsageError
+
+                raise UsageError("give --message or --page, not both (the page is sent as it is)")
             settings["page"] = read_page(page_file)
         done, _ = _change_routes(ctx, service, lock_wait, f"maintenance {state}",
                                  lambda proxy, services, nets: proxy.set_maintenance(services, settings, nets))

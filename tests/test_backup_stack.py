@@ -628,11 +628,17 @@ def test_a_postgresql_15_backup_restores_into_postgresql_17(docker_engine, tmp_p
     assert run_cli("-p", project_name, "backup", "generate", cwd=tmp_path, env=env).returncode == 0
     compose("up", "-d", "db", "db-backup")
     psql = ("exec", "-T", "db", "psql", "-X", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d")
-    for _ in range(120):
-        if subprocess.run(["docker", "compose", "-p", project_name, *files, *psql, "app", "-c", "select 1"],
-                          cwd=tmp_path, env=env, capture_output=True, timeout=60).returncode == 0:
-            break
-        time.sleep(0.5)
+
+    def wait_for_server(env: dict) -> None:
+        # On TCP: a new volume's first start runs initdb and the init scripts on a temporary server
+        # that listens on the socket only and stops before the real one starts (ci-25 met that gap).
+        ready = ("exec", "-T", "db", "pg_isready", "-h", "127.0.0.1", "-U", "postgres", "-d", "app")
+        for _ in range(120):
+            if subprocess.run(["docker", "compose", "-p", project_name, *files, *ready],
+                              cwd=tmp_path, env=env, capture_output=True, timeout=60).returncode == 0:
+                return
+            time.sleep(0.5)
+    wait_for_server(env)
     compose(*psql, "app", "-c", SEED)
     before = compose(*psql, "app", "-At", "-c", CHECKSUMS).stdout
     assert "15." in compose(*psql, "app", "-At", "-c", "SHOW server_version").stdout
@@ -643,11 +649,7 @@ def test_a_postgresql_15_backup_restores_into_postgresql_17(docker_engine, tmp_p
 
     compose, cli, env = step(IMAGE_POSTGRES, "data17")  # the same backup volume
     compose("up", "-d", "--force-recreate", "db", "db-backup")
-    for _ in range(120):
-        if subprocess.run(["docker", "compose", "-p", project_name, *files, *psql, "app", "-c", "select 1"],
-                          cwd=tmp_path, env=env, capture_output=True, timeout=60).returncode == 0:
-            break
-        time.sleep(0.5)
+    wait_for_server(env)
     assert "17." in compose(*psql, "app", "-At", "-c", "SHOW server_version").stdout
     restored = cli("backup", "restore", name, "--target-db", "from15")
     assert restored.returncode == 0, restored.stderr

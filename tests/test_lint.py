@@ -96,6 +96,36 @@ def test_a_large_directory_linted_in_two_processes_reports_what_one_process_does
     assert len(expected) > 100 and json.loads(proc.stdout) == expected
 
 
+def test_the_second_process_knows_what_the_first_half_of_the_history_told(tmp_path):
+    """The forked child lints the second half without the first: what an early migration told
+    (a column's type, a validated NOT NULL check, an index's columns) must still decide the
+    findings of a late one, as it does in one process."""
+    from compose_atomic.lint import engine
+    from compose_atomic.lint.engine import Linter
+
+    write(tmp_path, "history/0000_create.sql",
+          "CREATE TABLE t (id int, c varchar(10), d int, e int);\n"
+          "ALTER TABLE t ADD CONSTRAINT t_d_nn CHECK (d IS NOT NULL) NOT VALID;\n"
+          "CREATE UNIQUE INDEX t_e_key ON t (e);\n")
+    write(tmp_path, "history/0001_validate.sql", "ALTER TABLE t VALIDATE CONSTRAINT t_d_nn;\n")
+    for i in range(2, 10):  # the padding puts the last file in the child's half
+        write(tmp_path, f"history/{i:04d}_data.sql", "SELECT 1;\n" * (engine.PARALLEL_MIN_BYTES // 70))
+    write(tmp_path, "history/0010_late.sql",
+          "ALTER TABLE t ALTER COLUMN c TYPE varchar(20);\n"  # binary-compatible: known from 0000
+          "ALTER TABLE t ALTER COLUMN d SET NOT NULL;\n"  # proven by 0001's VALIDATE: no scan on 12+
+          "ALTER TABLE t ADD CONSTRAINT t_pkey PRIMARY KEY USING INDEX t_e_key;\n")  # e is nullable: a scan
+    paths = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "history").glob("*.sql"))
+    texts = {path: (tmp_path / path).read_text() for path in paths}
+    assert engine._halfway(paths, texts) is not None and engine._halfway(paths, texts) <= 9
+    linter = Linter(get_rules(), LintConfig())
+    expected = [f.as_json() for path in paths for f in linter.lint_text(path, texts[path])]
+    late = {f["rule"] for f in expected if f["file"].endswith("0010_late.sql")}
+    assert "adding-serial-primary-key-field" in late, late  # the index and the table are known
+    assert not late & {"changing-column-type", "adding-not-nullable-field"}, late
+    proc = run_cli("lint", "--format", "json", "history", cwd=tmp_path)
+    assert json.loads(proc.stdout) == expected
+
+
 def test_defaults_come_from_x_atomic_lint_and_no_project_is_fine(tmp_path):
     sql = "ALTER TABLE users ADD COLUMN active boolean DEFAULT true;\nALTER TABLE users DROP COLUMN legacy;\n"
     write(tmp_path, "m.sql", sql)

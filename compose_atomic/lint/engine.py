@@ -15,6 +15,7 @@ from typing import Iterable
 
 from .effects import AE, statement_effect
 from .ignores import find_ignores
+from .knowledge import Knowledge, Recorder, replay
 from .model import SQUAWK_ONLY_RULES, Finding, Hit, Rule
 from .parser import SourceFile, Statement, parse_file
 from .pgfacts import LOCK_ORDER, binary_compatible, column_type, relname  # noqa: F401 - re-exported
@@ -65,18 +66,24 @@ class LintContext:
         self.created_tables: set[str] = set()
         self.created_indexes: set[str] = set()
         self.not_valid: dict[tuple[str, str], int] = {}
-        self.not_null_checks: dict[str, tuple[str, str]] = {}  # shared by the Linter across files
-        self.proven_not_null: set[tuple[str, str]] = set()  # shared by the Linter across files
-        self.schema: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {}  # shared by the Linter across files
+        self.use(Knowledge())  # the Linter's, shared across files
         self.lock_timeout = False
         self.lock_timeout_local = False
         self.once: set[str] = set()  # for rules that report once per file
         self.access_exclusive: dict[str, int] = {}  # existing table -> line where the open transaction locked it
         self.has_transaction_statements = assume_in_transaction
         self.in_function = False  # inside a DO block's body
-        self.not_null: set[tuple[str, str]] = set()  # (table, column) declared NOT NULL; shared across files
-        self.index_columns: dict[str, tuple[str, list[str]]] = {}  # index -> (table, columns); shared
         self.dropped_constraints: set[tuple[str, str]] = set()  # DROP CONSTRAINT IF EXISTS seen in the file
+
+    def use(self, knowledge: Knowledge) -> None:
+        """Read and extend ``knowledge`` (what earlier files told): the rules read its parts as
+        ``ctx.schema``, ``ctx.not_null``, ``ctx.proven_not_null`` and ``ctx.index_columns``."""
+        self.knowledge = knowledge
+        self.schema = knowledge.schema
+        self.not_null = knowledge.not_null
+        self.proven_not_null = knowledge.proven_not_null
+        self.not_null_checks = knowledge.not_null_checks
+        self.index_columns = knowledge.index_columns
 
     # ---- questions the rules ask -------------------------------------------------
 
@@ -125,25 +132,26 @@ class LintContext:
                 for table in effect.tables:
                     if " " not in table and not self.is_new(table):
                         self.access_exclusive.setdefault(table, line)
+        knowledge = self.knowledge
         if kind == "CreateStmt":
             name = node.get("relation", {}).get("relname")
             self.created_tables.add(name)
-            self.schema[name] = {e["ColumnDef"].get("colname"): column_type(e["ColumnDef"])
-                                 for e in node.get("tableElts") or [] if "ColumnDef" in e}
+            not_null = []
             for elt in node.get("tableElts") or []:
                 if "ColumnDef" in elt and _declares_not_null(elt["ColumnDef"]):
-                    self.not_null.add((name, elt["ColumnDef"].get("colname")))
+                    not_null.append(elt["ColumnDef"].get("colname"))
                 con = elt.get("Constraint", {})
                 if con.get("contype") == "CONSTR_PRIMARY":
-                    for key in con.get("keys") or []:
-                        self.not_null.add((name, key.get("String", {}).get("sval")))
+                    not_null.extend(key.get("String", {}).get("sval") for key in con.get("keys") or [])
+            knowledge.create_table(name, {e["ColumnDef"].get("colname"): column_type(e["ColumnDef"])
+                                          for e in node.get("tableElts") or [] if "ColumnDef" in e}, not_null)
         elif kind == "CreateTableAsStmt":
             rel = (node.get("into") or {}).get("IntoClause", node.get("into", {})).get("rel", {})
             self.created_tables.add(rel.get("relname"))
         elif kind == "IndexStmt" and node.get("idxname"):
             self.created_indexes.add(node["idxname"])
-            self.index_columns[node["idxname"]] = (
-                node.get("relation", {}).get("relname", ""),
+            knowledge.create_index(
+                node["idxname"], node.get("relation", {}).get("relname", ""),
                 [p.get("IndexElem", {}).get("name") or "(expression)" for p in node.get("indexParams") or []])
         elif kind == "VariableSetStmt" and node.get("name") == "lock_timeout":
             value = _set_value(node)
@@ -157,57 +165,47 @@ class LintContext:
             for cmd in node.get("cmds", []):
                 self._after_cmd(table, cmd.get("AlterTableCmd", {}))
         elif kind == "RenameStmt" and node.get("renameType") == "OBJECT_TABLE":
-            old = node.get("relation", {}).get("relname")
             if self.is_new(node.get("relation")):
                 self.created_tables.add(node.get("newname"))
-            if old in self.schema:
-                self.schema[node.get("newname")] = self.schema.pop(old)
+            knowledge.rename_table(node.get("relation", {}).get("relname"), node.get("newname"))
         elif kind == "RenameStmt" and node.get("renameType") == "OBJECT_COLUMN":
-            columns = self.schema.get(node.get("relation", {}).get("relname"), {})
-            if node.get("subname") in columns:
-                columns[node.get("newname")] = columns.pop(node.get("subname"))
+            knowledge.rename_column(node.get("relation", {}).get("relname"), node.get("subname"),
+                                    node.get("newname"))
         elif kind == "DropStmt" and node.get("removeType") == "OBJECT_TABLE":
             for obj in node.get("objects") or []:
                 items = obj.get("List", {}).get("items") or []
                 if items:
-                    self.schema.pop(items[-1].get("String", {}).get("sval"), None)
+                    knowledge.drop_table(items[-1].get("String", {}).get("sval"))
         if not self.in_transaction:
             self.tx_id += 1
 
     def _after_cmd(self, table: str, cmd: dict) -> None:
+        knowledge = self.knowledge
         subtype = cmd.get("subtype")
         if subtype == "AT_AddColumn":
             coldef = cmd.get("def", {}).get("ColumnDef", {})
             if _declares_not_null(coldef):
-                self.not_null.add((table, coldef.get("colname")))
-        elif subtype == "AT_SetNotNull":
-            self.not_null.add((table, cmd.get("name")))
-        elif subtype == "AT_DropNotNull":
-            self.not_null.discard((table, cmd.get("name")))
+                knowledge.set_not_null(table, coldef.get("colname"), True)
+        elif subtype in ("AT_SetNotNull", "AT_DropNotNull"):
+            knowledge.set_not_null(table, cmd.get("name"), subtype == "AT_SetNotNull")
         elif subtype == "AT_DropConstraint" and cmd.get("missing_ok"):
             self.dropped_constraints.add((table, cmd.get("name")))
-        columns = self.schema.get(table)
-        if columns is not None:
-            if subtype in ("AT_AddColumn", "AT_AlterColumnType"):
-                coldef = cmd.get("def", {}).get("ColumnDef", {})
-                columns[coldef.get("colname") or cmd.get("name")] = column_type(coldef)
-            elif subtype == "AT_DropColumn":
-                columns.pop(cmd.get("name"), None)
+        if subtype in ("AT_AddColumn", "AT_AlterColumnType"):
+            coldef = cmd.get("def", {}).get("ColumnDef", {})
+            knowledge.set_column(table, coldef.get("colname") or cmd.get("name"), column_type(coldef))
+        elif subtype == "AT_DropColumn":
+            knowledge.drop_column(table, cmd.get("name"))
         if subtype == "AT_AddConstraint":
             con = cmd.get("def", {}).get("Constraint", {})
             name = con.get("conname")
             if con.get("contype") == "CONSTR_CHECK":
                 column = _is_not_null_check(con.get("raw_expr"))
-                if column and name:
-                    self.not_null_checks[name] = (table, column)
-                if column and not con.get("skip_validation"):
-                    self.proven_not_null.add((table, column))
+                if column:
+                    knowledge.add_not_null_check(name, table, column, not con.get("skip_validation"))
             if name and con.get("skip_validation"):
                 self.not_valid[(table, name)] = self.tx_id
         elif subtype == "AT_ValidateConstraint":
-            found = self.not_null_checks.get(cmd.get("name"))
-            if found:
-                self.proven_not_null.add(found)
+            knowledge.validate_check(cmd.get("name"))
 
     @property
     def has_lock_timeout(self) -> bool:
@@ -255,15 +253,7 @@ class Linter:
         self.rules = rules
         self.config = config
         self.aliases = {alias: r.id for r in rules.values() for alias in r.aliases}
-        # Validated CHECK (col IS NOT NULL) constraints carry over to the files linted after
-        # (in order): a migration may SET NOT NULL on what an earlier one proved, as in squawk.
-        self.proven_not_null: set[tuple[str, str]] = set()
-        self.not_null_checks: dict[str, tuple[str, str]] = {}
-        # Column types declared by the files linted so far (in order): an earlier migration's
-        # CREATE TABLE tells whether a later ALTER COLUMN TYPE is a binary-compatible change.
-        self.schema: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {}
-        self.not_null: set[tuple[str, str]] = set()
-        self.index_columns: dict[str, tuple[str, list[str]]] = {}
+        self.knowledge = Knowledge()  # what the files linted so far (in order) tell the next ones
         self.by_kind: dict[str, list[Rule]] = {}
         self.every: list[Rule] = []
         for rule in rules.values():
@@ -308,7 +298,11 @@ class Linter:
         """Lint ``texts`` (path -> text) in order. A large set (a migration history) is split in two
         halves by size when the process may use two CPUs: a forked child lints the second half
         and sends its findings back through a pipe, so that the files take the time of one half
-        (bench/lint: 342 files, 609 KB). Anything wrong with the child: its half is linted here."""
+        (bench/lint: 342 files, 609 KB). Anything wrong with the child: its half is linted here.
+
+        The child does not know what the first half told (``knowledge``): it records what its
+        files changed and read there, and a file whose reads the first half would have answered
+        otherwise is linted again here, with the knowledge it would have had."""
         paths = list(texts)
         cut = _halfway(paths, texts)
         if cut is None:
@@ -322,14 +316,15 @@ class Linter:
             code = 1
             try:
                 os.close(read_end)
-                found = [f for path in paths[cut:] for f in self.lint_text(path, texts[path])]
+                self.knowledge = recorder = Recorder()
+                found = [(self.lint_text(path, texts[path]), recorder.take()) for path in paths[cut:]]
                 with os.fdopen(write_end, "wb") as pipe:
                     pickle.dump(found, pipe, protocol=pickle.HIGHEST_PROTOCOL)
                 code = 0
             finally:
                 os._exit(code)
         os.close(write_end)
-        first = [f for path in paths[:cut] for f in self.lint_text(path, texts[path])]
+        findings = [f for path in paths[:cut] for f in self.lint_text(path, texts[path])]
         with os.fdopen(read_end, "rb") as pipe:
             data = pipe.read()
         _, status = os.waitpid(child, 0)
@@ -337,9 +332,22 @@ class Linter:
             second = pickle.loads(data) if status == 0 else None
         except Exception:  # noqa: BLE001 - a child that died half way: do its half here
             second = None
-        if second is None:
-            second = [f for path in paths[cut:] for f in self.lint_text(path, texts[path])]
-        return first + second
+        if second is None or len(second) != len(paths) - cut:
+            return findings + [f for path in paths[cut:] for f in self.lint_text(path, texts[path])]
+        # Which of the child's files saw what this process knows at their turn? The changes do not
+        # depend on what is known, so replaying them gives that knowledge file by file.
+        trial = self.knowledge.copy()
+        agrees = [replay(trial, events) for _, events in second]
+        if all(agrees):
+            self.knowledge = trial
+            return findings + [f for found, _ in second for f in found]
+        for path, (found, events), agree in zip(paths[cut:], second, agrees):
+            if agree:
+                replay(self.knowledge, events)
+                findings.extend(found)
+            else:
+                findings.extend(self.lint_text(path, texts[path]))
+        return findings
 
     def lint_source(self, source: SourceFile) -> list[Finding]:
         ignores = find_ignores(source)
@@ -349,11 +357,7 @@ class Linter:
             assume = read.transaction  # a runner marker in the file says how it runs
         assume = assume and not ignores.disable_assume_in_transaction
         ctx = LintContext(source, self.config, assume)
-        ctx.proven_not_null = self.proven_not_null
-        ctx.not_null_checks = self.not_null_checks
-        ctx.schema = self.schema
-        ctx.not_null = self.not_null
-        ctx.index_columns = self.index_columns
+        ctx.use(self.knowledge)
         ctx.has_transaction_statements = assume or any(TRANSACTION_WORD.match(s.text) for s in source.statements)
         raw: list[tuple[str, Hit, Statement]] = []
         if read is not None:

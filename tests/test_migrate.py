@@ -198,6 +198,7 @@ def test_snapshot_is_verified_private_and_restorable_elsewhere(stack):
     assert hashlib.sha256(dump.read_bytes()).hexdigest() == manifest["sha256"]
     assert manifest["size"] == dump.stat().st_size
     assert manifest["tables"] == {"public.items": 1000, "public.orders": 500}
+    assert manifest["compression"] == ("zstd" if int(manifest["server_version"].split(".")[0]) >= 16 else "gzip")
     assert not list(dump.parent.glob(".*partial*"))
     assert PASSWORD not in proc.stdout + proc.stderr + dump.with_suffix(".json").read_text()
 
@@ -218,6 +219,43 @@ def test_snapshot_is_verified_private_and_restorable_elsewhere(stack):
     assert proc.returncode == EXIT_FAILED
     assert "damaged" in proc.stderr and "Traceback" not in proc.stderr
     assert checksums(stack) == before
+
+
+NO_ZSTD_PG_DUMP = """#!/bin/sh
+# pg_dump as built without zstd: it refuses --compress=zstd as the real one does
+for arg in "$@"; do
+  case "$arg" in --compress=zstd*) echo "pg_dump: error: this build does not support compression with zstd" >&2; exit 1;; esac
+done
+exec "$0.real" "$@"
+"""
+
+
+def test_a_pg_dump_built_without_zstd_gives_a_gzip_snapshot(stack, tmp_path):
+    """pg_dump 16+ is asked for zstd; one built without it refuses, and the snapshot is taken
+    with its default (gzip), verified and restorable as any other."""
+    from conftest import docker
+
+    reset_data(stack)
+    before = checksums(stack)
+    db = f"{stack.name}-db-1"
+    bindir = docker("exec", db, "pg_config", "--bindir").stdout.strip()
+    if int(docker("exec", db, "pg_dump", "--version").stdout.split()[-1].split(".")[0]) < 16:
+        pytest.skip("pg_dump before 16 has no zstd")
+    wrapper = tmp_path / "pg_dump"
+    wrapper.write_text(NO_ZSTD_PG_DUMP)
+    wrapper.chmod(0o755)
+    docker("exec", "-u", "root", db, "mv", f"{bindir}/pg_dump", f"{bindir}/pg_dump.real")
+    try:
+        docker("cp", str(wrapper), f"{db}:{bindir}/pg_dump")
+        proc = stack.cli("db", "snapshot", "--json")
+    finally:
+        docker("exec", "-u", "root", db, "mv", f"{bindir}/pg_dump.real", f"{bindir}/pg_dump")
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads(proc.stdout)
+    assert manifest["compression"] == "gzip" and "Traceback" not in proc.stderr
+    proc = stack.cli("db", "restore", manifest["name"], "--target-db", "copy_gzip", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert checksums(stack, "copy_gzip") == before
 
 
 def test_disk_too_small_for_the_snapshot_fails_cleanly(stack, tmp_path):

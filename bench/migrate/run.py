@@ -6,7 +6,9 @@ Starts a throwaway PostgreSQL container (compose project ``cabench-migrate-*``),
 fills it with ``pgbench -i -s SCALE`` (scale 70 is about 1 GB), then times, on the
 same database and in alternation:
 
-- raw ``pg_dump -Fc`` inside the container to a file there, and streamed to the host;
+- raw ``pg_dump -Fc`` inside the container to a file there, and streamed to the host; on
+  PostgreSQL 16 and later also ``pg_dump -Fc --compress=zstd`` inside the container, the
+  compression the snapshot uses there;
 - ``compose-atomic``'s snapshot (stream + sha256 + the table of contents read from the stream +
   row counts, fingerprint and schema objects in the exported snapshot + fsync + rename);
 - the snapshot's parts alone, to see where time goes: the facts read beside the dump, the
@@ -100,11 +102,16 @@ def main() -> None:
         snapdir.mkdir(mode=0o700)
         quiet = Progress("quiet")
         rows: dict[str, list[float]] = {k: [] for k in
-                                        ("dump_in", "dump_host", "snapshot", "restore_raw", "restore_raw_j2",
+                                        ("dump_in", "dump_in_zstd", "dump_host", "snapshot", "restore_raw", "restore_raw_j2",
                                          "restore_ours", "facts", "sha256", "toc")}
 
         def raw_dump_inside():
             sh(*db.exec_argv("pg_dump", "-Fc", "-U", "bench", "-d", "bench", "-f", "/tmp/raw.dump"),
+               env=db.exec_env())
+
+        def raw_dump_inside_zstd():
+            """The same, compressed as the snapshot compresses it on PostgreSQL 16 and later."""
+            sh(*db.exec_argv("pg_dump", "-Fc", "--compress=zstd", "-U", "bench", "-d", "bench", "-f", "/tmp/raw.zst.dump"),
                env=db.exec_env())
 
         def raw_dump_host():
@@ -170,6 +177,12 @@ def main() -> None:
             rows[key].append(timed(fn) if key != "restore_raw" and key != "restore_raw_j2" else fn())
 
         dumps = [("dump_in", raw_dump_inside), ("dump_host", raw_dump_host), ("snapshot", ours_snapshot)]
+        from compose_atomic.migrate.introspect import server_version
+
+        with db.connect() as conn:
+            snaps_zstd = int(server_version(conn).split(".")[0]) >= 16
+        if snaps_zstd:
+            dumps.insert(1, ("dump_in_zstd", raw_dump_inside_zstd))
         restores = [("restore_raw", lambda: raw_restore("raw_restore", jobs=False)),
                     ("restore_raw_j2", lambda: raw_restore("raw_restore", jobs=True)),
                     ("restore_ours", lambda: restore(project, db, snaps[-1], force=True, progress=quiet))]
@@ -183,8 +196,8 @@ def main() -> None:
             for key, fn in (("facts", facts_alone), ("sha256", sha256_alone), ("toc", toc_alone)):
                 measure(key, fn)
 
-        best = {k: min(v) for k, v in rows.items()}
-        med = {k: statistics.median(v) for k, v in rows.items()}
+        best = {k: min(v) for k, v in rows.items() if v}
+        med = {k: statistics.median(v) for k, v in rows.items() if v}
         dump_mib = snaps[-1].manifest["size"] / 2**20
         cpu = os.cpu_count()
         print(f"\n## pgbench scale {args.scale}: {size / 2**30:.2f} GiB database, dump {dump_mib:.0f} MiB\n")
@@ -197,7 +210,11 @@ def main() -> None:
             + (f"{best[key] / best[base]:.2f}x vs {base}" if base else "-") + " |")
         line("raw `pg_dump -Fc` to a file inside the container", "dump_in", None)
         line("raw `pg_dump -Fc` streamed to the host", "dump_host", None)
-        line("**compose-atomic snapshot**", "snapshot", "dump_in")
+        if snaps_zstd:
+            line("raw `pg_dump -Fc --compress=zstd` to a file inside the container", "dump_in_zstd", None)
+        line(f"**compose-atomic snapshot** ({snaps[-1].manifest['compression']})", "snapshot", "dump_in")
+        if snaps_zstd:
+            print(f"| (snapshot vs raw zstd dump inside) | | {best['snapshot'] / best['dump_in_zstd']:.2f}x |")
         print(f"| (snapshot vs streamed raw dump) | | {best['snapshot'] / best['dump_host']:.2f}x |")
         line("raw `pg_restore` streamed from the host into a new DB", "restore_raw", None)
         line("raw `pg_restore -j 2` from a file inside the container", "restore_raw_j2", None)
@@ -212,10 +229,12 @@ def main() -> None:
         print("\nMedian of per-round ratios (each pair measured back to back, so less exposed to "
               "load from other processes):\n")
         print(f"- snapshot / raw dump in the container: {paired('snapshot', 'dump_in'):.2f}x")
+        if snaps_zstd:
+            print(f"- snapshot / raw zstd dump in the container: {paired('snapshot', 'dump_in_zstd'):.2f}x")
         print(f"- snapshot / raw dump streamed to the host: {paired('snapshot', 'dump_host'):.2f}x")
         print(f"- restore+verify+swap / raw streamed pg_restore: {paired('restore_ours', 'restore_raw'):.2f}x")
         print(f"- restore+verify+swap / raw pg_restore -j 2: {paired('restore_ours', 'restore_raw_j2'):.2f}x")
-        print("\nraw seconds per round: " + ", ".join(f"{k}={[round(x, 2) for x in v]}" for k, v in rows.items()))
+        print("\nraw seconds per round: " + ", ".join(f"{k}={[round(x, 2) for x in v]}" for k, v in rows.items() if v))
     finally:
         subprocess.run(["docker", "compose", "down", "-v", "-t", "1"], cwd=work, capture_output=True)
         subprocess.run(["rm", "-rf", str(work)])

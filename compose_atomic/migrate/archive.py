@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 MAGIC = b"PGDMP"
 CUSTOM_FORMAT = 1
+#: pg_compress_algorithm (archive version 1.15, pg_dump 16, and later).
+COMPRESSION = {0: "none", 1: "gzip", 2: "lz4", 3: "zstd"}
 OLDEST, NEWEST = (1, 12, 0), (1, 16, 0)
 
 
@@ -78,6 +80,8 @@ class TocReader:
     done: bool = False
     #: The archive's version is newer than the layouts this reader knows.
     unknown: bool = False
+    #: How its data is compressed: "none", "gzip", "lz4" or "zstd".
+    compression: str | None = None
     _buffer: bytearray = field(default_factory=bytearray)
     _sizes: tuple[int, int] = (4, 8)
 
@@ -133,9 +137,10 @@ class TocReader:
         if c.byte() != CUSTOM_FORMAT:
             raise Malformed("not a custom-format archive")
         if version >= (1, 15, 0):
-            c.byte()  # the compression algorithm
-        else:
-            c.int()  # the compression level
+            algorithm = c.byte()
+            self.compression = COMPRESSION.get(algorithm, f"unknown ({algorithm})")
+        else:  # the zlib level: 0 is none
+            self.compression = "none" if c.int() == 0 else "gzip"
         for _ in range(7):  # the time it was made
             c.int()
         c.str()  # the database's name

@@ -33,7 +33,7 @@ from .database import Database
 CHUNK = 1 << 20
 #: Without an earlier snapshot to go by, a custom-format dump is assumed to take
 #: at most this share of the tables' on-disk size (it is compressed; pgbench data
-#: dumps to about 1/12 of it).
+#: dumps to about 1/12 of it with gzip, 1/40 with zstd).
 FIRST_DUMP_RATIO = 0.35
 #: Head room over the previous snapshot of the same database.
 GROWTH_MARGIN = 1.25
@@ -41,6 +41,11 @@ PRE_MIGRATE = "pre-migrate"
 MANUAL = "manual"
 #: How long a snapshot waits for a table lock held by another session.
 LOCK_WAIT = 60.0
+#: pg_dump 16 and later compress with zstd when built with it (the official images are): on
+#: bench/migrate's 1 GB pgbench database the dump is ~4x smaller than gzip's (pg_dump's default),
+#: so less goes through ``docker exec``, and pg_dump itself spends less CPU beside the row counts.
+ZSTD_FROM_MAJOR = 16
+ZSTD = "--compress=zstd"
 
 
 def _now() -> dt.datetime:
@@ -151,7 +156,13 @@ def take_snapshot(project: Project, db: Database, directory: Path, *, reason: st
         reader.start()
         contents = TocReader()
         try:
-            size, digest = _dump(db, snapshot_id, tmp, lock_wait, contents)
+            try:
+                size, digest = _dump(db, snapshot_id, tmp, lock_wait, contents,
+                                     zstd=_major(version) >= ZSTD_FROM_MAJOR)
+            except _NoZstd:  # a pg_dump built without it: its default (gzip)
+                tmp.unlink(missing_ok=True)
+                contents = TocReader()
+                size, digest = _dump(db, snapshot_id, tmp, lock_wait, contents)
         finally:
             reader.join()
             conn.execute("COMMIT")
@@ -169,7 +180,8 @@ def take_snapshot(project: Project, db: Database, directory: Path, *, reason: st
     manifest = {
         "name": name, "created": when.isoformat(), "reason": reason, "label": label,
         "database_service": db.service, "dbname": db.dbname, "server_version": version,
-        "size": size, "sha256": digest, "toc_entries": toc, "wal_lsn": lsn,
+        "size": size, "sha256": digest, "toc_entries": toc, "compression": contents.compression,
+        "wal_lsn": lsn,
         "tables": facts["tables"], "schema_sha256": facts["schema_sha256"],
         "schema_objects": facts["schema_objects"], "bookkeeping": facts["bookkeeping"],
         "counters": counters, **(extra or {}),
@@ -248,11 +260,21 @@ class ArchiveCheck:
             self.proc.wait()
 
 
+class _NoZstd(SnapshotFailed):
+    """pg_dump refused ``--compress=zstd`` (built without zstd)."""
+
+
+def _major(version: str) -> int:
+    """``17.10 (Debian 17.10-1)`` -> 17; 0 when unreadable."""
+    found = re.match(r"\s*(\d+)", version)
+    return int(found.group(1)) if found else 0
+
+
 def _dump(db: Database, snapshot_id: str, tmp: Path, lock_wait: float,
-          contents: TocReader | None = None) -> tuple[int, str]:
+          contents: TocReader | None = None, *, zstd: bool = False) -> tuple[int, str]:
     """Stream pg_dump's output into ``tmp`` (and ``contents``); return size and sha256."""
-    argv = db.exec_argv("pg_dump", "--format=custom", "--no-password", f"--snapshot={snapshot_id}",
-                        f"--lock-wait-timeout={int(lock_wait * 1000)}",
+    argv = db.exec_argv("pg_dump", "--format=custom", *([ZSTD] if zstd else []), "--no-password",
+                        f"--snapshot={snapshot_id}", f"--lock-wait-timeout={int(lock_wait * 1000)}",
                         "-U", db.user, "-d", db.dbname)
     digest = hashlib.sha256()
     size = 0
@@ -290,6 +312,8 @@ def _dump(db: Database, snapshot_id: str, tmp: Path, lock_wait: float,
         drain.join(timeout=5)
     if code != 0:
         message = b"".join(errors).decode(errors="replace").strip()
+        if zstd and size == 0 and "zstd" in message:
+            raise _NoZstd(message)
         raise SnapshotFailed(f"pg_dump exited with {code}: {message or 'no message'}")
     if size == 0:
         raise SnapshotFailed("pg_dump exited 0 but wrote nothing")

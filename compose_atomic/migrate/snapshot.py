@@ -260,8 +260,9 @@ class ArchiveCheck:
             self.proc.wait()
 
 
-class _NoZstd(SnapshotFailed):
-    """pg_dump refused ``--compress=zstd`` (built without zstd)."""
+class _NoZstd(Exception):
+    """pg_dump refused ``--compress=zstd`` (built without zstd): a signal to dump again with
+    its default, caught in ``take_snapshot`` and never shown to a user."""
 
 
 def _major(version: str) -> int:

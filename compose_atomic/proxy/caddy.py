@@ -49,6 +49,7 @@ from ..errors import ProxyError
 from ..ports import parse_port
 from ..settings import RouteSettings
 from ..statedir import write_json_atomic
+from .sockets import client_connections, stop_listening
 
 #: Restart policy of the edge and the switch. Not ``unless-stopped``: after dockerd is killed
 #: (SIGKILL, OOM, a power cut), the engine stops the containers it finds on start and does not
@@ -501,29 +502,6 @@ def with_drain_marker(config: dict[str, Any], spec: str) -> dict[str, Any]:
     return config
 
 
-def client_connections(pid: int, ports: set[int]) -> int | None:
-    """Established TCP connections on ``ports`` held by process ``pid`` (the edge runs in the
-    host's network namespace); None when this machine cannot tell (no /proc, a remote engine)."""
-    try:
-        inodes = set()
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-        count = 0
-        for table in ("tcp", "tcp6"):
-            with open(f"/proc/{pid}/net/{table}") as handle:
-                next(handle)
-                for line in handle:
-                    fields = line.split()
-                    local_port = int(fields[1].rsplit(":", 1)[1], 16)
-                    if fields[3] == "01" and local_port in ports and fields[9] in inodes:
-                        count += 1
-        return count
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-
-
 def routes_from_config(config: dict[str, Any]) -> dict[str, list[str]]:
     """Upstreams per service as a saved configuration has them."""
     return {service: dials for service, (dials, _) in balanced_routes_from_config(config).items()}
@@ -864,8 +842,11 @@ class CaddyProxy:
         connection at the instant it closes (a POST lost that way cannot be replayed).
 
         The old edge answers every request with ``Connection: close`` once its marker file exists
-        (no reload: a reload would close the idle connections itself); it stops when it holds no
-        client connection, or after ``EDGE_DRAIN_BOUND`` seconds (a client idle all that time).
+        (no reload: a reload would close the idle connections itself), and its listeners are
+        stopped (sockets.py), so every new connection goes to the new edge; it stops when it holds
+        no client connection, or after ``EDGE_DRAIN_BOUND`` seconds (a client idle all that time,
+        or a request still running, which SIGTERM lets finish). Where its listeners cannot be stopped (a remote engine, not root) it keeps accepting
+        until then: under steady load it then stops at the bound.
         """
         info = self._inspect(retired) or {}
         spec = ((info.get("Config") or {}).get("Labels") or {}).get(LABEL_SPEC)
@@ -874,6 +855,7 @@ class CaddyProxy:
         (self.run_dir / f"{DRAIN_MARKER_PREFIX}{spec}").touch()
         pid = (info.get("State") or {}).get("Pid") or 0
         ports = {int(address.rsplit(":", 1)[1]) for address, _ in edge_listeners(self.ports)}
+        stop_listening(pid, ports)
         deadline = time.monotonic() + EDGE_DRAIN_BOUND
         while time.monotonic() < deadline:
             if client_connections(pid, ports) == 0:

@@ -502,6 +502,16 @@ def with_drain_marker(config: dict[str, Any], spec: str) -> dict[str, Any]:
     return config
 
 
+def _no_log(info: dict[str, Any] | None) -> str:
+    """What the engine says of a proxy container that stopped without a log line."""
+    if info is None:
+        return "the container is gone"
+    state = info.get("State") or {}
+    return (f"no log line; the engine says {state.get('Status')}, exit code {state.get('ExitCode')}"
+            f"{', ' + state['Error'] if state.get('Error') else ''}, started {state.get('StartedAt')}, "
+            f"finished {state.get('FinishedAt')}, restarted {info.get('RestartCount', 0)} times")
+
+
 def routes_from_config(config: dict[str, Any]) -> dict[str, list[str]]:
     """Upstreams per service as a saved configuration has them."""
     return {service: dials for service, (dials, _) in balanced_routes_from_config(config).items()}
@@ -912,7 +922,7 @@ class CaddyProxy:
                 return
             info = self._inspect(name)
             if info is None or info["State"]["Status"] in ("exited", "dead") or time.monotonic() > deadline:
-                raise ProxyError(f"proxy {name} did not start: {result.last_line() or 'unknown error'}",
+                raise ProxyError(f"proxy {name} did not start: {result.last_line() or _no_log(info)}",
                                  hint=hint)
             time.sleep(0.1)
 

@@ -84,7 +84,7 @@ start_dockerd() {
     if docker info >/dev/null 2>&1; then return; fi
     mkdir -p "$STATE"
     log "starting dockerd (log: /var/log/compose-atomic-dockerd.log)"
-    setsid dockerd >/var/log/compose-atomic-dockerd.log 2>&1 </dev/null &
+    setsid dockerd >>/var/log/compose-atomic-dockerd.log 2>&1 </dev/null &
     echo $! >"$DOCKERD_PID"
     for _ in $(seq 1 60); do
         docker info >/dev/null 2>&1 && return

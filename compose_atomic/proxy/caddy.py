@@ -876,10 +876,11 @@ class CaddyProxy:
         """Start a stopped or killed proxy container and wait until it serves.
 
         Its log is read from the end of its last run (``FinishedAt``), not from ``StartedAt``: the
-        engine sets StartedAt once it sees the process running, and on a busy engine Caddy has
-        written its lines, the ready line included, before that. Read from StartedAt, a Caddy
-        serving was reported, in one of six runs of the suite, as "did not start" with no log line
-        after 30 s, and the deploy rolled back (tests/unit/test_proxy_start.py). A start
+        engine sets StartedAt once it sees the process running, and on a busy engine Caddy can
+        have written its lines, the ready line included, before that. Read from StartedAt, a
+        serving Caddy is taken for one that "did not start" (no log line) after 30 s and the
+        deploy rolls back: the likely cause of one failed run of the suite in six
+        (tests/unit/test_proxy_start.py). A start
         that fails is tried again for ENGINE_RESTART_WAIT; a Caddy that cannot start fails every
         time and its last error is raised.
         """

@@ -701,6 +701,10 @@ class CaddyProxy:
     def _inspect(name: str) -> dict[str, Any] | None:
         return docker.inspect_one(name)
 
+    def _state(self, name: str) -> dict[str, Any]:
+        """``State`` of ``name`` as the engine reports it; empty when the container is gone."""
+        return (self._inspect(name) or {}).get("State") or {}
+
     def ensure(self, networks: list[str], report: Callable[[str, bool], None] | None = None) -> None:
         """Create, repair or update the proxy, join ``networks`` and push the saved configuration.
 
@@ -880,18 +884,17 @@ class CaddyProxy:
         have written its lines, the ready line included, before that. Read from StartedAt, a
         serving Caddy is taken for one that "did not start" (no log line) after 30 s and the
         deploy rolls back: the likely cause of one failed run of the suite in six
-        (tests/unit/test_proxy_start.py). A start
-        that fails is tried again for ENGINE_RESTART_WAIT; a Caddy that cannot start fails every
-        time and its last error is raised.
+        (tests/unit/test_proxy_start.py). A start that fails is tried again for
+        ENGINE_RESTART_WAIT; a Caddy that cannot start fails every time and its last error is raised.
         """
         deadline = time.monotonic() + ENGINE_RESTART_WAIT
         while True:
             # Its lines since its last run ended (not since StartedAt: see above).
-            ended = ((self._inspect(name) or {}).get("State") or {}).get("FinishedAt") or ""
-            since = None if ended.startswith("0001-") else ended or None
+            ended = self._state(name).get("FinishedAt") or ""
+            since = ended if ended and not ended.startswith("0001-") else None  # 0001-...: never ran
             if not self._restarted_by_engine(name):
                 result = docker.run(docker.start(name))
-                if not result.ok and ((self._inspect(name) or {}).get("State") or {}).get("Status") != "running":
+                if not result.ok and self._state(name).get("Status") != "running":
                     # (Docker's restart policy may have started it meanwhile: that is fine too.)
                     raise ProxyError(f"proxy {name}: could not start: {result.last_line()}")
             try:
@@ -909,7 +912,7 @@ class CaddyProxy:
         Docker 20.10: a killed proxy is not restarted by the engine, and is started here.)"""
         deadline = time.monotonic() + ENGINE_RESTART_WAIT
         while True:
-            status = ((self._inspect(name) or {}).get("State") or {}).get("Status")
+            status = self._state(name).get("Status")
             if status != "restarting":
                 return status == "running"
             if time.monotonic() > deadline:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from compose_atomic.lint import Hit, LintConfig, LintFailed, Rule, lint_text, parse_pg_version
+from compose_atomic.lint.plpgsql import do_statements
 from compose_atomic.lint.registry import get_rules
 from compose_atomic.progress import Progress
 from compose_atomic.project import ComposeOptions, Project
@@ -124,6 +125,57 @@ def test_the_second_process_knows_what_the_first_half_of_the_history_told(tmp_pa
     assert not late & {"changing-column-type", "adding-not-nullable-field"}, late
     proc = run_cli("lint", "--format", "json", "history", cwd=tmp_path)
     assert json.loads(proc.stdout) == expected
+
+
+def _locations_from(node, delta: int):
+    """``node`` with each known location moved back by ``delta`` and zeros dropped (libpg_query's
+    JSON leaves a 0 out)."""
+    if isinstance(node, list):
+        return [_locations_from(item, delta) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if key.endswith("location") and isinstance(value, int) and value >= 0:
+            value -= delta
+            if value == 0:
+                continue
+        out[key] = _locations_from(value, delta)
+    return out
+
+
+def test_a_file_parsed_in_one_call_has_the_statements_and_trees_of_one_parse_per_statement(monkeypatch):
+    """A small ASCII file is parsed in one call (parser.WHOLE_PARSE_MAX): the same statements,
+    positions, kinds and trees (their locations counted from ``origin``) as a file cut first
+    and parsed statement by statement, and a DO block's statements found at the same places."""
+    import sys
+
+    from compose_atomic.lint import parser
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench" / "lint"))
+    from generate import history
+
+    tricky = ("-- leading comment\n\n  /* block */ SET lock_timeout = '1s';;\n"
+              "DO $$ BEGIN EXECUTE 'ALTER TABLE t ADD COLUMN c int'; ALTER TABLE t DROP COLUMN d; END $$;\n"
+              "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END;\n"
+              "ALTER TABLE t ADD COLUMN e int CHECK (e > 0), ALTER COLUMN f TYPE text\n")
+    texts = [tricky, *history(files=12, target_bytes=60_000, seed=11)]
+    for text in texts:
+        whole = parser.parse_file("m.sql", text)
+        with monkeypatch.context() as m:
+            m.setattr(parser, "WHOLE_PARSE_MAX", -1)
+            apart = parser.parse_file("m.sql", text)
+            apart_nodes = [s.node for s in apart.statements]
+        assert [(s.start, s.end, s.text, s.kind) for s in whole.statements] == \
+            [(s.start, s.end, s.text, s.kind) for s in apart.statements]
+        assert all(s.origin == 0 for s in whole.statements) and any(s.start > 0 for s in whole.statements)
+        assert [_locations_from(s.node, s.start - s.origin) for s in whole.statements] == \
+            [_locations_from(n, 0) for n in apart_nodes]
+        assert [[(s.start, s.end) for s in do_statements(stmt, whole)[0]] for stmt in whole.statements
+                if stmt.kind == "DoStmt"] == \
+            [[(s.start, s.end) for s in do_statements(stmt, apart)[0]] for stmt in apart.statements
+             if stmt.kind == "DoStmt"]
+    assert parser.parse_file("m.sql", tricky).statements[1].kind == "DoStmt"
 
 
 def test_defaults_come_from_x_atomic_lint_and_no_project_is_fine(tmp_path):

@@ -126,20 +126,23 @@ class Statement:
 
     ``kind`` is the parse-tree node name (``AlterTableStmt``, ``IndexStmt``...) and
     ``node`` its body as libpg_query's JSON (defaults omitted); both are empty when
-    the grammar rejected the statement, and ``error`` says why. The tree is built on
-    first use and can be dropped with ``release()`` (it is rebuilt if asked again), so
-    a large file never holds every tree at once.
+    the grammar rejected the statement, and ``error`` says why. The tree's ``location``
+    fields count from ``origin``, an offset in the file: the statement's start, or the
+    start of the text it was parsed with. The tree is built on first use (unless the
+    whole file was parsed at once) and can be dropped with ``release()`` (it is rebuilt
+    if asked again), so a large file never holds every tree at once.
     """
 
     def __init__(self, index: int, start: int, end: int, text: str, kind: str | None = None,
                  node: dict[str, Any] | None = None, error: str | None = None,
-                 source: "SourceFile | None" = None) -> None:
+                 source: "SourceFile | None" = None, origin: int | None = None) -> None:
         self.index = index
         self.start = start
         self.end = end
         self.text = text
         self.error = error
         self.source = source
+        self.origin = start if origin is None else origin
         if error is not None:
             kind, node = "", {}
         if kind is not None:
@@ -157,6 +160,7 @@ class Statement:
         (kind, node), = tree[0]["stmt"].items()
         self.__dict__["kind"] = kind
         self.__dict__["node"] = node
+        self.origin = self.start
 
     @cached_property
     def kind(self) -> str:
@@ -297,13 +301,35 @@ class SourceFile:
         return line + 1, offset - starts[line] + 1
 
 
+#: Texts up to this size are parsed in one call, every statement's tree at once: the files of
+#: bench/lint's history take 30% less time so than cut first and parsed statement by statement.
+#: Larger ones (a whole history in one file) are faster, and flat in memory, statement by statement.
+WHOLE_PARSE_MAX = 128 * 1024
+
+
 def _split(source: SourceFile, text: str, base: int, first_index: int) -> list[Statement]:
     """Statements of ``text`` (at offset ``base`` in the file), cut by libpg_query's parser.
 
-    Raises pglast's ParseError when the grammar rejects the text. Each statement is then
-    parsed on its own, on demand: many small JSON documents decode faster than one big
-    one, and memory stays flat (bench/lint).
+    Raises pglast's ParseError when the grammar rejects the text. A small ASCII text is
+    parsed whole (libpg_query's offsets are in bytes: in ASCII, characters too); otherwise
+    each statement is parsed on its own, on demand.
     """
+    if len(text) <= WHOLE_PARSE_MAX and text.isascii():
+        global _parse_sql_json
+        if _parse_sql_json is None:
+            from pglast.parser import parse_sql_json as _parse_sql_json
+        out = []
+        for n, raw in enumerate(tree_loads(_parse_sql_json(text)).get("stmts") or ()):
+            # as pglast.split cuts: from the statement's location, less the white space around it
+            at, length = raw.get("stmt_location", 0), raw.get("stmt_len", 0)
+            piece = text[at:at + length] if length else text[at:]
+            body = piece.lstrip()
+            at += len(piece) - len(body)
+            body = body.rstrip()
+            (kind, node), = raw["stmt"].items()
+            out.append(Statement(first_index + n, base + at, base + at + len(body), body, kind, node,
+                                 source=source, origin=base))
+        return out
     import pglast
 
     out = []

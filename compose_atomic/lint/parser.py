@@ -41,7 +41,7 @@ except ImportError:  # pragma: no cover - orjson is a dependency; keep working w
     _orjson_loads = json.loads
 
 
-def _parse_json(text: str) -> Any:
+def parse_json(text: str) -> Any:
     """libpg_query's parse tree of ``text``, decoded (pglast's parser imported on first use);
     raises pglast's ParseError when the grammar rejects it."""
     global _parse_sql_json
@@ -162,7 +162,7 @@ class Statement:
         return f"<Statement {self.index} {self.kind} at {self.start}>"
 
     def _load(self) -> None:
-        tree = _parse_json(self.text).get("stmts") or [{"stmt": {"": {}}}]
+        tree = parse_json(self.text).get("stmts") or [{"stmt": {"": {}}}]
         (kind, node), = tree[0]["stmt"].items()
         self.__dict__["kind"] = kind
         self.__dict__["node"] = node
@@ -322,7 +322,7 @@ def _split(source: SourceFile, text: str, base: int, first_index: int) -> list[S
     """
     if len(text) <= WHOLE_PARSE_MAX and text.isascii():
         out = []
-        for n, raw in enumerate(_parse_json(text).get("stmts") or ()):
+        for n, raw in enumerate(parse_json(text).get("stmts") or ()):
             # as pglast.split cuts: from the statement's location, less the white space around it
             at, length = raw.get("stmt_location", 0), raw.get("stmt_len", 0)
             piece = text[at:at + length] if length else text[at:]

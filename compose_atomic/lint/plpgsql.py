@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .parser import Statement, tree_loads
+from .parser import Statement, parse_json, tree_loads
 
 _WRAP = "CREATE FUNCTION __compose_atomic_do() RETURNS void LANGUAGE plpgsql AS "
 
@@ -57,10 +57,10 @@ def _walk(node: Any, found: list[tuple[str, int, dict]]) -> None:
 
 def _literal(expr: str) -> str | None:
     """The value of an expression made only of string literals (joined with ||), else None."""
-    from pglast.parser import ParseError, parse_sql_json
+    from pglast.parser import ParseError
 
     try:
-        tree = tree_loads(parse_sql_json("SELECT " + expr))
+        tree = parse_json("SELECT " + expr)
     except ParseError:
         return None
     target = tree["stmts"][0]["stmt"]["SelectStmt"]["targetList"][0]["ResTarget"]["val"]
@@ -85,10 +85,10 @@ def _literal(expr: str) -> str | None:
 
 def _parse(sql: str) -> tuple[str, dict] | None:
     """(kind, node) of one SQL statement, or None when the grammar rejects it."""
-    from pglast.parser import ParseError, parse_sql_json
+    from pglast.parser import ParseError
 
     try:
-        stmts = tree_loads(parse_sql_json(sql)).get("stmts") or []
+        stmts = parse_json(sql).get("stmts") or []
     except ParseError:
         return None
     if len(stmts) != 1:
